@@ -1,0 +1,31 @@
+"""asyncdock: a Docker-compatible container engine on asyncio.
+
+The public API is imported lazily so that `asyncdock ps` starts fast.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["Client", "Engine", "APIError", "NotFound", "Conflict", "__version__"]
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .client import Client
+    from .engine import Engine
+    from .errors import APIError, Conflict, NotFound
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Client":
+        from .client import Client
+
+        return Client
+    if name == "Engine":
+        from .engine import Engine
+
+        return Engine
+    if name in ("APIError", "NotFound", "Conflict"):
+        from . import errors
+
+        return getattr(errors, name)
+    raise AttributeError(name)

@@ -1,0 +1,145 @@
+"""The API application: version prefix, routing, error mapping, and the Unix socket listener."""
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import re
+import stat
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from .. import __version__, errors
+from .http import (DateCache, HttpConnection, Request, Response, Router, StreamResponse,
+                   empty_response, error_response)
+
+log = logging.getLogger(__name__)
+
+API_VERSION = (1, 41)
+MIN_API_VERSION = (1, 24)
+API_VERSION_STR = "%d.%d" % API_VERSION
+MIN_API_VERSION_STR = "%d.%d" % MIN_API_VERSION
+
+_VERSION_PREFIX = re.compile(r"^/v(\d+)\.(\d+)(/.*)$")
+
+# One module per resource; each has register(router).
+ROUTE_MODULES = ("system", "images", "containers", "exec", "events", "unimplemented")
+
+# Parts of Docker's API that later issues build: answered 501 with a message naming them.
+# (method, pattern, what)
+NOT_YET: tuple[tuple[str, str, str], ...] = ()
+
+
+class App:
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.router = Router()
+        self.date = DateCache()
+        self._common = (
+            f"Api-Version: {API_VERSION_STR}\r\nDocker-Experimental: false\r\nOstype: linux\r\n"
+            f"Server: asyncdock/{__version__} (linux)\r\n"
+        ).encode()
+        self._common_no_exp = (
+            f"Api-Version: {API_VERSION_STR}\r\nOstype: linux\r\nServer: asyncdock/{__version__} (linux)\r\n"
+        ).encode()
+        for name in ROUTE_MODULES:
+            try:
+                module = importlib.import_module(f".routes.{name}", __package__)
+            except ModuleNotFoundError as e:
+                if e.name and e.name.endswith(f"routes.{name}"):
+                    continue  # resource not built yet: the catch-all below answers for it
+                raise
+            module.register(self.router)
+
+    def common_headers(self, req: Request | None) -> bytes:
+        if req is not None and req.version_rejected:
+            return self._common_no_exp
+        return self._common
+
+    async def dispatch(self, req: Request) -> Response | StreamResponse | Any:
+        path = req.path
+        m = _VERSION_PREFIX.match(path)
+        if m is not None:
+            version = (int(m.group(1)), int(m.group(2)))
+            path = m.group(3)
+            if version > API_VERSION:
+                req.version_rejected = True
+                return error_response(
+                    f"client version {m.group(1)}.{m.group(2)} is too new. Maximum supported API version is {API_VERSION_STR}", 400)
+            if version < MIN_API_VERSION:
+                req.version_rejected = True
+                return Response(400, (
+                    f"client version {m.group(1)}.{m.group(2)} is too old. Minimum supported API version is "
+                    f"{MIN_API_VERSION_STR}, please upgrade your client to a newer version\n").encode(),
+                    content_type="text/plain; charset=utf-8", headers=[("X-Content-Type-Options", "nosniff")])
+            req.api_version = version
+        req.engine = self.engine
+        req.app = self
+        method = "GET" if req.method == "HEAD" and not path.startswith("/_ping") else req.method
+        found = self.router.resolve(method, path)
+        if not found:
+            if found is False:
+                return error_response("page not found", 404) if req.method != "HEAD" else error_response("", 405)
+            return error_response("page not found", 404)
+        handler, params = found  # type: ignore[misc]
+        req.match = params
+        try:
+            return await handler(req)
+        except errors.NotModified:
+            return empty_response(304)
+        except errors.EngineError as e:
+            if req._stream is not None:
+                # the head is out already: report in-band as Docker's JSON message streams do
+                req._stream.write_nowait(msgspec.json.encode({"errorDetail": {"message": e.message}, "error": e.message}) + b"\r\n")
+                return req._stream
+            return error_response(e.message, e.status)
+        except (ConnectionResetError, BrokenPipeError):
+            raise asyncio.CancelledError from None
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # never a traceback to the client
+            log.exception("error serving %s %s", req.method, req.path)
+            if req._stream is not None:
+                return req._stream
+            return error_response(f"internal error: {type(e).__name__}: {e}", 500)
+
+
+class ApiServer:
+    """Listens on Unix sockets; each connection is an HttpConnection bound to the app."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self._servers: list[asyncio.AbstractServer] = []
+        self._paths: list[Path] = []
+
+    async def listen_unix(self, path: str | os.PathLike[str], mode: int = 0o660) -> None:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if stat.S_ISSOCK(p.lstat().st_mode):
+                p.unlink()
+        except FileNotFoundError:
+            pass
+        loop = asyncio.get_running_loop()
+        server = await loop.create_unix_server(lambda: HttpConnection(self.app), path=str(p), backlog=1024)
+        os.chmod(p, mode)
+        self._servers.append(server)
+        self._paths.append(p)
+
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+        for server in self._servers:
+            try:
+                await asyncio.wait_for(server.wait_closed(), 2)
+            except (asyncio.TimeoutError, Exception):
+                pass
+        for p in self._paths:
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+        self._servers.clear()

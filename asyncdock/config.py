@@ -1,0 +1,61 @@
+"""Daemon settings: dockerd's daemon.json keys where they mean the same."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+
+DEFAULT_SOCKET = "/run/asyncdock.sock"
+DEFAULT_DATA_ROOT = "/var/lib/asyncdock"
+DEFAULT_EXEC_ROOT = "/run/asyncdock"
+
+
+class RuntimeConfig(msgspec.Struct, rename="camel"):
+    path: str = ""
+    runtime_args: list[str] = msgspec.field(default_factory=list)
+
+
+class DaemonConfig(msgspec.Struct, rename="kebab", forbid_unknown_fields=False):
+    data_root: str = DEFAULT_DATA_ROOT
+    exec_root: str = DEFAULT_EXEC_ROOT
+    hosts: list[str] = msgspec.field(default_factory=lambda: [f"unix://{DEFAULT_SOCKET}"])
+    insecure_registries: list[str] = msgspec.field(default_factory=list)
+    registry_mirrors: list[str] = msgspec.field(default_factory=list)
+    max_concurrent_downloads: int = 3
+    max_concurrent_unpacks: int = 0  # 0: the number of cores
+    default_runtime: str = ""  # "": probe crun, then runc
+    runtimes: dict[str, RuntimeConfig] = msgspec.field(default_factory=dict)
+    storage_driver: str = ""  # "": overlayfs when the kernel has it, else copy
+    log_driver: str = "json-file"
+    log_opts: dict[str, str] = msgspec.field(default_factory=dict)
+    debug: bool = False
+    # Where `certs.d/<host>/ca.crt` lives (dockerd: /etc/docker).
+    config_dir: str = "/etc/asyncdock"
+
+    @property
+    def unpack_limit(self) -> int:
+        return self.max_concurrent_unpacks or (os.cpu_count() or 1)
+
+
+def load_config(path: str | os.PathLike[str] | None, **overrides: object) -> DaemonConfig:
+    """Read a daemon.json-style file (if given) and apply command-line overrides (None = unset)."""
+    data: dict[str, object] = {}
+    if path is not None:
+        try:
+            raw = Path(path).read_bytes()
+        except OSError as e:
+            raise SystemExit(f"asyncdock: cannot read config file {path}: {e.strerror}") from None
+        try:
+            data = msgspec.json.decode(raw)
+        except msgspec.DecodeError as e:
+            raise SystemExit(f"asyncdock: config file {path} is not valid JSON: {e}") from None
+        if not isinstance(data, dict):
+            raise SystemExit(f"asyncdock: config file {path} must hold a JSON object")
+    for key, value in overrides.items():
+        if value is not None:
+            data[key.replace("_", "-")] = value
+    try:
+        return msgspec.convert(data, DaemonConfig)
+    except msgspec.ValidationError as e:
+        raise SystemExit(f"asyncdock: invalid configuration: {e}") from None

@@ -1,0 +1,200 @@
+"""Turning a container record into a running process and back: rootfs mount, /etc files,
+the OCI bundle, stdio pipes, `runtime create` + `start`; teardown after exit; cleanup after a
+crash of the daemon."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from .. import errors
+from ..logs.base import LogRecord
+from ..runtime.base import RuntimeError_
+from ..util.ids import short_id
+from .etcfiles import write_etc_files
+from .models import ContainerRecord
+from .stdio import STDERR, STDOUT, pump_output
+
+if TYPE_CHECKING:
+    from .manager import ContainerManager, Live
+
+log = logging.getLogger(__name__)
+
+
+class LaunchError(Exception):
+    """The container could not start; `error` is what the API answers, `exit_code` what the
+    container records (127 for a missing executable, 126 when not executable, as Docker)."""
+
+    def __init__(self, error: errors.EngineError, exit_code: int) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.message = error.message
+        self.exit_code = exit_code
+
+
+@dataclass
+class Process:
+    pid: int
+    exit_future: asyncio.Future[int]
+    output_done: list[asyncio.Future[None]] = field(default_factory=list)
+    cgroups_path: str = ""
+
+
+def cgroups_path(rec: ContainerRecord) -> str:
+    parent = rec.host_config.cgroup_parent.rstrip("/") or "/asyncdock"
+    if not parent.startswith("/"):
+        parent = "/" + parent
+    return f"{parent}/{rec.id}"
+
+
+def _start_error(runtime: str, message: str) -> LaunchError:
+    text = f"OCI runtime create failed: {runtime} create failed: {message}: unknown"
+    low = message.lower()
+    if "executable file not found" in low or "no such file or directory" in low:
+        return LaunchError(errors.InvalidParameter(text), 127)
+    if "permission denied" in low:
+        return LaunchError(errors.InvalidParameter(text), 126)
+    return LaunchError(errors.SystemError_(text), 128)
+
+
+async def launch(mgr: ContainerManager, rec: ContainerRecord, lv: Live) -> Process:
+    from ..snapshots.mount import is_mounted, mount
+
+    engine = mgr.engine
+    rt = engine.runtimes[rec.runtime]
+    bundle = mgr.bundles / rec.id
+    rootfs = bundle / "rootfs"
+    files_dir = mgr.store.dir(rec.id)
+    rootfs.mkdir(parents=True, exist_ok=True)
+    if not await asyncio.to_thread(is_mounted, rootfs):
+        mounts = await engine.snapshotter.mounts(rec.id)
+        await asyncio.to_thread(mount, mounts, rootfs)
+    opened: list[int] = []
+    try:
+        await asyncio.to_thread(write_etc_files, rec, files_dir)
+        spec = await asyncio.to_thread(_build_spec, mgr, rec, rootfs, files_dir)
+        (bundle / "config.json").write_bytes(msgspec.json.encode(spec))
+        # stdio: our ends are read by the pumps; the container's ends go to the runtime
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        opened += [out_r, out_w, err_r, err_w]
+        if rec.config.open_stdin:
+            in_r, in_w = os.pipe2(os.O_CLOEXEC)
+            opened += [in_r, in_w]
+        else:
+            in_r = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+            in_w = -1
+            opened.append(in_r)
+        driver = engine.logdrivers[rec.host_config.log_config.type]
+        lv.log_writer = driver.open_writer(files_dir, rec.id, dict(rec.host_config.log_config.config or {}))
+        writer = lv.log_writer
+
+        def emit(stream: str, data: bytes, ts: int) -> None:
+            writer.write(LogRecord(stream, data, ts))  # type: ignore[arg-type]
+
+        pid_file = bundle / "init.pid"
+        pid_file.unlink(missing_ok=True)
+        try:
+            await rt.create(rec.id, bundle, pid_file=pid_file, stdio=(in_r, out_w, err_w))
+        except RuntimeError_ as e:
+            raise _start_error(rt.name, e.message) from None
+        for fd in (in_r, out_w, err_w):
+            os.close(fd)
+            opened.remove(fd)
+        output_done = await pump_output({STDOUT: out_r, STDERR: err_r}, lv.hub, emit)
+        opened.remove(out_r)
+        opened.remove(err_r)
+        if in_w >= 0:
+            loop = asyncio.get_running_loop()
+            transport, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(in_w, "wb", buffering=0))
+            opened.remove(in_w)
+            lv.stdin_w = transport
+        pid = int(pid_file.read_text().strip())
+        exit_future = engine.exits.watch(pid)
+        try:
+            await rt.start(rec.id)
+        except RuntimeError_ as e:
+            await _force_delete(rt, rec.id)
+            raise _start_error(rt.name, e.message) from None
+        return Process(pid, exit_future, output_done, cgroups_path(rec))
+    except BaseException:
+        for fd in opened:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        if lv.log_writer is not None:
+            lv.log_writer.close()
+            lv.log_writer = None
+        await _release_rootfs(mgr, rec)
+        raise
+
+
+def _build_spec(mgr: ContainerManager, rec: ContainerRecord, rootfs: Path, files_dir: Path) -> dict[str, Any]:
+    from .specinput import spec_input
+    from .spec import build_spec
+
+    return build_spec(spec_input(mgr, rec, rootfs, files_dir, cgroups_path(rec)))
+
+
+async def _force_delete(rt: Any, cid: str) -> None:
+    try:
+        await rt.kill(cid, 9, all_processes=True)
+    except Exception:
+        pass
+    try:
+        await rt.delete(cid, force=True)
+    except Exception as e:
+        log.debug("delete %s: %s", short_id(cid), e)
+
+
+async def _release_rootfs(mgr: ContainerManager, rec: ContainerRecord) -> None:
+    from ..snapshots.mount import is_mounted, unmount
+
+    bundle = mgr.bundles / rec.id
+    rootfs = bundle / "rootfs"
+
+    def work() -> None:
+        if is_mounted(rootfs):
+            unmount(rootfs)
+        shutil.rmtree(bundle, ignore_errors=True)
+
+    await asyncio.to_thread(work)
+
+
+async def teardown(mgr: ContainerManager, rec: ContainerRecord, proc: Process) -> bool:
+    """After the init exited: was it an OOM kill (asked before delete removes the cgroup),
+    then runtime state, rootfs mount and bundle go. Returns OOMKilled."""
+    from ..runtime.cgroups import oom_killed
+
+    try:
+        oom = await asyncio.to_thread(oom_killed, proc.cgroups_path)
+    except OSError:
+        oom = False
+    await _force_delete(mgr.engine.runtimes[rec.runtime], rec.id)
+    await _release_rootfs(mgr, rec)
+    return oom
+
+
+async def cleanup_leftovers(mgr: ContainerManager, records: list[ContainerRecord]) -> None:
+    """What a crash left: runtime state (and processes), mounts and bundles."""
+    from ..snapshots.mount import unmount_all_under
+
+    for name, rt in mgr.engine.runtimes.items():
+        try:
+            ids = await rt.list()
+        except Exception as e:
+            log.warning("listing %s containers: %s", name, e)
+            continue
+        for cid in ids:
+            log.info("cleaning up %s container %s left by a previous run", name, short_id(cid))
+            await _force_delete(rt, cid)
+    await asyncio.to_thread(unmount_all_under, mgr.bundles)
+    for d in mgr.bundles.iterdir() if mgr.bundles.exists() else ():
+        shutil.rmtree(d, ignore_errors=True)

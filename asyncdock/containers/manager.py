@@ -1,0 +1,682 @@
+"""Container lifecycle, supervised by the asyncio core.
+
+The engine runs containers detached through the OCI runtime (`create` + `start`) and, being the
+child subreaper, becomes the parent of each container's init: it reaps it itself, so there is no
+helper process per container. Every transition is saved atomically and published on the bus.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal as signal_mod
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import errors
+from ..util.ids import new_id, short_id
+from . import names as names_mod
+from .models import ZERO_TIME, ContainerConfig, ContainerRecord, CreateRequest, HostConfig, LogConfig, State
+from .stdio import STDERR, STDOUT, OutputHub, pump_output
+from .store import ContainerStore
+from .status import rfc3339nano
+
+if TYPE_CHECKING:
+    from ..engine import Engine
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SHM = 64 * 1024 * 1024
+DEFAULT_STOP_TIMEOUT = 10
+MASKED_PATHS = ["/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware"]
+READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+RESTART_BASE = 0.1
+RESTART_MAX = 60.0
+
+
+def parse_signal(value: str | int | None, default: int = signal_mod.SIGKILL) -> int:
+    if value is None or value == "":
+        return default
+    if isinstance(value, int):
+        return value
+    v = value.strip().upper()
+    if v.isdigit():
+        n = int(v)
+        if n <= 0 or n > 64:
+            raise errors.InvalidParameter(f"Invalid signal: {value}")
+        return n
+    if not v.startswith("SIG"):
+        v = "SIG" + v
+    sig = getattr(signal_mod, v, None)
+    if sig is None:
+        raise errors.InvalidParameter(f"Invalid signal: {value}")
+    return int(sig)
+
+
+@dataclass
+class Live:
+    """What exists only while the daemon runs: the process, its output, the waiters."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    hub: OutputHub = field(default_factory=OutputHub)
+    stdin_w: int | None = None
+    stdin_queue: asyncio.Queue[bytes | None] | None = None
+    exit_waiters: list[asyncio.Future[int]] = field(default_factory=list)
+    removed_waiters: list[asyncio.Future[int]] = field(default_factory=list)
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    monitor: asyncio.Task[None] | None = None
+    restart_timer: asyncio.Task[None] | None = None
+    removing: bool = False
+    log_writer: Any = None
+    pid: int = 0
+
+
+class ContainerManager:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.bus = engine.bus
+        self.store = ContainerStore(engine.data_root / "containers")
+        self.bundles = engine.exec_root / "bundles"
+        self.bundles.mkdir(parents=True, exist_ok=True)
+        self._live: dict[str, Live] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._shutting_down = False
+
+    # ---------------------------------------------------------------- helpers
+    def live(self, rec: ContainerRecord) -> Live:
+        lv = self._live.get(rec.id)
+        if lv is None:
+            lv = self._live[rec.id] = Live()
+        return lv
+
+    def get(self, ref: str) -> ContainerRecord:
+        return self.store.get(ref)
+
+    def counts(self) -> dict[str, int]:
+        running = paused = 0
+        total = 0
+        for rec in self.store:
+            total += 1
+            if rec.state.paused:
+                paused += 1
+            elif rec.state.running:
+                running += 1
+        return {"total": total, "running": running, "paused": paused, "stopped": total - running - paused}
+
+    def image_users(self, image_id: str) -> list[ContainerRecord]:
+        return [r for r in self.store if r.image_id == image_id]
+
+    def _attrs(self, rec: ContainerRecord, **extra: str) -> dict[str, str]:
+        attrs = dict(rec.config.labels or {})
+        attrs["image"] = rec.image
+        attrs["name"] = rec.name.lstrip("/")
+        attrs.update(extra)
+        return attrs
+
+    def _event(self, rec: ContainerRecord, action: str, **extra: str) -> None:
+        self.bus.event("container", action, rec.id, self._attrs(rec, **extra), legacy_from=rec.image)
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _save(self, rec: ContainerRecord) -> None:
+        self.store.save(rec)
+
+    # ---------------------------------------------------------------- create
+    async def create(self, body: CreateRequest, name: str | None) -> ContainerRecord:
+        from ..images.resolve import image_not_found_message
+
+        if not body.image:
+            raise errors.InvalidParameter("Config.Image is empty")  # docker: "No command specified" comes later
+        hc = body.host_config or HostConfig()
+        try:
+            image = self.engine.images.resolve(body.image)
+        except errors.NotFound:
+            raise errors.NotFound(image_not_found_message(body.image)) from None
+        icfg = self.engine.images.config(image)
+        ic = getattr(icfg, "config", None)
+        cid = new_id()
+        if name:
+            full = names_mod.validate_name(name)
+        else:
+            full = names_mod.generate_name(self.store.name_taken, cid)
+        cfg = self._merge_config(body, ic, cid)
+        argv = list(cfg.entrypoint or []) + list(cfg.cmd or [])
+        if not argv:
+            raise errors.InvalidParameter("No command specified")
+        runtime = hc.runtime or self.engine.default_runtime
+        if runtime not in self.engine.runtimes:
+            raise errors.InvalidParameter(f"Unknown runtime specified {runtime}")
+        self._apply_host_defaults(hc, runtime)
+        log_driver = hc.log_config.type
+        if log_driver not in self.engine.logdrivers:
+            raise errors.InvalidParameter(f'logger: no log driver named \'{log_driver}\' is registered')
+        restart = hc.restart_policy.name or "no"
+        if restart not in ("no", "always", "on-failure", "unless-stopped"):
+            raise errors.InvalidParameter(f"invalid restart policy '{restart}'")
+        if hc.auto_remove and restart != "no":
+            raise errors.InvalidParameter("can't create 'AutoRemove' container with restart policy")
+        self._check_modes(hc)
+        self.store.reserve_name(full, cid)
+        try:
+            now = time.time_ns()
+            driver = self.engine.logdrivers[log_driver]
+            rec = ContainerRecord(
+                id=cid, name=full, created=rfc3339nano(now), created_ns=now, image=body.image,
+                image_id=image.id, path=argv[0], args=argv[1:], config=cfg, host_config=hc,
+                runtime=runtime, driver=self.engine.storage_driver_name(),
+                log_path=driver.log_path(self.store.dir(cid), cid),
+            )
+            top = self.engine.images.top_chain_id(image)
+            await self.engine.snapshotter.prepare(cid, top)
+            try:
+                self.store.add(rec)
+            except BaseException:
+                await self.engine.snapshotter.remove(cid)
+                raise
+        except BaseException:
+            self.store.release_name(full, cid)
+            raise
+        self._event(rec, "create")
+        return rec
+
+    def _merge_config(self, body: CreateRequest, ic: Any, cid: str) -> ContainerConfig:
+        """The image's config under the request's, as Docker merges them (daemon/create.go)."""
+        cfg = ContainerConfig(**{f: getattr(body, f) for f in ContainerConfig.__struct_fields__})
+        img_env = list(getattr(ic, "env", None) or [])
+        if img_env:
+            keys = {e.split("=", 1)[0] for e in (cfg.env or [])}
+            cfg.env = [e for e in img_env if e.split("=", 1)[0] not in keys] + list(cfg.env or [])
+        if cfg.entrypoint is None or (not cfg.entrypoint and not cfg.cmd):
+            if cfg.entrypoint is None:
+                cfg.entrypoint = list(getattr(ic, "entrypoint", None) or []) or None
+            if not cfg.cmd:
+                cfg.cmd = list(getattr(ic, "cmd", None) or []) or None
+        elif cfg.entrypoint == [""]:
+            cfg.entrypoint = None
+        if not cfg.working_dir:
+            cfg.working_dir = getattr(ic, "working_dir", "") or ""
+        if not cfg.user:
+            cfg.user = getattr(ic, "user", "") or ""
+        labels = dict(getattr(ic, "labels", None) or {})
+        labels.update(cfg.labels or {})
+        cfg.labels = labels
+        for attr in ("exposed_ports", "volumes"):
+            merged = dict(getattr(ic, attr, None) or {})
+            merged.update(getattr(cfg, attr) or {})
+            setattr(cfg, attr, merged or None)
+        if cfg.stop_signal is None and getattr(ic, "stop_signal", None):
+            cfg.stop_signal = ic.stop_signal
+        if cfg.healthcheck is None and getattr(ic, "healthcheck", None) is not None:
+            h = ic.healthcheck
+            from .models import HealthConfig
+
+            cfg.healthcheck = HealthConfig(test=getattr(h, "test", None), interval=getattr(h, "interval", 0) or 0,
+                                           timeout=getattr(h, "timeout", 0) or 0,
+                                           start_period=getattr(h, "start_period", 0) or 0,
+                                           retries=getattr(h, "retries", 0) or 0)
+        if not cfg.hostname:
+            cfg.hostname = cid[:12]
+        if cfg.on_build is None and getattr(ic, "on_build", None):
+            cfg.on_build = list(ic.on_build)
+        return cfg
+
+    def _apply_host_defaults(self, hc: HostConfig, runtime: str) -> None:
+        from ..hostinfo import host_facts
+
+        hc.runtime = runtime
+        if not hc.log_config.type:
+            hc.log_config = LogConfig(self.engine.config.log_driver, dict(self.engine.config.log_opts))
+        if hc.log_config.config is None:
+            hc.log_config.config = {}
+        if not hc.network_mode:
+            hc.network_mode = "default"
+        if hc.port_bindings is None:
+            hc.port_bindings = {}
+        if not hc.shm_size:
+            hc.shm_size = DEFAULT_SHM
+        if not hc.cgroupns_mode:
+            hc.cgroupns_mode = "private" if host_facts().cgroup_version == "2" else "host"
+        if not hc.ipc_mode:
+            hc.ipc_mode = "private"
+        for attr in ("dns", "dns_options", "dns_search", "blkio_weight_device", "blkio_device_read_bps",
+                     "blkio_device_write_bps", "blkio_device_read_i_ops", "blkio_device_write_i_ops",
+                     "devices", "ulimits"):
+            if getattr(hc, attr) is None:
+                setattr(hc, attr, [])
+        if hc.privileged:
+            hc.masked_paths = None
+            hc.readonly_paths = None
+        else:
+            if hc.masked_paths is None:
+                hc.masked_paths = list(MASKED_PATHS)
+            if hc.readonly_paths is None:
+                hc.readonly_paths = list(READONLY_PATHS)
+        if hc.nano_cpus and (hc.cpu_quota or hc.cpu_period):
+            raise errors.InvalidParameter("Conflicting options: Nano CPUs and CPU Period cannot both be set")
+        if hc.memory and hc.memory < 6 * 1024 * 1024:
+            raise errors.InvalidParameter("Minimum memory limit allowed is 6MB")
+        if hc.memory_swap and hc.memory_swap > 0 and hc.memory and hc.memory_swap < hc.memory:
+            raise errors.InvalidParameter("Minimum memoryswap limit should be larger than memory limit, see usage")
+
+    def _check_modes(self, hc: HostConfig) -> None:
+        for attr, label in (("network_mode", "network"), ("pid_mode", "pid"), ("ipc_mode", "ipc")):
+            mode = getattr(hc, attr) or ""
+            if mode.startswith("container:"):
+                other = self.store.find(mode.split(":", 1)[1])
+                if other is None:
+                    raise errors.NotFound(f"No such container: {mode.split(':', 1)[1]}")
+        if hc.network_mode not in ("default", "bridge", "none", "host") and not hc.network_mode.startswith("container:"):
+            raise errors.NotFound(f"network {hc.network_mode} not found")
+
+    # ---------------------------------------------------------------- start
+    async def start(self, rec: ContainerRecord) -> None:
+        lv = self.live(rec)
+        async with lv.lock:
+            if rec.state.paused:
+                raise errors.Conflict("cannot start a paused container, try unpause instead")
+            if rec.state.running:
+                raise errors.NotModified()
+            if lv.removing:
+                raise errors.Conflict(f"container {rec.id} is marked for removal and cannot be started")
+            await self._start_locked(rec, lv)
+
+    async def _start_locked(self, rec: ContainerRecord, lv: Live) -> None:
+        from .launcher import LaunchError, launch
+
+        if lv.restart_timer is not None and asyncio.current_task() is not lv.restart_timer:
+            lv.restart_timer.cancel()
+            lv.restart_timer = None
+        rec.manually_stopped = False
+        lv.hub = OutputHub() if lv.hub.closed else lv.hub
+        lv.started = asyncio.Event()
+        try:
+            proc = await launch(self, rec, lv)
+        except LaunchError as e:
+            rec.state.error = e.message
+            rec.state.exit_code = e.exit_code
+            rec.state.status = "created" if not rec.has_been_started else "exited"
+            self._save(rec)
+            lv.hub.close()
+            if rec.host_config.auto_remove:
+                self._spawn(self._auto_remove(rec))
+            raise e.error from None
+        now = time.time_ns()
+        rec.state = State(status="running", running=True, pid=proc.pid, started_at=rfc3339nano(now),
+                          finished_at=ZERO_TIME, health=None)
+        rec.started_ns = now
+        rec.has_been_started = True
+        self._save(rec)
+        lv.pid = proc.pid
+        lv.started.set()
+        lv.monitor = self._spawn(self._monitor(rec, lv, proc))
+        self._event(rec, "start")
+
+    async def _monitor(self, rec: ContainerRecord, lv: Live, proc: Any) -> None:
+        code = await asyncio.shield(proc.exit_future)
+        # Output may still be buffered in the pipes: drain it, but never hang on a grandchild
+        # that kept a copy of the fds (the pid namespace dies with its init, so it is short).
+        if proc.output_done:
+            await asyncio.wait(proc.output_done, timeout=2)
+        from .launcher import teardown
+
+        oom = await teardown(self, rec, proc)
+        lv.hub.close()
+        if lv.log_writer is not None:
+            lv.log_writer.close()
+            lv.log_writer = None
+        if lv.stdin_w is not None:
+            try:
+                os.close(lv.stdin_w)
+            except OSError:
+                pass
+            lv.stdin_w = None
+        now = time.time_ns()
+        health = rec.state.health
+        rec.state = State(status="exited", exit_code=code, oom_killed=oom, started_at=rec.state.started_at,
+                          finished_at=rfc3339nano(now), health=health)
+        rec.finished_ns = now
+        lv.pid = 0
+        self._save(rec)
+        if oom:
+            self._event(rec, "oom")
+        self._event(rec, "die", exitCode=str(code))
+        for fut in lv.exit_waiters:
+            if not fut.done():
+                fut.set_result(code)
+        lv.exit_waiters.clear()
+        if self._shutting_down:
+            return
+        if rec.host_config.auto_remove and not lv.removing:
+            self._spawn(self._auto_remove(rec))
+        elif self._should_restart(rec, code):
+            self._schedule_restart(rec, lv, now)
+
+    # ---------------------------------------------------------------- restart policies
+    def _should_restart(self, rec: ContainerRecord, code: int) -> bool:
+        if rec.manually_stopped or self.live(rec).removing:
+            return False
+        pol = rec.host_config.restart_policy
+        if pol.name in ("always", "unless-stopped"):
+            return True
+        if pol.name == "on-failure" and code != 0:
+            return not pol.maximum_retry_count or rec.restart_count < pol.maximum_retry_count
+        return False
+
+    def _schedule_restart(self, rec: ContainerRecord, lv: Live, exited_ns: int) -> None:
+        # Docker's back-off: 100 ms doubling per restart, reset once a run lasted 10 s.
+        ran = (exited_ns - rec.started_ns) / 1e9
+        if ran >= 10:
+            delay = RESTART_BASE
+            self._backoff = getattr(self, "_backoff", {})
+            self._backoff[rec.id] = RESTART_BASE
+        else:
+            self._backoff = getattr(self, "_backoff", {})
+            delay = min(self._backoff.get(rec.id, RESTART_BASE / 2) * 2, RESTART_MAX)
+            self._backoff[rec.id] = delay
+        rec.state.restarting = True
+        rec.state.status = "restarting"
+        self._save(rec)
+
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            async with lv.lock:
+                if rec.manually_stopped or lv.removing or rec.state.running or not rec.state.restarting:
+                    return
+                rec.restart_count += 1
+                try:
+                    await self._start_locked(rec, lv)
+                    self._event(rec, "restart")
+                except errors.EngineError as e:
+                    log.warning("restart of %s failed: %s", short_id(rec.id), e)
+                    rec.state.restarting = False
+                    rec.state.status = "exited"
+                    self._save(rec)
+
+        lv.restart_timer = self._spawn(later())
+
+    # ---------------------------------------------------------------- signals, stop, kill
+    async def kill(self, rec: ContainerRecord, sig: int, ref: str | None = None) -> None:
+        if not rec.state.running:
+            raise errors.Conflict(f"Cannot kill container: {ref or rec.id}: Container {rec.id} is not running")
+        stop_sig = parse_signal(rec.config.stop_signal, signal_mod.SIGTERM)
+        if sig in (signal_mod.SIGKILL, stop_sig):
+            rec.manually_stopped = True
+        await self._signal(rec, sig)
+        if sig == signal_mod.SIGKILL:
+            await self._wait_exit(rec, 10)
+
+    async def _signal(self, rec: ContainerRecord, sig: int) -> None:
+        self._event(rec, "kill", signal=str(sig))
+        lv = self.live(rec)
+        rt = self.engine.runtimes[rec.runtime]
+        try:
+            await rt.kill(rec.id, sig, all_processes=sig == signal_mod.SIGKILL)
+        except Exception as e:  # the process may have just exited; fall back to the pid
+            if lv.pid:
+                try:
+                    os.kill(lv.pid, sig)
+                except ProcessLookupError:
+                    pass
+            else:
+                log.debug("kill %s: %s", short_id(rec.id), e)
+
+    async def _wait_exit(self, rec: ContainerRecord, timeout: float | None) -> bool:
+        if not rec.state.running:
+            return True
+        lv = self.live(rec)
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        lv.exit_waiters.append(fut)
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    async def stop(self, rec: ContainerRecord, timeout: int | None) -> None:
+        lv = self.live(rec)
+        if lv.restart_timer is not None and rec.state.restarting:
+            lv.restart_timer.cancel()
+            rec.state.restarting = False
+            rec.state.status = "exited"
+            rec.manually_stopped = True
+            self._save(rec)
+            self._event(rec, "stop")
+            return
+        if not rec.state.running:
+            raise errors.NotModified()
+        rec.manually_stopped = True
+        if timeout is None:
+            timeout = rec.config.stop_timeout if rec.config.stop_timeout is not None else DEFAULT_STOP_TIMEOUT
+        if rec.state.paused:
+            await self._resume(rec)
+        sig = parse_signal(rec.config.stop_signal, signal_mod.SIGTERM)
+        await self._signal(rec, sig)
+        if not await self._wait_exit(rec, timeout if timeout >= 0 else None):
+            await self._signal(rec, signal_mod.SIGKILL)
+            await self._wait_exit(rec, 30)
+        self._event(rec, "stop")
+
+    async def restart(self, rec: ContainerRecord, timeout: int | None) -> None:
+        try:
+            await self.stop(rec, timeout)
+        except errors.NotModified:
+            pass
+        lv = self.live(rec)
+        async with lv.lock:
+            if not rec.state.running:
+                await self._start_locked(rec, lv)
+        self._event(rec, "restart")
+
+    # ---------------------------------------------------------------- pause
+    async def pause(self, rec: ContainerRecord) -> None:
+        if not rec.state.running:
+            raise errors.Conflict(f"Container {rec.id} is not running")
+        if rec.state.paused:
+            raise errors.Conflict(f"Container {rec.id} is already paused")
+        await self.engine.runtimes[rec.runtime].pause(rec.id)
+        rec.state.paused = True
+        rec.state.status = "paused"
+        self._save(rec)
+        self._event(rec, "pause")
+
+    async def unpause(self, rec: ContainerRecord) -> None:
+        if not rec.state.paused:
+            raise errors.Conflict(f"Container {rec.id} is not paused")
+        await self._resume(rec)
+        self._event(rec, "unpause")
+
+    async def _resume(self, rec: ContainerRecord) -> None:
+        await self.engine.runtimes[rec.runtime].resume(rec.id)
+        rec.state.paused = False
+        rec.state.status = "running" if rec.state.running else rec.state.status
+        self._save(rec)
+
+    # ---------------------------------------------------------------- wait
+    async def wait(self, rec: ContainerRecord, condition: str) -> int:
+        lv = self.live(rec)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[int] = loop.create_future()
+        if condition == "removed":
+            lv.removed_waiters.append(fut)
+        elif condition == "next-exit":
+            lv.exit_waiters.append(fut)
+        elif condition in ("not-running", ""):
+            if not rec.state.running and not rec.state.restarting:
+                return rec.state.exit_code
+            lv.exit_waiters.append(fut)
+        else:
+            raise errors.InvalidParameter(f"invalid condition: \"{condition}\"")
+        return await fut
+
+    # ---------------------------------------------------------------- remove, rename
+    async def remove(self, rec: ContainerRecord, *, force: bool = False, volumes: bool = False) -> None:
+        lv = self.live(rec)
+        if lv.removing:
+            raise errors.Conflict(f"removal of container {rec.id} is already in progress")
+        if rec.state.paused and not force:
+            raise errors.Conflict(f"You cannot remove a paused container {rec.id}. "
+                                  "Unpause and then stop the container before attempting removal or force remove")
+        if rec.state.running and not force:
+            raise errors.Conflict(f"You cannot remove a running container {rec.id}. "
+                                  "Stop the container before attempting removal or force remove")
+        lv.removing = True
+        try:
+            if lv.restart_timer is not None:
+                lv.restart_timer.cancel()
+            if rec.state.running:
+                rec.manually_stopped = True
+                if rec.state.paused:
+                    await self._resume(rec)
+                await self._signal(rec, signal_mod.SIGKILL)
+                if not await self._wait_exit(rec, 30):
+                    raise errors.SystemError_(f"could not kill running container {rec.id}, cannot remove")
+            if lv.monitor is not None and not lv.monitor.done():
+                await asyncio.wait({lv.monitor}, timeout=30)
+            await self._destroy(rec, lv)
+        except BaseException:
+            lv.removing = False
+            raise
+
+    async def _destroy(self, rec: ContainerRecord, lv: Live) -> None:
+        rec.state.status = "removing"
+        try:
+            await self.engine.snapshotter.remove(rec.id)
+        except errors.NotFound:
+            pass
+        except Exception as e:
+            log.warning("removing snapshot of %s: %s", short_id(rec.id), e)
+        driver = self.engine.logdrivers.get(rec.host_config.log_config.type)
+        if driver is not None:
+            try:
+                driver.remove(self.store.dir(rec.id), rec.id)
+            except OSError:
+                pass
+        self.store.remove(rec)
+        self._live.pop(rec.id, None)
+        self._event(rec, "destroy")
+        for fut in lv.removed_waiters + lv.exit_waiters:
+            if not fut.done():
+                fut.set_result(rec.state.exit_code)
+
+    async def _auto_remove(self, rec: ContainerRecord) -> None:
+        if self.store.find(rec.id) is None:
+            return
+        try:
+            await self.remove(rec, force=True)
+        except errors.EngineError as e:
+            log.debug("auto-remove of %s: %s", short_id(rec.id), e)
+
+    async def rename(self, rec: ContainerRecord, new: str) -> None:
+        if not new:
+            raise errors.InvalidParameter("Neither old nor new names may be empty")
+        full = names_mod.validate_name(new)
+        old = rec.name
+        if full == old:
+            raise errors.Conflict(f"Renaming a container with the same name as its current name")
+        self.store.reserve_name(full, rec.id)
+        rec.name = full
+        try:
+            self._save(rec)
+        except BaseException:
+            rec.name = old
+            self.store.release_name(full, rec.id)
+            raise
+        self.store.release_name(old, rec.id)
+        self._event(rec, "rename", oldName=old)
+
+    # ---------------------------------------------------------------- prune
+    async def prune(self, filters: dict[str, list[str]]) -> tuple[list[str], int]:
+        from ..api.filters import match_label
+
+        until_ns = _until_filter(filters.get("until"))
+        deleted: list[str] = []
+        reclaimed = 0
+        for rec in self.store:
+            if rec.state.running or rec.state.paused or rec.state.restarting:
+                continue
+            if until_ns and rec.created_ns >= until_ns:
+                continue
+            labels = rec.config.labels or {}
+            if "label" in filters and not match_label(labels, filters["label"]):
+                continue
+            if "label!" in filters and any(match_label(labels, [lab]) for lab in filters["label!"]):
+                continue
+            try:
+                reclaimed += await self.engine.snapshotter.usage(rec.id)
+            except Exception:
+                pass
+            try:
+                await self.remove(rec)
+                deleted.append(rec.id)
+            except errors.EngineError:
+                continue
+        return deleted, reclaimed
+
+    # ---------------------------------------------------------------- daemon start/stop
+    async def recover(self) -> None:
+        """After a clean stop nothing is running. After a crash, clean what the runtime, mounts
+        and cgroups still hold, mark those containers exited (255, as Docker shows after such a
+        loss) and apply restart policies."""
+        from .launcher import cleanup_leftovers
+
+        records = self.store.load()
+        await cleanup_leftovers(self, records)
+        to_restart: list[ContainerRecord] = []
+        for rec in records:
+            if rec.state.running or rec.state.paused or rec.state.restarting:
+                now = time.time_ns()
+                rec.state = State(status="exited", exit_code=255 if (rec.state.running or rec.state.paused) else rec.state.exit_code,
+                                  started_at=rec.state.started_at, finished_at=rfc3339nano(now))
+                rec.finished_ns = now
+                self._save(rec)
+                pol = rec.host_config.restart_policy.name
+                if pol == "always" or (pol == "unless-stopped" and not rec.manually_stopped) or pol == "on-failure":
+                    to_restart.append(rec)
+            elif rec.host_config.restart_policy.name == "always" and rec.has_been_started and not rec.manually_stopped:
+                to_restart.append(rec)
+        for rec in to_restart:
+            try:
+                await self.start(rec)
+            except errors.EngineError as e:
+                log.warning("could not restart %s: %s", short_id(rec.id), e)
+
+    async def shutdown(self) -> None:
+        self._shutting_down = True
+        for lv in self._live.values():
+            if lv.restart_timer is not None:
+                lv.restart_timer.cancel()
+        running = [r for r in self.store if r.state.running]
+
+        async def stop_one(rec: ContainerRecord) -> None:
+            try:
+                await self.stop(rec, None)
+                # Docker keeps the policy for the next start: not a manual stop
+                rec.manually_stopped = False
+                self._save(rec)
+            except errors.EngineError:
+                pass
+            except Exception:
+                log.exception("stopping %s at shutdown", short_id(rec.id))
+
+        if running:
+            await asyncio.gather(*(stop_one(r) for r in running))
+        for lv in self._live.values():
+            if lv.monitor is not None and not lv.monitor.done():
+                await asyncio.wait({lv.monitor}, timeout=5)
+        for task in list(self._tasks):
+            task.cancel()
+
+
+def _until_filter(values: list[str] | None) -> int:
+    if not values:
+        return 0
+    from .timefmt import parse_timestamp_filter  # noqa: PLC0415
+
+    return parse_timestamp_filter(values[-1])

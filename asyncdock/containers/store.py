@@ -1,0 +1,107 @@
+"""Container records on disk (one atomic JSON per container) and Docker's lookup rules."""
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+
+from ..errors import Conflict, InvalidParameter, NotFound
+from ..util.atomic import atomic_write_bytes
+from .models import ContainerRecord
+
+log = logging.getLogger(__name__)
+
+RECORD = "record.json"
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(ContainerRecord)
+
+
+class ContainerStore:
+    """Names are reserved in memory synchronously (no await between check and set), so two
+    concurrent creates of one name cannot both win on one event loop."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._by_id: dict[str, ContainerRecord] = {}
+        self._names: dict[str, str] = {}  # "/name" -> id
+
+    def load(self) -> list[ContainerRecord]:
+        for d in sorted(self.root.iterdir()):
+            f = d / RECORD
+            if not f.exists():
+                if d.is_dir():
+                    # created but never committed (crash during create): nothing refers to it
+                    shutil.rmtree(d, ignore_errors=True)
+                continue
+            try:
+                rec = _decoder.decode(f.read_bytes())
+            except (OSError, msgspec.DecodeError) as e:
+                log.error("skipping unreadable container record %s: %s", f, e)
+                continue
+            self._by_id[rec.id] = rec
+            self._names[rec.name] = rec.id
+        return list(self._by_id.values())
+
+    def dir(self, cid: str) -> Path:
+        return self.root / cid
+
+    def reserve_name(self, name: str, cid: str) -> None:
+        other = self._names.get(name)
+        if other is not None and other != cid:
+            raise Conflict(f'Conflict. The container name "{name}" is already in use by container "{other}". '
+                           f"You have to remove (or rename) that container to be able to reuse that name.")
+        self._names[name] = cid
+
+    def release_name(self, name: str, cid: str) -> None:
+        if self._names.get(name) == cid:
+            del self._names[name]
+
+    def name_taken(self, name: str) -> bool:
+        return name in self._names
+
+    def add(self, rec: ContainerRecord) -> None:
+        self._by_id[rec.id] = rec
+        self.save(rec)
+
+    def save(self, rec: ContainerRecord, *, durable: bool = True) -> None:
+        d = self.dir(rec.id)
+        d.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(d / RECORD, _encoder.encode(rec), durable=durable)
+
+    def remove(self, rec: ContainerRecord) -> None:
+        self._by_id.pop(rec.id, None)
+        self.release_name(rec.name, rec.id)
+        shutil.rmtree(self.dir(rec.id), ignore_errors=True)
+
+    def get(self, ref: str) -> ContainerRecord:
+        """Full ID, then exact name, then unique ID prefix (Docker's order)."""
+        if not ref:
+            raise InvalidParameter("No container name or ID supplied")
+        rec = self._by_id.get(ref)
+        if rec is not None:
+            return rec
+        cid = self._names.get(ref if ref.startswith("/") else "/" + ref)
+        if cid is not None:
+            return self._by_id[cid]
+        matches = [r for i, r in self._by_id.items() if i.startswith(ref)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise InvalidParameter(f"Multiple IDs found with provided prefix: {ref}")
+        raise NotFound(f"No such container: {ref}")
+
+    def find(self, ref: str) -> ContainerRecord | None:
+        try:
+            return self.get(ref)
+        except (NotFound, InvalidParameter):
+            return None
+
+    def __iter__(self) -> Iterator[ContainerRecord]:
+        return iter(list(self._by_id.values()))
+
+    def __len__(self) -> int:
+        return len(self._by_id)

@@ -1,0 +1,210 @@
+"""The Engine owns every subsystem; nothing else holds mutable state.
+
+`async with Engine(config) as engine:` builds the stores, probes the runtimes, recovers what a
+crash left behind, and on exit stops running containers (Docker without live-restore).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from . import plugins
+from .config import DaemonConfig
+from .events import EventBus
+from .util.ids import new_id
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    def __init__(self, config: DaemonConfig | None = None, *, data_root: str | None = None,
+                 exec_root: str | None = None, **settings: Any) -> None:
+        cfg = config or DaemonConfig()
+        if data_root is not None:
+            cfg.data_root = data_root
+        if exec_root is not None:
+            cfg.exec_root = exec_root
+        for k, v in settings.items():
+            setattr(cfg, k, v)
+        self.config = cfg
+        self.data_root = Path(cfg.data_root)
+        self.exec_root = Path(cfg.exec_root)
+        self.bus = EventBus()
+        self.engine_id = ""
+        self.runtimes: dict[str, Any] = {}
+        self.runtime_probes: dict[str, Any] = {}
+        self.default_runtime = ""
+        self.logdrivers: dict[str, Any] = {}
+        self.snapshotter: Any = None
+        self.content: Any = None
+        self.images: Any = None
+        self.puller: Any = None
+        self.containers: Any = None
+        self.exits: Any = None
+        self._started = False
+        self._init_version: str | None = None
+
+    # ---- lifecycle
+    async def __aenter__(self) -> Engine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        for d in (self.data_root, self.exec_root):
+            d.mkdir(parents=True, exist_ok=True, mode=0o711)
+        self.engine_id = self._load_engine_id()
+        from .runtime.reaper import ExitWatcher
+
+        # The engine becomes the child subreaper here, so container inits re-parent to it.
+        self.exits = ExitWatcher()
+        self.snapshotter = await self._make_snapshotter()
+        from .content.store import ContentStore
+        from .images.pull import Puller
+        from .images.store import ImageStore
+
+        self.content = ContentStore(self.data_root / "content")
+        self.images = ImageStore(self.data_root / "images", self.content, self.snapshotter)
+        if hasattr(self.images, "load"):
+            res = self.images.load()
+            if asyncio.iscoroutine(res):
+                await res
+        self.puller = Puller(self.config, self.content, self.images, self.snapshotter, self.bus)
+        self.logdrivers = {name: reg.factory(plugins.InitContext(self.data_root / "containers"))
+                           for name, reg in plugins.discover(plugins.LOGDRIVERS).items()}
+        if self.config.log_driver not in self.logdrivers:
+            raise SystemExit(f"asyncdock: unknown log driver {self.config.log_driver!r} "
+                             f"(have: {', '.join(sorted(self.logdrivers))})")
+        await self._select_runtimes()
+        from .containers.manager import ContainerManager
+
+        self.containers = ContainerManager(self)
+        if hasattr(self.images, "set_in_use"):
+            self.images.set_in_use(self.containers.image_users)
+        await self.containers.recover()
+        self._started = True
+        self.bus.event("daemon", "start", self.engine_id, {"name": os.uname().nodename})
+
+    async def close(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        if self.containers is not None:
+            await self.containers.shutdown()
+        if self.puller is not None and hasattr(self.puller, "close"):
+            await self.puller.close()
+        self.bus.event("daemon", "stop", self.engine_id, {"name": os.uname().nodename})
+
+    # ---- construction helpers
+    def _load_engine_id(self) -> str:
+        p = self.data_root / "engine-id"
+        try:
+            return p.read_text().strip()
+        except FileNotFoundError:
+            from .util.atomic import atomic_write_bytes
+
+            raw = new_id()[:48].upper()
+            value = ":".join(raw[i:i + 4] for i in range(0, 48, 4))
+            atomic_write_bytes(p, value.encode())
+            return value
+
+    async def _make_snapshotter(self) -> Any:
+        regs = plugins.discover(plugins.SNAPSHOTTERS)
+        wanted = self.config.storage_driver
+        if wanted in ("overlay2", "overlay"):
+            wanted = "overlayfs"
+        if not wanted:
+            wanted = "overlayfs"
+            module = __import__(regs["overlayfs"].factory.__module__, fromlist=["supported"]) if "overlayfs" in regs else None
+            supported = getattr(module, "supported", None)
+            if supported is not None:
+                ok = await asyncio.to_thread(supported)
+                if not ok:
+                    log.warning("overlay is not usable here; using the copy snapshotter")
+                    wanted = "copy"
+        if wanted not in regs:
+            raise SystemExit(f"asyncdock: unknown storage driver {wanted!r} (have: {', '.join(sorted(regs))})")
+        root = self.data_root / "snapshots" / wanted
+        root.mkdir(parents=True, exist_ok=True)
+        snap = regs[wanted].factory(plugins.InitContext(root))
+        if asyncio.iscoroutine(snap):
+            snap = await snap
+        await snap.cleanup()
+        return snap
+
+    async def _select_runtimes(self) -> None:
+        from .runtime.select import select_runtimes
+
+        work = self.exec_root / "probe"
+        rootfs = await asyncio.to_thread(self._probe_rootfs)
+        default, runtimes, probes = await select_runtimes(
+            self.config, plugins.discover(plugins.RUNTIMES), self.exec_root / "runtime", work, rootfs)
+        self.default_runtime, self.runtimes, self.runtime_probes = default, runtimes, probes
+
+    def _probe_rootfs(self) -> Path:
+        """A tiny rootfs (static busybox) to try each runtime on. Built once per exec-root."""
+        root = self.exec_root / "probe-rootfs"
+        busybox = shutil.which("busybox") or "/bin/busybox"
+        if (root / "bin" / "busybox").exists():
+            return root
+        tmp = root.with_name("probe-rootfs.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        for d in ("bin", "proc", "sys", "dev", "tmp", "etc"):
+            (tmp / d).mkdir(parents=True, exist_ok=True)
+        if os.path.exists(busybox):
+            shutil.copy2(busybox, tmp / "bin" / "busybox")
+            for applet in ("sh", "true"):
+                os.symlink("busybox", tmp / "bin" / applet)
+        shutil.rmtree(root, ignore_errors=True)
+        os.rename(tmp, root)
+        return root
+
+    # ---- facts for /info and /version
+    def container_counts(self) -> dict[str, int]:
+        if self.containers is None:
+            return {"total": 0, "running": 0, "paused": 0, "stopped": 0}
+        return self.containers.counts()
+
+    def image_count(self) -> int:
+        return len(self.images.list()) if self.images is not None else 0
+
+    def storage_driver_name(self) -> str:
+        # Tools parse "overlay2"; our overlay snapshotter lays layers out the same way.
+        name = getattr(self.snapshotter, "name", "")
+        return "overlay2" if name in ("overlayfs", "overlay") else (name or "")
+
+    def storage_driver_status(self) -> list[list[str]]:
+        return [["Snapshotter", getattr(self.snapshotter, "name", "")],
+                ["Parallel unpack", str(bool(getattr(self.snapshotter, "independent_layers", False))).lower()]]
+
+    def logdriver_names(self) -> list[str]:
+        return list(self.logdrivers)
+
+    def events_listeners(self) -> int:
+        return len(self.bus._subs)
+
+    def task_count(self) -> int:
+        try:
+            return len(asyncio.all_tasks())
+        except RuntimeError:
+            return 0
+
+    def init_binary_version(self) -> str:
+        if self._init_version is None:
+            tini = shutil.which("tini") or shutil.which("tini-static")
+            out = ""
+            if tini:
+                try:
+                    out = subprocess.run([tini, "--version"], capture_output=True, text=True, timeout=2).stdout
+                except (OSError, subprocess.SubprocessError):
+                    out = ""
+            parts = out.split()
+            self._init_version = parts[2] if len(parts) >= 3 else out.strip()
+        return self._init_version

@@ -1,0 +1,6 @@
+"""The event bus: every subsystem publishes typed messages; /events, restart policies and the
+Python API subscribe."""
+from .bus import EventBus, Subscription, SubscriberLagged
+from .models import Actor, Event, LayerProgress
+
+__all__ = ["EventBus", "Subscription", "SubscriberLagged", "Actor", "Event", "LayerProgress"]

@@ -1,0 +1,37 @@
+"""Typed messages carried by the bus.
+
+`Event` is Docker's event object: mixed-case keys (`Type`, `Action`, `Actor` beside `scope`,
+`time`, `timeNano`), so every field is named explicitly. The legacy `status`/`id`/`from` keys are
+omitted when empty, as Docker's `omitempty` does (image events carry no `from`).
+"""
+from __future__ import annotations
+
+import msgspec
+
+
+class Actor(msgspec.Struct):
+    id: str = msgspec.field(name="ID")
+    attributes: dict[str, str] = msgspec.field(default_factory=dict, name="Attributes")
+
+
+class Event(msgspec.Struct, omit_defaults=True, kw_only=True):
+    status: str = ""
+    id: str = ""
+    from_: str = msgspec.field(default="", name="from")
+    type: str = msgspec.field(name="Type")
+    action: str = msgspec.field(name="Action")
+    actor: Actor = msgspec.field(name="Actor")
+    scope: str = "local"
+    time: int = 0
+    time_nano: int = msgspec.field(default=0, name="timeNano")
+
+
+class LayerProgress(msgspec.Struct, omit_defaults=True):
+    """Per-layer pull progress, published so a second client can watch a pull it did not start.
+
+    `ref` is the normalised image reference being pulled; `message` is the Docker JSON progress
+    message exactly as the puller streams it to its own client.
+    """
+
+    ref: str
+    message: dict[str, object]

@@ -1,0 +1,58 @@
+"""The log driver interface (plugins: json-file, local, none)."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+import msgspec
+
+Stream = Literal["stdout", "stderr"]
+
+
+class LogRecord(msgspec.Struct):
+    stream: Stream
+    data: bytes  # one line including its "\n" (a partial last line has none)
+    time_ns: int
+
+
+class ReadOptions(msgspec.Struct):
+    stdout: bool = True
+    stderr: bool = True
+    since_ns: int = 0
+    until_ns: int = 0  # 0: no bound
+    tail: int = -1  # -1: all
+    follow: bool = False
+
+
+class LogNotReadable(Exception):
+    """The driver keeps nothing to read back (Docker: `configured logging driver does not support reading`)."""
+
+
+@runtime_checkable
+class LogWriter(Protocol):
+    def write(self, record: LogRecord) -> None: ...
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class LogDriver(Protocol):
+    name: str
+
+    def log_path(self, log_dir: Path, container_id: str) -> str:
+        """What inspect shows as LogPath ("" when the driver writes no file)."""
+        ...
+
+    def open_writer(self, log_dir: Path, container_id: str, opts: dict[str, str]) -> LogWriter: ...
+
+    def read(self, log_dir: Path, container_id: str, options: ReadOptions,
+             is_running: "IsRunning") -> AsyncIterator[LogRecord]:
+        """Records in order; with follow, goes on until `is_running()` is false and the file is
+        drained. Raises LogNotReadable for drivers that keep nothing."""
+        ...
+
+    def remove(self, log_dir: Path, container_id: str) -> None: ...
+
+
+class IsRunning(Protocol):
+    def __call__(self) -> bool: ...
