@@ -1,0 +1,643 @@
+"""Apply one image layer (a possibly compressed tar stream) to a directory. Blocking: run it in a
+worker thread, one hop per layer.
+
+The reader is consumed strictly forward (it may be a pipe fed by a download still running), and
+the diff ID is hashed over the uncompressed bytes as they are produced, so a layer is read once.
+
+Security model: the tar is hostile. Every entry is created relative to a directory fd that was
+opened component by component with O_NOFOLLOW from `dest`, so a symlink planted by the layer (or
+by a lower layer, in "delete" mode) is never followed; `..` is refused; hard links resolve their
+target the same way.
+"""
+from __future__ import annotations
+
+import base64
+import errno
+import hashlib
+import logging
+import os
+import shutil
+import stat
+import tarfile
+import urllib.parse
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20  # compressed bytes read from the source per call
+_OUT_MAX = 1 << 20  # cap on one decompress() output, so a zip bomb cannot balloon memory
+_COPY = 1 << 20  # file data copy buffer
+
+WHITEOUT_PREFIX = ".wh."
+WHITEOUT_META_PREFIX = ".wh..wh."
+WHITEOUT_OPAQUE = ".wh..wh..opq"
+OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class LayerError(ValueError):
+    """The layer is malformed or tries to write outside its destination."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Decompression + diff ID
+
+
+def _sniff(head: bytes) -> str:
+    if head[:2] == b"\x1f\x8b":
+        return "gzip"
+    if head[:4] == b"\x28\xb5\x2f\xfd":
+        return "zstd"
+    return "tar"
+
+
+def compression_of(media_type: str) -> str | None:
+    """"gzip", "zstd", "tar", or None when the media type does not say (we then sniff)."""
+    mt = media_type.lower()
+    if mt.endswith(("+gzip", ".tar.gzip", ".tar.gz", "+gz")):
+        return "gzip"
+    if mt.endswith(("+zstd", ".tar.zstd")):
+        return "zstd"
+    if mt.endswith((".tar", "layer.v1.tar", "+tar")) or mt == "application/x-tar":
+        return "tar"
+    return None
+
+
+def _gunzip(reader: BinaryIO, first: bytes) -> Iterator[bytes]:
+    """Inflate a gzip stream, including concatenated members (pigz, some registries)."""
+    d = zlib.decompressobj(wbits=47)  # 32 + 15: gzip or zlib header, max window
+    pending = first
+    started = False
+    while True:
+        if not pending:
+            pending = reader.read(_CHUNK)
+            if not pending:
+                if not d.eof:
+                    raise LayerError("truncated gzip stream" if started else "empty layer")
+                return
+        started = True
+        if d.eof:
+            if pending[:1] == b"\x1f" and len(pending) < 2:
+                pending += reader.read(_CHUNK)
+            if pending[:2] != b"\x1f\x8b":
+                # Trailing padding after the last member: not part of the layer. Drain it so
+                # a pipe writer is never left blocked.
+                while reader.read(_CHUNK):
+                    pass
+                return
+            d = zlib.decompressobj(wbits=47)
+        try:
+            out = d.decompress(pending, _OUT_MAX)
+        except zlib.error as e:
+            raise LayerError(f"invalid gzip data: {e}") from None
+        pending = d.unused_data if d.eof else d.unconsumed_tail
+        if out:
+            yield out
+
+
+def _unzstd(reader: BinaryIO, first: bytes) -> Iterator[bytes]:
+    import zstandard  # only zstd layers pay for the import
+
+    class _Prefixed:
+        # zstandard reads through .read(); put back the bytes we sniffed.
+        def __init__(self) -> None:
+            self.first = first
+
+        def read(self, n: int = -1) -> bytes:
+            if self.first:
+                b, self.first = self.first, b""
+                return b
+            return reader.read(n if n and n > 0 else _CHUNK)
+
+    dctx = zstandard.ZstdDecompressor()
+    try:
+        with dctx.stream_reader(_Prefixed(), read_size=_CHUNK, read_across_frames=True,
+                                closefd=False) as zr:
+            while True:
+                out = zr.read(_OUT_MAX)
+                if not out:
+                    return
+                yield out
+    except zstandard.ZstdError as e:
+        raise LayerError(f"invalid zstd data: {e}") from None
+
+
+def _plain(reader: BinaryIO, first: bytes) -> Iterator[bytes]:
+    if first:
+        yield first
+    while True:
+        b = reader.read(_CHUNK)
+        if not b:
+            return
+        yield b
+
+
+class _TarSource:
+    """The uncompressed tar stream as a forward-only file for tarfile, hashing as it decodes.
+
+    It offers tell() and a forward-only seek() so tarfile can read it in its plain "r:" mode:
+    the "r|" mode's internal buffer re-copies its whole remainder on every 512-byte header read,
+    which dominates on layers with many small files. tarfile never seeks backwards when it only
+    iterates with next() and reads each member's data in order.
+    """
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buf = b""
+        self._off = 0
+        self._pos = 0
+        self._hash = hashlib.sha256()
+        self._eof = False
+
+    def _fill(self) -> bool:
+        if self._eof:
+            return False
+        for chunk in self._chunks:
+            if chunk:
+                self._hash.update(chunk)
+                self._buf = chunk
+                self._off = 0
+                return True
+        self._eof = True
+        return False
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            n = 1 << 62
+        parts: list[bytes] = []
+        need = n
+        # Whole requests matter: tarfile takes a short 512-byte header read for the end.
+        while need:
+            avail = len(self._buf) - self._off
+            if not avail:
+                if not self._fill():
+                    break
+                avail = len(self._buf)
+            if need >= avail:
+                parts.append(self._buf[self._off:] if self._off else self._buf)
+                self._buf, self._off = b"", 0
+                need -= avail
+            else:
+                parts.append(self._buf[self._off:self._off + need])
+                self._off += need
+                need = 0
+        data = parts[0] if len(parts) == 1 else b"".join(parts)  # b"" at the end
+        self._pos += len(data)
+        return data
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        if whence == 1:
+            pos += self._pos
+        elif whence != 0:
+            raise OSError("layer stream cannot seek from its end")
+        if pos < self._pos:
+            raise OSError("layer stream cannot seek backwards")
+        while pos > self._pos:
+            if not self.read(min(pos - self._pos, _COPY)):
+                break
+        return self._pos
+
+    def seekable(self) -> bool:
+        return False
+
+    def drain(self) -> None:
+        """Hash whatever follows the end-of-archive blocks: it is part of the diff ID."""
+        while self._fill():
+            self._pos += len(self._buf) - self._off
+            self._buf, self._off = b"", 0
+
+    def digest(self) -> str:
+        return "sha256:" + self._hash.hexdigest()
+
+
+def _open_stream(reader: BinaryIO, media_type: str) -> _TarSource:
+    first = reader.read(_CHUNK)
+    kind = compression_of(media_type) or _sniff(first)
+    decode = {"gzip": _gunzip, "zstd": _unzstd, "tar": _plain}[kind]
+    return _TarSource(decode(reader, first))
+
+
+# ---------------------------------------------------------------------------------------------
+# Safe path handling
+
+
+def _components(name: str) -> list[str]:
+    """Entry name -> path components under dest. Leading '/' is stripped as tar does; '..'
+    anywhere is refused (even when it would stay inside: a layer has no business using it)."""
+    parts = [p for p in name.split("/") if p and p != "."]
+    if ".." in parts:
+        raise LayerError(f"layer entry {name!r} has a '..' component")
+    return parts
+
+
+class _DirCursor:
+    """Opens directories under dest one component at a time with O_NOFOLLOW.
+
+    Keeps the fds of the last resolved chain: tar entries come grouped by directory, so most
+    entries reuse the whole chain and cost no open() at all. Only children of the current tip
+    are ever removed (whiteouts, replaced entries), so a cached fd never points at a directory
+    that the extraction replaced.
+    """
+
+    def __init__(self, root_fd: int) -> None:
+        self.root_fd = root_fd
+        self.names: list[str] = []
+        self.fds: list[int] = []
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.names.clear()
+        self.fds.clear()
+
+    def _truncate(self, keep: int) -> None:
+        for fd in self.fds[keep:]:
+            os.close(fd)
+        del self.names[keep:], self.fds[keep:]
+
+    def resolve(self, comps: list[str], *, create: bool) -> int | None:
+        """fd of the directory `comps` (relative to dest). Missing directories are created with
+        mode 0755 if `create`, else None is returned. A non-directory on the way is an error."""
+        keep = 0
+        limit = min(len(self.names), len(comps))
+        while keep < limit and self.names[keep] == comps[keep]:
+            keep += 1
+        self._truncate(keep)
+        fd = self.fds[-1] if self.fds else self.root_fd
+        for comp in comps[keep:]:
+            try:
+                nfd = os.open(comp, _DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    return None
+                os.mkdir(comp, 0o755, dir_fd=fd)
+                nfd = os.open(comp, _DIR_FLAGS, dir_fd=fd)
+                os.fchmod(nfd, 0o755)  # whatever the daemon's umask is
+            except OSError as e:
+                # ELOOP (a symlink) or ENOTDIR (a file): refusing is the only safe answer.
+                raise LayerError(
+                    f"path {'/'.join(comps)!r} goes through {comp!r}, which is not a directory "
+                    f"({e.strerror})") from None
+            self.names.append(comp)
+            self.fds.append(nfd)
+            fd = nfd
+        return fd
+
+    def push(self, name: str, fd: int) -> None:
+        """Adopt a just-created directory's fd as the new tip (its parent must be the tip)."""
+        self.names.append(name)
+        self.fds.append(fd)
+
+
+def _lstat(name: str, dir_fd: int) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _remove(name: str, dir_fd: int, st: os.stat_result | None = None) -> None:
+    """Remove a child of dir_fd, whatever it is. rmtree's fd-based walk never follows links."""
+    st = st or _lstat(name, dir_fd)
+    if st is None:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(name, dir_fd=dir_fd)
+    else:
+        os.unlink(name, dir_fd=dir_fd)
+
+
+# ---------------------------------------------------------------------------------------------
+# Extraction
+
+
+def _xattrs(member: tarfile.TarInfo) -> list[tuple[str, bytes]]:
+    if not member.pax_headers:
+        return []
+    out: list[tuple[str, bytes]] = []
+    for key, value in member.pax_headers.items():
+        if key.startswith("SCHILY.xattr."):
+            # tarfile decodes PAX values as UTF-8 with surrogateescape; this gives the raw bytes
+            # back (security.capability is binary).
+            out.append((key[13:], value.encode("utf-8", "surrogateescape")))
+        elif key.startswith("LIBARCHIVE.xattr."):
+            out.append((urllib.parse.unquote(key[17:]), base64.b64decode(value + "==")))
+    # A layer must not forge overlayfs' own metadata (opaque dirs, redirects, metacopy).
+    return [(k, v) for k, v in out if not k.startswith("trusted.overlay.")]
+
+
+def _ns(t: float | int) -> int:
+    return int(t * 1_000_000_000) if isinstance(t, float) else int(t) * 1_000_000_000
+
+
+class _Extractor:
+    def __init__(self, dest: Path, whiteouts: Literal["overlay", "delete"]) -> None:
+        self.dest = dest
+        self.mode = whiteouts
+        self.root_fd = os.open(dest, _DIR_FLAGS)
+        self.cur = _DirCursor(self.root_fd)
+        self.privileged = os.geteuid() == 0
+        # (components, mode, atime_ns, mtime_ns): applied once the layer is done, because
+        # creating entries inside a directory changes its mtime (and a 0555 dir would stop a
+        # non-root extraction from filling it).
+        self.dirs: list[tuple[list[str], int, int, int]] = []
+        # "delete" mode: paths this layer wrote, which an opaque marker must not remove.
+        self.written: set[str] = set()
+        self.xattr_warned = False
+
+    def close(self) -> None:
+        self.cur.close()
+        os.close(self.root_fd)
+
+    # -- per-entry -----------------------------------------------------------------------------
+
+    def entry(self, m: tarfile.TarInfo, src: _TarSource) -> None:
+        comps = _components(m.name)
+        if not comps:
+            if not m.isdir():
+                raise LayerError(f"layer entry {m.name!r} names the root but is not a directory")
+            self._root_dir(m)
+            return
+        base = comps[-1]
+        if base.startswith(WHITEOUT_PREFIX):
+            self._whiteout(comps)
+            return
+        pfd = self.cur.resolve(comps[:-1], create=True)
+        assert pfd is not None
+        if self.mode == "delete":
+            # Ancestors too: a directory this layer only implies must survive an opaque marker.
+            for i in range(len(comps), 0, -1):
+                path = "/".join(comps[:i])
+                if path in self.written:
+                    break
+                self.written.add(path)
+        if m.isreg():
+            self._file(pfd, base, m, src)
+        elif m.isdir():
+            self._dir(pfd, comps, m)
+        elif m.issym():
+            self._symlink(pfd, base, m)
+        elif m.islnk():
+            self._hardlink(pfd, base, m)
+        elif m.ischr() or m.isblk() or m.isfifo():
+            self._node(pfd, base, m)
+        else:
+            log.debug("skipping layer entry %r of tar type %r", m.name, m.type)
+
+    def _create(self, pfd: int, name: str, make: Callable[[], object]) -> None:
+        """Run make(); if the name is taken, remove what is there and try once more."""
+        try:
+            make()
+        except FileExistsError:
+            _remove(name, pfd)
+            make()
+
+    def _file(self, pfd: int, name: str, m: tarfile.TarInfo, src: _TarSource) -> None:
+        fd: int | None = None
+
+        def make() -> None:
+            nonlocal fd
+            fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=pfd)
+
+        self._create(pfd, name, make)
+        assert fd is not None
+        try:
+            src.seek(m.offset_data)
+            if m.sparse:
+                for offset, size in m.sparse:
+                    os.lseek(fd, offset, os.SEEK_SET)
+                    self._copy(src, fd, size, m)
+                os.ftruncate(fd, m.size)
+            else:
+                self._copy(src, fd, m.size, m)
+            self._meta_fd(fd, m)
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _copy(src: _TarSource, fd: int, size: int, m: tarfile.TarInfo) -> None:
+        left = size
+        while left:
+            buf = src.read(min(left, _COPY))
+            if not buf:
+                raise LayerError(f"layer ends inside the data of {m.name!r}")
+            left -= len(buf)
+            view = memoryview(buf)
+            while view:
+                view = view[os.write(fd, view):]
+
+    def _dir(self, pfd: int, comps: list[str], m: tarfile.TarInfo) -> None:
+        name = comps[-1]
+        try:
+            os.mkdir(name, 0o700, dir_fd=pfd)
+        except FileExistsError:
+            st = _lstat(name, pfd)
+            if st is not None and not stat.S_ISDIR(st.st_mode):
+                _remove(name, pfd, st)
+                os.mkdir(name, 0o700, dir_fd=pfd)
+        dfd = os.open(name, _DIR_FLAGS, dir_fd=pfd)
+        # The cursor's tip is this dir's parent: adopting the fd saves the open for its children.
+        self.cur.push(name, dfd)
+        if self.privileged:
+            os.fchown(dfd, m.uid, m.gid)
+        self._set_xattrs(dfd, m)
+        t = self._times(m)
+        self.dirs.append((comps, m.mode & 0o7777, t[0], t[1]))
+
+    def _root_dir(self, m: tarfile.TarInfo) -> None:
+        if self.privileged:
+            os.fchown(self.root_fd, m.uid, m.gid)
+        self._set_xattrs(self.root_fd, m)
+        t = self._times(m)
+        self.dirs.append(([], m.mode & 0o7777, t[0], t[1]))
+
+    def _symlink(self, pfd: int, name: str, m: tarfile.TarInfo) -> None:
+        self._create(pfd, name, lambda: os.symlink(m.linkname, name, dir_fd=pfd))
+        if self.privileged:
+            os.chown(name, m.uid, m.gid, dir_fd=pfd, follow_symlinks=False)
+        # No dir_fd for setxattr: go through the (verified) parent's /proc fd link instead.
+        self._set_xattrs(lambda: f"/proc/self/fd/{pfd}/{name}", m)
+        os.utime(name, ns=self._times(m), dir_fd=pfd, follow_symlinks=False)
+
+    def _hardlink(self, pfd: int, name: str, m: tarfile.TarInfo) -> None:
+        tcomps = _components(m.linkname)
+        lcomps = _components(m.name)
+        if tcomps == lcomps:
+            return  # a link to itself names what is already there
+        if not tcomps or tcomps[:len(lcomps)] == lcomps:
+            # Replacing the link's path would first delete its own target.
+            raise LayerError(f"hard link {m.name!r} -> {m.linkname!r} points inside itself")
+        # Resolve the target's directory with the same no-symlink walk. Keep our own fd for
+        # the link's parent: the cursor moves to the target's chain.
+        pfd_dup = os.dup(pfd)
+        try:
+            tfd = self.cur.resolve(tcomps[:-1], create=False)
+            if tfd is None or _lstat(tcomps[-1], tfd) is None:
+                raise LayerError(f"hard link {m.name!r} -> {m.linkname!r}: target not in the layer")
+            tname = tcomps[-1]
+
+            def make() -> None:
+                # follow_symlinks=False: linkat without AT_SYMLINK_FOLLOW links a symlink itself.
+                os.link(tname, name, src_dir_fd=tfd, dst_dir_fd=pfd_dup, follow_symlinks=False)
+
+            try:
+                self._create(pfd_dup, name, make)
+            except (PermissionError, IsADirectoryError) as e:
+                raise LayerError(f"hard link {m.name!r} -> {m.linkname!r}: {e.strerror}") from None
+        finally:
+            os.close(pfd_dup)
+
+    def _node(self, pfd: int, name: str, m: tarfile.TarInfo) -> None:
+        if m.isfifo():
+            self._create(pfd, name, lambda: os.mkfifo(name, 0o600, dir_fd=pfd))
+        else:
+            kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK
+            dev = os.makedev(m.devmajor, m.devminor)
+            try:
+                self._create(pfd, name, lambda: os.mknod(name, kind | 0o600, dev, dir_fd=pfd))
+            except PermissionError:
+                if self.privileged:
+                    raise
+                # Without CAP_MKNOD devices cannot exist; rootless engines skip them too.
+                log.debug("skipping device %r: not privileged", m.name)
+                return
+        if self.privileged:
+            os.chown(name, m.uid, m.gid, dir_fd=pfd, follow_symlinks=False)
+        # After chown: chown clears set-id bits. The node was just created by us, so following
+        # is safe here (fchmodat cannot not-follow on Linux).
+        os.chmod(name, m.mode & 0o7777, dir_fd=pfd)
+        # No dir_fd for setxattr: go through the (verified) parent's /proc fd link instead.
+        self._set_xattrs(lambda: f"/proc/self/fd/{pfd}/{name}", m)
+        os.utime(name, ns=self._times(m), dir_fd=pfd, follow_symlinks=False)
+
+    # -- metadata ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _times(m: tarfile.TarInfo) -> tuple[int, int]:
+        mtime = _ns(m.mtime)
+        atime = m.pax_headers.get("atime") if m.pax_headers else None
+        return (_ns(float(atime)) if atime else mtime, mtime)
+
+    def _meta_fd(self, fd: int, m: tarfile.TarInfo) -> None:
+        # Order matters: chown clears set-id bits and security.capability, so chmod and xattrs
+        # come after it; times come last because the others touch ctime only.
+        if self.privileged:
+            os.fchown(fd, m.uid, m.gid)
+        os.fchmod(fd, m.mode & 0o7777)
+        self._set_xattrs(fd, m)
+        os.utime(fd, ns=self._times(m))
+
+    def _set_xattrs(self, target: int | Callable[[], str], m: tarfile.TarInfo) -> None:
+        xattrs = _xattrs(m)
+        if not xattrs:
+            return
+        path = target if isinstance(target, int) else target()
+        for key, value in xattrs:
+            try:
+                if isinstance(path, int):
+                    os.setxattr(path, key, value)
+                else:
+                    os.setxattr(path, key, value, follow_symlinks=False)
+            except OSError as e:
+                # Like moby: a backing fs without (some) xattr support still unpacks; say so.
+                if e.errno not in (errno.ENOTSUP, errno.EPERM):
+                    raise
+                if not self.xattr_warned:
+                    log.warning("could not set xattr %s on %r: %s", key, m.name, e.strerror)
+                    self.xattr_warned = True
+
+    # -- whiteouts -----------------------------------------------------------------------------
+
+    def _whiteout(self, comps: list[str]) -> None:
+        base = comps[-1]
+        parent = comps[:-1]
+        if base == WHITEOUT_OPAQUE:
+            if self.mode == "overlay":
+                pfd = self.cur.resolve(parent, create=True)
+                assert pfd is not None
+                os.setxattr(pfd, OVERLAY_OPAQUE_XATTR, b"y")
+            else:
+                pfd = self.cur.resolve(parent, create=False)
+                if pfd is not None:
+                    self._empty_dir(pfd, parent)
+            return
+        if base.startswith(WHITEOUT_META_PREFIX):
+            return  # aufs bookkeeping (.wh..wh.plnk and friends): not content
+        name = base[len(WHITEOUT_PREFIX):]
+        if not name or name in (".", ".."):
+            raise LayerError(f"invalid whiteout {'/'.join(comps)!r}")
+        if self.mode == "overlay":
+            pfd = self.cur.resolve(parent, create=True)
+            assert pfd is not None
+            # overlayfs' whiteout: a 0/0 character device (allowed without CAP_MKNOD since 5.8).
+            self._create(pfd, name, lambda: os.mknod(name, stat.S_IFCHR | 0o000, 0, dir_fd=pfd))
+        else:
+            pfd = self.cur.resolve(parent, create=False)
+            if pfd is not None:
+                _remove(name, pfd)
+
+    def _empty_dir(self, pfd: int, comps: list[str]) -> None:
+        prefix = "/".join(comps)
+        prefix = prefix + "/" if prefix else ""
+        with os.scandir(pfd) as it:
+            names = [e.name for e in it]
+        for n in names:
+            if prefix + n not in self.written:
+                _remove(n, pfd)
+
+    # -- end -----------------------------------------------------------------------------------
+
+    def finish(self) -> None:
+        # Deepest first, so setting a child's times does not disturb its parent's afterwards.
+        for comps, mode, atime, mtime in reversed(self.dirs):
+            try:
+                fd = self.cur.resolve(comps, create=False) if comps else self.root_fd
+            except LayerError:
+                continue  # replaced by a non-directory later in the layer
+            if fd is None:
+                continue
+            os.fchmod(fd, mode)
+            os.utime(fd, ns=(atime, mtime))
+
+
+def apply_layer(reader: BinaryIO, dest: Path, *, whiteouts: Literal["overlay", "delete"],
+                media_type: str) -> str:
+    """Extract the layer read from `reader` into `dest`; return its diff ID ("sha256:<hex>").
+
+    `whiteouts="overlay"`: dest is an empty upper dir; whiteouts become overlayfs whiteouts.
+    `whiteouts="delete"`: dest holds the parent's tree; whiteouts remove from it.
+    Raises LayerError for a malformed layer or one that tries to escape dest.
+    """
+    if whiteouts not in ("overlay", "delete"):
+        raise ValueError(f"unknown whiteout mode {whiteouts!r}")
+    src = _open_stream(reader, media_type)
+    ex = _Extractor(Path(dest), whiteouts)
+    try:
+        try:
+            tf = tarfile.TarFile(fileobj=src, mode="r")  # type: ignore[arg-type]
+        except tarfile.ReadError as e:
+            raise LayerError(f"not a tar stream: {e}") from None
+        with tf:
+            while True:
+                try:
+                    m = tf.next()
+                except tarfile.TarError as e:
+                    raise LayerError(f"corrupt layer tar: {e}") from None
+                if m is None:
+                    break
+                # tarfile keeps every member it has seen; a layer can have a million.
+                tf.members.clear()
+                ex.entry(m, src)
+        ex.finish()
+        src.drain()
+    finally:
+        ex.close()
+    return src.digest()

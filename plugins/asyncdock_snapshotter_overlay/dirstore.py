@@ -1,0 +1,281 @@
+"""What the overlay and copy snapshotters share: numbered snapshot directories plus one atomically
+rewritten JSON file of metadata (key -> id, kind, parent).
+
+On disk, under the snapshotter's root:
+    metadata.json            {"version": 1, "next_id": N, "snapshots": {key: {...}}}
+    snapshots/<id>/fs        the snapshot's own tree (overlay: its upper dir)
+    snapshots/<id>/work      overlay's workdir (active snapshots only)
+    snapshots/new-*, rm-*    in-flight creations and removals; `cleanup()` drops leftovers
+
+Ids are short numbers on purpose: overlay's option string holds every lower dir's path and
+must fit in one page.
+
+Crash safety: a directory is created under a temporary name and renamed to its id before the
+metadata that names it is written; a removal writes the metadata first and deletes the
+directory after. A crash therefore leaves, at worst, a directory no record names, which
+`cleanup()` removes. The metadata never names a missing directory.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+import uuid
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Literal
+
+import anyio.to_thread
+import msgspec
+
+from asyncdock.errors import Conflict, InvalidParameter, NotFound
+from asyncdock.snapshots.base import Mount, SnapshotInfo
+from asyncdock.util.atomic import atomic_write_json
+
+Kind = Literal["active", "view", "committed"]
+
+
+class Record(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
+    id: int
+    kind: Kind
+    parent: str | None = None
+    created: float = 0.0
+
+
+class Metadata(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
+    version: int = 1
+    next_id: int = 1
+    snapshots: dict[str, Record] = msgspec.field(default_factory=dict)
+
+
+_decoder = msgspec.json.Decoder(Metadata)
+
+
+def _rmtree(path: Path) -> None:
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        pass
+
+
+def disk_usage(path: Path) -> int:
+    """Bytes allocated under `path` (st_blocks, like du), each hard-linked inode counted once."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    stack = [str(path)]
+    while stack:
+        top = stack.pop()
+        try:
+            it = os.scandir(top)
+        except FileNotFoundError:
+            continue
+        with it:
+            for e in it:
+                st = e.stat(follow_symlinks=False)
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(e.path)
+                if st.st_nlink > 1:
+                    k = (st.st_dev, st.st_ino)
+                    if k in seen:
+                        continue
+                    seen.add(k)
+                total += st.st_blocks * 512
+    return total
+
+
+class DirSnapshotter(ABC):
+    """Snapshot bookkeeping over numbered directories; subclasses say how to fill a new
+    snapshot and which mounts expose it."""
+
+    name: str
+    independent_layers: bool
+    whiteouts: Literal["overlay", "delete"]
+
+    def __init__(self, root: Path, *, durable: bool = True) -> None:
+        self.root = Path(root)
+        if any(c in str(self.root) for c in ",:"):
+            # Overlay option strings cannot carry these; refuse early rather than at mount.
+            raise InvalidParameter(f"snapshotter root {self.root} must not contain ',' or ':'")
+        self._snaps_dir = self.root / "snapshots"
+        # 0700 as containerd: layers hold set-uid binaries and writable dirs that other
+        # users of the host must not reach through the snapshot tree.
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._snaps_dir.mkdir(mode=0o700, exist_ok=True)
+        self._meta_path = self.root / "metadata.json"
+        self._durable = durable
+        self._lock = asyncio.Lock()
+        # new-* dirs of creations in flight in this process (one daemon per data root):
+        # cleanup() must not take them.
+        self._inflight: set[str] = set()
+        self._meta = self._load()
+
+    # -- metadata ------------------------------------------------------------------------------
+
+    def _load(self) -> Metadata:
+        try:
+            return _decoder.decode(self._meta_path.read_bytes())
+        except FileNotFoundError:
+            return Metadata()
+
+    async def _save(self, meta: Metadata) -> None:
+        """Write `meta` and make it current. Callers build a new Metadata (never mutate the
+        current one in place), so a failed write leaves memory and disk in agreement."""
+        await anyio.to_thread.run_sync(
+            lambda: atomic_write_json(self._meta_path, meta, durable=self._durable))
+        self._meta = meta
+
+    def _get(self, key: str) -> Record:
+        rec = self._meta.snapshots.get(key)
+        if rec is None:
+            raise NotFound(f"snapshot {key} does not exist")
+        return rec
+
+    def _dir(self, rec: Record) -> Path:
+        return self._snaps_dir / str(rec.id)
+
+    def _fs(self, rec: Record) -> Path:
+        return self._dir(rec) / "fs"
+
+    def _chain(self, parent: str | None) -> list[Record]:
+        """The committed ancestors starting at `parent`, top-down."""
+        out: list[Record] = []
+        seen: set[str] = set()
+        while parent is not None:
+            if parent in seen:
+                raise InvalidParameter(f"snapshot parent cycle at {parent}")
+            seen.add(parent)
+            rec = self._get(parent)
+            out.append(rec)
+            parent = rec.parent
+        return out
+
+    def _info(self, key: str, rec: Record) -> SnapshotInfo:
+        return SnapshotInfo(name=key, kind=rec.kind, parent=rec.parent, created=rec.created)
+
+    # -- hooks ---------------------------------------------------------------------------------
+
+    @abstractmethod
+    def _populate(self, new_dir: Path, kind: Kind, chain: list[Record]) -> None:
+        """Fill a freshly made snapshot dir (with an empty `fs` in it). Runs in a thread."""
+
+    @abstractmethod
+    def _mounts(self, rec: Record) -> list[Mount]:
+        """The mounts that expose snapshot `rec` (per its kind and parent chain)."""
+
+    # -- protocol ------------------------------------------------------------------------------
+
+    async def _create(self, key: str, parent: str | None, kind: Kind) -> list[Mount]:
+        if not key:
+            raise InvalidParameter("snapshot key must not be empty")
+        if key in self._meta.snapshots:
+            raise Conflict(f"snapshot {key} already exists")
+        chain = self._chain(parent)
+        if chain and chain[0].kind != "committed":
+            raise InvalidParameter(f"parent {parent} is not a committed snapshot")
+        tmp = self._snaps_dir / f"new-{uuid.uuid4().hex[:12]}"
+
+        def make() -> None:
+            tmp.mkdir(mode=0o700)
+            (tmp / "fs").mkdir()
+            # The upper dir's root is the merged root's: make its mode explicit, not umask's.
+            os.chmod(tmp / "fs", 0o755)
+            self._populate(tmp, kind, chain)
+
+        self._inflight.add(tmp.name)
+        try:
+            # Filling can be slow (copy snapshotter): done outside the lock.
+            await anyio.to_thread.run_sync(make)
+            async with self._lock:
+                if key in self._meta.snapshots:
+                    raise Conflict(f"snapshot {key} already exists")
+                if parent is not None and parent not in self._meta.snapshots:
+                    raise NotFound(f"parent snapshot {parent} was removed")
+                meta = msgspec.structs.replace(self._meta, next_id=self._meta.next_id + 1,
+                                               snapshots=dict(self._meta.snapshots))
+                rec = Record(id=self._meta.next_id, kind=kind, parent=parent, created=time.time())
+                final = self._dir(rec)
+                if final.exists():  # left over from a crash before its metadata was written
+                    await anyio.to_thread.run_sync(_rmtree, final)
+                os.rename(tmp, final)
+                meta.snapshots[key] = rec
+                try:
+                    await self._save(meta)
+                except BaseException:
+                    os.rename(final, tmp)
+                    raise
+        except BaseException:
+            await anyio.to_thread.run_sync(_rmtree, tmp)
+            raise
+        finally:
+            self._inflight.discard(tmp.name)
+        return self._mounts(rec)
+
+    async def prepare(self, key: str, parent: str | None) -> list[Mount]:
+        return await self._create(key, parent, "active")
+
+    async def view(self, key: str, parent: str) -> list[Mount]:
+        return await self._create(key, parent or None, "view")
+
+    async def mounts(self, key: str) -> list[Mount]:
+        return self._mounts(self._get(key))
+
+    async def commit(self, name: str, key: str, parent: str | None = None) -> None:
+        async with self._lock:
+            rec = self._get(key)
+            if rec.kind != "active":
+                raise InvalidParameter(f"snapshot {key} is {rec.kind}, only an active one can be committed")
+            if name in self._meta.snapshots:
+                raise Conflict(f"snapshot {name} already exists")
+            new_parent = rec.parent if parent is None else parent
+            if new_parent is not None:
+                # The rebase: a layer unpacked without its parent gets it now. No cycles.
+                chain = self._chain(new_parent)
+                if chain[0].kind != "committed":
+                    raise InvalidParameter(f"parent {new_parent} is not a committed snapshot")
+                if any(r.id == rec.id for r in chain):
+                    raise InvalidParameter(f"snapshot {key} cannot be its own ancestor")
+            snaps = dict(self._meta.snapshots)
+            del snaps[key]
+            snaps[name] = Record(id=rec.id, kind="committed", parent=new_parent, created=time.time())
+            await self._save(msgspec.structs.replace(self._meta, snapshots=snaps))
+
+    async def remove(self, key: str) -> None:
+        async with self._lock:
+            rec = self._get(key)
+            children = [k for k, r in self._meta.snapshots.items() if r.parent == key]
+            if children:
+                raise Conflict(f"snapshot {key} has {len(children)} child snapshot(s), e.g. {children[0]}")
+            snaps = dict(self._meta.snapshots)
+            del snaps[key]
+            await self._save(msgspec.structs.replace(self._meta, snapshots=snaps))
+            # Renamed before deletion so a crash mid-delete leaves an rm-* that cleanup() finds.
+            doomed = self._snaps_dir / f"rm-{rec.id}-{uuid.uuid4().hex[:8]}"
+            try:
+                os.rename(self._dir(rec), doomed)
+            except FileNotFoundError:
+                return
+        await anyio.to_thread.run_sync(_rmtree, doomed)
+
+    async def stat(self, key: str) -> SnapshotInfo:
+        return self._info(key, self._get(key))
+
+    async def exists(self, key: str) -> bool:
+        return key in self._meta.snapshots
+
+    async def list(self) -> list[SnapshotInfo]:
+        return [self._info(k, r) for k, r in self._meta.snapshots.items()]
+
+    async def usage(self, key: str) -> int:
+        return await anyio.to_thread.run_sync(disk_usage, self._fs(self._get(key)))
+
+    def upper_dir(self, key: str) -> Path:
+        return self._fs(self._get(key))
+
+    async def cleanup(self) -> None:
+        async with self._lock:
+            known = {str(r.id) for r in self._meta.snapshots.values()}
+            doomed = [p for p in self._snaps_dir.iterdir()
+                      if p.name not in known and p.name not in self._inflight]
+            for p in doomed:
+                await anyio.to_thread.run_sync(_rmtree, p)
