@@ -1,0 +1,324 @@
+"""/images/*, /auth: pull with Docker's progress stream, list, inspect, history, tag, remove,
+prune. Response shapes are dockerd 20.10's (API 1.41), field order included."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ...containers.status import ZERO_TIME, parse_docker_time, rfc3339nano
+from ...containers.timefmt import parse_timestamp_filter
+from ...errors import EngineError, InvalidParameter, NotFound, NotImplementedYet
+from ...images import progress as pm
+from ...images.models import ContainerConfig, HealthConfig
+from ...images.store import ImageRecord, ImageStore
+from ...registry.auth import AuthConfig, decode_registry_auth
+from ...registry.platforms import parse_platform
+from ...registry.reference import familiar_match, parse_pull_reference
+from ..filters import bool_filter, match_label, parse_filters
+from ..http import Request, Response, Router, StreamResponse, empty_response, json_response
+
+log = logging.getLogger(__name__)
+
+# Our snapshotters under the names Docker tools know (GraphDriver.Name, `docker info`).
+_DRIVER_NAMES = {"overlayfs": "overlay2", "overlay": "overlay2", "copy": "vfs"}
+
+
+def register(router: Router) -> None:
+    # push, save, load, search, build and commit answer 501 from routes/unimplemented.py.
+    router.add("POST", "/images/create", create)
+    router.add("GET", "/images/json", list_images)
+    router.add("POST", "/images/prune", prune)
+    router.add("POST", "/auth", auth)
+    router.add("GET", "/images/{name:.+}/history", history)
+    router.add("GET", "/images/{name:.+}/json", inspect)
+    router.add("POST", "/images/{name:.+}/tag", tag)
+    router.add("DELETE", "/images/{name:.+}", delete)
+
+
+# ---------------------------------------------------------------------------------------------
+# POST /images/create
+
+async def create(req: Request) -> Response | StreamResponse:
+    q = req.query
+    if q.get("fromSrc"):
+        raise NotImplementedYet("image import (fromSrc) is not implemented in asyncdock yet")
+    from_image = q.get("fromImage", "")
+    if not from_image:
+        raise InvalidParameter("fromImage or fromSrc is required")  # dockerd falls through to import
+    ref = parse_pull_reference(from_image, q.get("tag", ""))
+    platform = parse_platform(q["platform"]) if q.get("platform") else None
+    auth = decode_registry_auth(req.headers.get("x-registry-auth"))
+    stream: StreamResponse | None = None
+
+    async def progress(msg: dict[str, Any]) -> None:
+        nonlocal stream
+        # The 200 goes out with the first message, after the manifest resolved, as dockerd
+        # does: a registry 404 or auth failure before that is a plain JSON error.
+        if stream is None:
+            stream = await req.stream(content_type="application/json")
+        await stream.write(pm.encode(msg))
+
+    try:
+        await req.engine.puller.pull(ref, auth, progress, platform=platform)
+    except EngineError as e:
+        if stream is None:
+            raise
+        await stream.write(pm.encode(pm.error(str(e))))
+    except Exception as e:  # noqa: BLE001 - in-stream, every failure is an error message
+        if stream is None:
+            raise
+        log.exception("pull of %s failed", ref)
+        await stream.write(pm.encode(pm.error(str(e) or type(e).__name__)))
+    if stream is None:  # pragma: no cover - a pull always says "Pulling from" first
+        stream = await req.stream(content_type="application/json")
+    return stream
+
+
+# ---------------------------------------------------------------------------------------------
+# GET /images/json
+
+def summary(store: ImageStore, rec: ImageRecord, tags: list[str], digests: list[str]) -> dict[str, Any]:
+    labels = _labels(store, rec)
+    return {
+        "Containers": -1,
+        "Created": rec.created_ns // 1_000_000_000 if rec.created_ns else 0,
+        "Id": rec.id,
+        "Labels": labels or None,
+        "ParentId": "",
+        "RepoDigests": digests,
+        "RepoTags": tags,
+        "SharedSize": -1,
+        "Size": rec.size,
+        "VirtualSize": rec.size,
+    }
+
+
+def _labels(store: ImageStore, rec: ImageRecord) -> dict[str, str] | None:
+    try:
+        cfg = store.config(rec).config
+    except EngineError:
+        return None
+    return cfg.labels if cfg is not None else None
+
+
+async def list_images(req: Request) -> Response:
+    store: ImageStore = req.engine.images
+    filters = parse_filters(req.query.get("filters"),
+                            ("dangling", "label", "before", "since", "reference"))
+    dangling = bool_filter(filters.get("dangling", []), "dangling")
+    before = _created_of(store, filters.get("before", []))
+    since = _created_of(store, filters.get("since", []), newest=True)
+    patterns = filters.get("reference", [])
+    out: list[dict[str, Any]] = []
+    for rec in store.list():
+        if before is not None and rec.created_ns >= before:
+            continue
+        if since is not None and rec.created_ns <= since:
+            continue
+        if "label" in filters and not match_label(_labels(store, rec) or {}, filters["label"]):
+            continue
+        refs = store.references(rec.id)
+        if patterns:
+            refs = [r for r in refs if any(familiar_match(p, r) for p in patterns)]
+        tags = [r.familiar for r in refs if r.digest is None]
+        digests = [r.familiar for r in refs if r.digest is not None]
+        if not tags and not digests:
+            if dangling is False or patterns:
+                continue
+            if not store.references(rec.id):
+                tags, digests = ["<none>:<none>"], ["<none>@<none>"]
+        elif dangling is True and tags:
+            continue
+        out.append(summary(store, rec, tags, digests))
+    out.sort(key=lambda s: s["Created"], reverse=True)
+    return json_response(out)
+
+
+def _created_of(store: ImageStore, names: list[str], newest: bool = False) -> int | None:
+    if not names:
+        return None
+    times = [store.resolve(n).created_ns for n in names]
+    return max(times) if newest else min(times)
+
+
+# ---------------------------------------------------------------------------------------------
+# GET /images/{name}/json
+
+def config_dict(c: ContainerConfig | None) -> dict[str, Any]:
+    """Docker's container.Config as JSON: omitempty where Go says so, null where it does not."""
+    c = c or ContainerConfig()
+    d: dict[str, Any] = {
+        "Hostname": c.hostname, "Domainname": c.domainname, "User": c.user,
+        "AttachStdin": c.attach_stdin, "AttachStdout": c.attach_stdout, "AttachStderr": c.attach_stderr,
+    }
+    if c.exposed_ports:
+        d["ExposedPorts"] = {k: {} for k in c.exposed_ports}
+    d.update({"Tty": c.tty, "OpenStdin": c.open_stdin, "StdinOnce": c.stdin_once, "Env": c.env, "Cmd": c.cmd})
+    if c.healthcheck is not None:
+        d["Healthcheck"] = _health_dict(c.healthcheck)
+    if c.args_escaped:
+        d["ArgsEscaped"] = True
+    d.update({"Image": c.image, "Volumes": {k: {} for k in c.volumes} if c.volumes else None,
+              "WorkingDir": c.working_dir, "Entrypoint": c.entrypoint})
+    if c.network_disabled:
+        d["NetworkDisabled"] = True
+    if c.mac_address:
+        d["MacAddress"] = c.mac_address
+    d.update({"OnBuild": c.on_build, "Labels": c.labels})
+    if c.stop_signal:
+        d["StopSignal"] = c.stop_signal
+    if c.stop_timeout is not None:
+        d["StopTimeout"] = c.stop_timeout
+    if c.shell:
+        d["Shell"] = c.shell
+    return d
+
+
+def _health_dict(h: HealthConfig) -> dict[str, Any]:
+    d: dict[str, Any] = {}
+    if h.test:
+        d["Test"] = h.test
+    for key, value in (("Interval", h.interval), ("Timeout", h.timeout), ("StartPeriod", h.start_period),
+                       ("StartInterval", h.start_interval), ("Retries", h.retries)):
+        if value:
+            d[key] = value
+    return d
+
+
+def graph_driver(req: Request, rec: ImageRecord) -> dict[str, Any]:
+    snap = req.engine.snapshotter
+    name = getattr(snap, "name", "")
+    driver = _DRIVER_NAMES.get(name, name)
+    chains = rec.chain_ids
+    if driver != "overlay2" or not chains:
+        return {"Data": None, "Name": driver}
+    try:
+        top = snap.upper_dir(chains[-1])
+        lower = [str(snap.upper_dir(c)) for c in reversed(chains[:-1])]  # overlay2: nearest first
+    except EngineError:  # a layer snapshot is missing: say nothing rather than fail inspect
+        return {"Data": None, "Name": driver}
+    data: dict[str, str] = {}
+    if lower:
+        data["LowerDir"] = ":".join(lower)
+    data["MergedDir"] = str(top.parent / "merged")
+    data["UpperDir"] = str(top)
+    data["WorkDir"] = str(top.parent / "work")
+    return {"Data": data, "Name": driver}
+
+
+def _go_time(value: str) -> str:
+    """Go re-renders a parsed RFC 3339 time with RFC3339Nano (trailing zeros dropped)."""
+    if not value:
+        return ZERO_TIME
+    try:
+        return rfc3339nano(parse_docker_time(value))
+    except ValueError:
+        return value
+
+
+async def inspect(req: Request) -> Response:
+    store: ImageStore = req.engine.images
+    name = req.match["name"]
+    try:
+        rec = store.resolve(name)
+    except NotFound as e:
+        raise NotFound(f"no such image: {name}: {e}") from None
+    cfg = store.config(rec)
+    body: dict[str, Any] = {
+        "Id": rec.id,
+        "RepoTags": store.repo_tags(rec.id),
+        "RepoDigests": store.repo_digests(rec.id),
+        "Parent": "",
+        "Comment": cfg.comment,
+        "Created": _go_time(cfg.created),
+        "Container": cfg.container,
+        "ContainerConfig": config_dict(cfg.container_config),
+        "DockerVersion": cfg.docker_version,
+        "Author": cfg.author,
+        "Config": config_dict(cfg.config),
+        "Architecture": cfg.architecture,
+    }
+    if cfg.variant:
+        body["Variant"] = cfg.variant
+    body["Os"] = cfg.os
+    if cfg.os_version:
+        body["OsVersion"] = cfg.os_version
+    body.update({
+        "Size": rec.size,
+        "VirtualSize": rec.size,
+        "GraphDriver": graph_driver(req, rec),
+        "RootFS": {"Type": cfg.rootfs.type or "layers", "Layers": list(rec.diff_ids)},
+        "Metadata": {"LastTagTime": rec.last_tag_time or ZERO_TIME},
+    })
+    return json_response(body)
+
+
+# ---------------------------------------------------------------------------------------------
+# GET /images/{name}/history
+
+async def history(req: Request) -> Response:
+    store: ImageStore = req.engine.images
+    rec = store.resolve(req.match["name"])
+    cfg = store.config(rec)
+    items: list[dict[str, Any]] = []
+    layer = 0
+    for h in cfg.history:
+        size = 0
+        if not h.empty_layer:
+            if layer >= len(rec.layer_sizes):
+                raise EngineError("too many non-empty layers in History section")
+            size = rec.layer_sizes[layer]
+            layer += 1
+        created = 0
+        if h.created:
+            try:
+                created = parse_docker_time(h.created) // 1_000_000_000
+            except ValueError:
+                created = 0
+        items.insert(0, {"Comment": h.comment, "Created": created, "CreatedBy": h.created_by,
+                         "Id": "<missing>", "Size": size, "Tags": None})
+    if items:
+        items[0]["Id"] = rec.id
+        items[0]["Tags"] = store.repo_tags(rec.id) or None
+    return json_response(items)
+
+
+# ---------------------------------------------------------------------------------------------
+# POST /images/{name}/tag, DELETE /images/{name}, POST /images/prune
+
+async def tag(req: Request) -> Response:
+    await req.engine.images.tag(req.match["name"], req.query.get("repo", ""), req.query.get("tag", ""))
+    return empty_response(201)
+
+
+async def delete(req: Request) -> Response:
+    records = await req.engine.images.delete(req.match["name"], force=req.arg_bool("force"),
+                                             noprune=req.arg_bool("noprune"))
+    return json_response(records)
+
+
+async def prune(req: Request) -> Response:
+    filters = parse_filters(req.query.get("filters"), ("dangling", "until", "label", "label!"))
+    dangling = bool_filter(filters.get("dangling", []), "dangling")
+    until = None
+    if filters.get("until"):
+        until = parse_timestamp_filter(filters["until"][-1])
+    labels, not_labels = filters.get("label", []), filters.get("label!", [])
+
+    def label_ok(lbl: dict[str, str]) -> bool:
+        if labels and not match_label(lbl, labels):
+            return False
+        return not any(match_label(lbl, [x]) for x in not_labels)
+
+    report = await req.engine.images.prune(dangling_only=dangling is not False, until_ns=until,
+                                           label_filter=label_ok if labels or not_labels else None)
+    return json_response({"ImagesDeleted": report.deleted or None, "SpaceReclaimed": report.reclaimed})
+
+
+# ---------------------------------------------------------------------------------------------
+# POST /auth
+
+async def auth(req: Request) -> Response:
+    cfg = await req.json(AuthConfig)
+    status = await req.engine.puller.registry.login(cfg)
+    return json_response({"IdentityToken": "", "Status": status})

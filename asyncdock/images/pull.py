@@ -1,0 +1,734 @@
+"""The parallel, streaming pull.
+
+Every missing layer downloads at once (up to `max-concurrent-downloads`). While a layer's bytes
+arrive they go through a bounded pipe to a worker thread that writes them to the layer's
+resumable ingest (hashing them) and feeds them to `apply_layer`, which unpacks into the layer's
+own staging snapshot: download and unpack overlap instead of adding up. With a snapshotter whose
+layers are independent (overlay) every layer streams at once, up to `unpack_limit`; otherwise a
+layer streams only once its parent is committed, and the others unpack from the stored blob later.
+
+After verification (compressed digest as it flows, diff ID against the config's rootfs) the
+staging snapshots are committed in chain order. A layer whose chain ID exists is skipped
+("Already exists"). Layer work is shared: a second pull that needs a layer already in flight
+joins that job (one download), and its errors reach every waiter. A job lives until every pull
+that wants it is gone, so one client hanging up does not fail another's pull; a cancelled job
+removes its staging snapshot but keeps the partial ingest for the next attempt.
+
+Progress messages keep Docker's per-layer order (Pulling fs layer, Waiting, Downloading,
+Verifying Checksum, Download complete, Extracting, Pull complete) because clients read the last
+status, even though unpacking ran during the download.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..config import DaemonConfig
+from ..containers.status import parse_docker_time
+from ..content.store import ContentStore, DigestMismatch, IngestWriter
+from ..errors import EngineError
+from ..events import EventBus, LayerProgress
+from ..registry.auth import AuthConfig
+from ..registry.client import RegistryClient, Repository, ResolvedManifest
+from ..registry.reference import Reference
+from ..snapshots.base import Snapshotter
+from . import progress as pm
+from .models import LAYER_TYPES, ContainerConfig, Descriptor, ImageConfig, Platform, decode_config
+from .pipe import DEFAULT_PIPE_LIMIT, CountingReader, LayerPipe, PipeClosed, TeeReader
+from .store import ImageRecord, ImageStore, LayerBlob, chain_ids
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+ProgressFn = Callable[[dict[str, Any]], Awaitable[None]]
+ApplyLayer = Callable[..., str]
+
+STAGING_PREFIX = "pull-"
+_PROGRESS_INTERVAL = 0.1  # Docker's progress reader sends at most ten updates a second
+
+
+class PullError(EngineError):
+    """A layer failed (HTTP 500 if it happens before the progress stream starts)."""
+
+
+class PullAborted(Exception):
+    """Raised into a worker thread whose pull was cancelled or failed elsewhere."""
+
+
+class LayerVerificationFailed(PullError):
+    def __init__(self, digest: str, resumed: bool) -> None:
+        super().__init__(f"filesystem layer verification failed for digest {digest}")
+        self.resumed = resumed
+
+
+class _ParentFailed(PullError):
+    pass
+
+
+class _BlobAbandoned(Exception):
+    """The job downloading a shared blob was cancelled: a waiter downloads it itself."""
+
+
+def _default_apply_layer() -> ApplyLayer:
+    from ..snapshots.unpack import apply_layer
+    return apply_layer
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress fan-out
+
+class Emitter:
+    """One pull's progress output: messages queue here (never blocking the layer jobs) and a
+    pump awaits the client's writer in order; each is also published on the bus."""
+
+    def __init__(self, ref: Reference, progress: ProgressFn | None, bus: EventBus | None) -> None:
+        self._ref = str(ref)
+        self._progress = progress
+        self._bus = bus
+        self._queue: deque[dict[str, Any]] = deque()
+        self._wake = asyncio.Event()
+        self._closed = False
+        self._pump: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
+
+    def emit(self, msg: dict[str, Any]) -> None:
+        if self._bus is not None:
+            self._bus.publish(LayerProgress(self._ref, msg))
+        if self._progress is None or self._error is not None:
+            return
+        self._queue.append(msg)
+        self._wake.set()
+        if self._pump is None:
+            self._pump = asyncio.create_task(self._run(), name=f"pull-progress {self._ref}")
+
+    async def _run(self) -> None:
+        assert self._progress is not None
+        while True:
+            while self._queue:
+                msg = self._queue.popleft()
+                try:
+                    await self._progress(msg)
+                except Exception as e:  # noqa: BLE001 - the client went away; the pull decides
+                    self._error = e
+                    self._queue.clear()
+                    return
+            if self._closed:
+                return
+            self._wake.clear()
+            await self._wake.wait()
+
+    async def flush(self) -> None:
+        """Deliver everything queued; raise if the client's writer failed."""
+        self._closed = True
+        self._wake.set()
+        if self._pump is not None:
+            await asyncio.shield(self._pump)
+        if self._error is not None:
+            raise self._error
+
+    def cancel(self) -> None:
+        self._closed = True
+        if self._pump is not None and not self._pump.done():
+            self._pump.cancel()
+
+
+# ---------------------------------------------------------------------------------------------
+# Layer jobs
+
+@dataclass(eq=False)
+class LayerJob:
+    chain_id: str
+    parent_chain: str | None
+    parent: LayerJob | None  # the job committing the parent, when that is in flight
+    desc: Descriptor
+    diff_id: str
+    watchers: list[Emitter] = field(default_factory=list)
+    refs: int = 0
+    task: asyncio.Task[int] | None = None  # result: the layer's unpacked size
+    committed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def short(self) -> str:
+        return self.desc.short_id
+
+    def say(self, msg: dict[str, Any]) -> None:
+        for w in self.watchers:
+            w.emit(msg)
+
+
+class _Sink:
+    """The registry client writes here: into the pipe, with throttled Downloading messages."""
+
+    def __init__(self, pipe: LayerPipe, job: LayerJob, offset: int) -> None:
+        self.offset = offset
+        self._pipe = pipe
+        self._job = job
+        self._last = 0.0
+
+    async def write(self, chunk: bytes) -> None:
+        await self._pipe.put(chunk)
+        self.offset += len(chunk)
+        now = time.monotonic()
+        if now - self._last >= _PROGRESS_INTERVAL or self.offset >= self._job.desc.size:
+            self._last = now
+            self._job.say(pm.layer_progress("Downloading", self._job.short, self.offset, self._job.desc.size))
+
+
+@dataclass
+class _Outcome:
+    diff_id: str
+    key: str
+
+
+class Puller:
+    def __init__(self, config: DaemonConfig, content: ContentStore, images: ImageStore,
+                 snapshotter: Snapshotter, bus: EventBus | None = None, *, registry: RegistryClient | None = None,
+                 apply_layer: ApplyLayer | None = None, pipe_limit: int = DEFAULT_PIPE_LIMIT) -> None:
+        self.config = config
+        self.content = content
+        self.images = images
+        self.snapshotter = snapshotter
+        self.registry = registry if registry is not None else RegistryClient(config)
+        self.bus = bus
+        self._apply_layer = apply_layer
+        self._pipe_limit = pipe_limit
+        self._downloads = asyncio.Semaphore(max(1, config.max_concurrent_downloads))
+        self._unpacks = asyncio.Semaphore(max(1, config.unpack_limit))
+        # Enough threads for every streaming download plus every blob unpack at once, so a
+        # worker never waits for a thread while holding a slot.
+        self._executor = ThreadPoolExecutor(
+            max_workers=max(1, config.max_concurrent_downloads) + max(1, config.unpack_limit),
+            thread_name_prefix="asyncdock-pull")
+        self._jobs: dict[str, LayerJob] = {}  # chain ID -> job in flight
+        self._blobs: dict[str, asyncio.Future[None]] = {}  # digest -> download in flight
+
+    @property
+    def apply_layer(self) -> ApplyLayer:
+        if self._apply_layer is None:
+            self._apply_layer = _default_apply_layer()
+        return self._apply_layer
+
+    async def close(self) -> None:
+        """Cancel layer jobs in flight (their partial ingests stay) and release the pool."""
+        tasks = [j.task for j in self._jobs.values() if j.task is not None]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await self.registry.close()
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
+
+    async def recover(self) -> None:
+        """At start-up: drop staging snapshots a crash left behind (partial ingests stay)."""
+        for info in await self.snapshotter.list():
+            if info.kind == "active" and info.name.startswith(STAGING_PREFIX):
+                with contextlib.suppress(Exception):
+                    await self.snapshotter.remove(info.name)
+
+    async def gc_ingests(self, older_than: float = 7 * 24 * 3600) -> list[str]:
+        keep = {ContentStore.ref_for(j.desc.digest) for j in self._jobs.values()}
+        return await asyncio.to_thread(self.content.gc_ingests, keep, older_than)
+
+    # ---- threads
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn` in a pull worker. Cancelled, we still wait for it to finish: the caller then
+        cleans up files the worker is no longer touching."""
+        fut = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            await _stopped(fut)
+            raise
+
+    # ---- the pull
+    async def pull(self, ref: Reference, auth: AuthConfig | None = None, progress: ProgressFn | None = None, *,
+                   platform: Platform | None = None) -> ImageRecord:
+        """Pull `ref` (a bare name means :latest). Errors before the first progress message
+        (unknown image, auth) are raised with nothing emitted; later ones are raised after the
+        messages so far were delivered."""
+        if ref.tag is None and ref.digest is None:
+            ref = ref.with_default_tag()
+        repo = await self.registry.repository(ref, auth)
+        resolved = await repo.resolve(platform)
+        out = Emitter(ref, progress, self.bus)
+        joined: list[LayerJob] = []
+        try:
+            out.emit(pm.status(f"Pulling from {ref.path}", ref.tag_or_digest))
+            record = await self._pull_image(ref, repo, resolved, out, joined)
+            updated = await self._record_references(ref, resolved, record)
+            out.emit(pm.status(f"Digest: {resolved.ref_digest}"))
+            verb = "Downloaded newer image for" if updated else "Image is up to date for"
+            out.emit(pm.status(f"Status: {verb} {ref.familiar}"))
+            self._pull_event(ref, record)
+            await out.flush()
+            return record
+        except BaseException:
+            out.cancel()
+            raise
+        finally:
+            dropped = [t for t in (self._release(job, out) for job in joined) if t is not None]
+            if dropped:
+                # Jobs only this pull wanted were cancelled: let them clean up (staging
+                # snapshots) before the caller sees the outcome.
+                await asyncio.wait(dropped)
+
+    async def _pull_image(self, ref: Reference, repo: Repository, resolved: ResolvedManifest, out: Emitter,
+                          joined: list[LayerJob]) -> ImageRecord:
+        manifest = resolved.manifest
+        cfg_desc: Descriptor = manifest.config
+        image_id = cfg_desc.digest
+        existing = self.images.find(image_id)
+        if existing is not None and await self._layers_present(existing):
+            # The image is here: nothing to download (dockerd checks the config digest too).
+            await self._store_manifests(resolved)
+            return existing
+        cfg_bytes = await self._config_bytes(repo, cfg_desc)
+        cfg = decode_config(cfg_bytes)
+        diff_ids = cfg.rootfs.diff_ids
+        layers = list(manifest.layers)
+        if len(diff_ids) != len(layers):
+            raise PullError(f"invalid image {ref.familiar}: the manifest has {len(layers)} layers, "
+                            f"the config {len(diff_ids)} diff IDs")
+        for desc in layers:
+            if desc.mediaType and desc.mediaType not in LAYER_TYPES:
+                raise PullError(f"unsupported layer media type {desc.mediaType} for layer {desc.short_id}")
+        chains = chain_ids(diff_ids)
+        sizes: list[int | None] = [None] * len(layers)
+        jobs: list[tuple[int, LayerJob]] = []
+        missing = False
+        parent_job: LayerJob | None = None
+        for i, (desc, diff_id, chain) in enumerate(zip(layers, diff_ids, chains)):
+            parent_chain = chains[i - 1] if i else None
+            if not missing and chain not in self._jobs and await self.snapshotter.exists(chain):
+                out.emit(pm.layer_status("Already exists", desc.short_id))
+                sizes[i] = await self._known_size(chain)
+                continue
+            missing = True
+            out.emit(pm.layer_status("Pulling fs layer", desc.short_id))
+            job = self._jobs.get(chain)
+            if job is None:
+                job = LayerJob(chain, parent_chain, parent_job, desc, diff_id)
+                self._jobs[chain] = job
+                job.task = asyncio.create_task(self._run_job(job, repo), name=f"layer {desc.short_id}")
+                job.task.add_done_callback(lambda _t, j=job: self._jobs.pop(j.chain_id, None)
+                                           if self._jobs.get(j.chain_id) is j else None)
+            job.watchers.append(out)
+            job.refs += 1
+            joined.append(job)
+            jobs.append((i, job))
+            parent_job = job
+        if jobs:
+            waits = [asyncio.ensure_future(asyncio.shield(j.task)) for _, j in jobs if j.task is not None]
+            try:
+                # Fail fast: the first layer error ends this pull (its other jobs are released
+                # by pull(), and cancelled unless another pull wants them).
+                await asyncio.wait(waits, return_when=asyncio.FIRST_EXCEPTION)
+            finally:
+                for w in waits:
+                    w.cancel()
+            err = _root_error([j for _, j in jobs])
+            if err is not None:
+                raise err
+            for i, job in jobs:
+                sizes[i] = job.task.result() if job.task is not None else 0
+        await self._store_manifests(resolved)
+        record = ImageRecord(
+            id=image_id, diff_ids=list(diff_ids),
+            layers=[LayerBlob(d.digest, d.mediaType, d.size) for d in layers],
+            layer_sizes=[s or 0 for s in sizes],
+            created=cfg.created, created_ns=_created_ns(cfg),
+            manifest_digests=sorted({resolved.manifest_digest, resolved.ref_digest}),
+        )
+        await self.images.add(record)
+        return self.images.find(image_id) or record
+
+    async def _layers_present(self, rec: ImageRecord) -> bool:
+        top = ImageStore.top_chain_id(rec)
+        return top is None or await self.snapshotter.exists(top)
+
+    async def _known_size(self, chain: str) -> int:
+        for rec in self.images.list():
+            for c, size in zip(rec.chain_ids, rec.layer_sizes):
+                if c == chain:
+                    return size
+        return await self._layer_size(chain)
+
+    async def _layer_size(self, chain: str) -> int:
+        """Docker's layer size: the apparent size of the layer's files (what overlay2's
+        DiffSize sums), not blocks on disk. A snapshotter whose snapshots hold the whole tree
+        (copy) cannot tell one layer's share, so its own usage figure is taken."""
+        try:
+            if self.snapshotter.independent_layers:
+                return await asyncio.to_thread(apparent_size, self.snapshotter.upper_dir(chain))
+            return await self.snapshotter.usage(chain)
+        except Exception:  # noqa: BLE001 - a size is informative only
+            return 0
+
+    async def _config_bytes(self, repo: Repository, desc: Descriptor) -> bytes:
+        if self.content.exists(desc.digest):
+            return await asyncio.to_thread(self.content.read_bytes, desc.digest)
+        data = await repo.get_blob(desc)
+        await asyncio.to_thread(self.content.put, data, desc.digest)
+        return data
+
+    async def _store_manifests(self, resolved: ResolvedManifest) -> None:
+        def put() -> None:
+            self.content.put(resolved.manifest_bytes, resolved.manifest_digest)
+            if resolved.index_bytes is not None:
+                self.content.put(resolved.index_bytes, resolved.ref_digest)
+        await asyncio.to_thread(put)
+
+    async def _record_references(self, ref: Reference, resolved: ResolvedManifest, rec: ImageRecord) -> bool:
+        """Tag and digest references, as dockerd records them; True when `ref` moved (the
+        "Downloaded newer image" case)."""
+        digest_ref = ref.trimmed().with_digest(resolved.ref_digest)
+        if ref.digest is None:
+            old = await self.images.set_reference(ref, rec.id)
+            await self.images.set_reference(digest_ref, rec.id)
+        else:
+            old = await self.images.set_reference(digest_ref, rec.id)
+        return old != rec.id
+
+    def _pull_event(self, ref: Reference, rec: ImageRecord) -> None:
+        if self.bus is None:
+            return
+        attrs: dict[str, str] = {}
+        try:
+            attrs.update((self.images.config(rec).config or _NO_CONFIG).labels or {})
+        except Exception:  # noqa: BLE001 - an event never fails the pull
+            pass
+        attrs["name"] = ref.familiar_name
+        self.bus.event("image", "pull", ref.familiar, attrs)
+
+    def _release(self, job: LayerJob, out: Emitter) -> asyncio.Task[int] | None:
+        """Drop one pull's interest in a job; returns the job's task if that cancelled it."""
+        with contextlib.suppress(ValueError):
+            job.watchers.remove(out)
+        job.refs -= 1
+        if job.refs <= 0 and job.task is not None and not job.task.done():
+            job.task.cancel()
+            return job.task
+        return None
+
+    # ---- one layer
+    async def _run_job(self, job: LayerJob, repo: Repository) -> int:
+        """Download, unpack, verify and commit one layer; returns its unpacked size."""
+        attempts = 2  # a resumed download that fails verification is retried once from 0
+        while True:
+            attempts -= 1
+            try:
+                outcome = await self._fetch_and_unpack(job, repo)
+                break
+            except LayerVerificationFailed as e:
+                if attempts > 0 and e.resumed:
+                    log.info("layer %s: resumed download failed verification, starting over", job.short)
+                    continue
+                raise
+        key = outcome.key
+        try:
+            if outcome.diff_id != job.diff_id:
+                raise PullError(f"layer {job.short}: unpacked content has diff ID {outcome.diff_id}, "
+                                f"the image config says {job.diff_id}")
+            await self._wait_parent(job)
+            await self.snapshotter.commit(job.chain_id, key, parent=job.parent_chain)
+        except BaseException:
+            await self._drop_staging(key)
+            raise
+        job.committed.set()
+        job.say(pm.layer_status("Pull complete", job.short))
+        return await self._layer_size(job.chain_id)
+
+    async def _wait_parent(self, job: LayerJob) -> None:
+        parent = job.parent
+        if parent is None or parent.committed.is_set() or parent.task is None:
+            return
+        try:
+            await asyncio.shield(parent.task)
+        except asyncio.CancelledError:
+            if parent.task.cancelled():
+                raise _ParentFailed(f"layer {job.short}: parent layer {parent.short} was cancelled") from None
+            raise
+        except BaseException as e:
+            raise _ParentFailed(f"layer {job.short}: parent layer {parent.short} failed: {e}") from None
+
+    async def _fetch_and_unpack(self, job: LayerJob, repo: Repository) -> _Outcome:
+        digest = job.desc.digest
+        while not self.content.exists(digest):
+            shared = self._blobs.get(digest)
+            if shared is not None:
+                # Another layer job (same blob, other parents) is downloading it: wait, and take
+                # over if that job is cancelled.
+                job.say(pm.layer_status("Waiting", job.short))
+                with contextlib.suppress(_BlobAbandoned):
+                    await asyncio.shield(shared)
+                continue
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._blobs[digest] = fut
+            try:
+                outcome = await self._download(job, repo)
+            except BaseException as e:
+                fut.set_exception(_BlobAbandoned() if isinstance(e, asyncio.CancelledError) else e)
+                fut.exception()  # marks it retrieved: there may be no waiter
+                raise
+            else:
+                fut.set_result(None)
+            finally:
+                if self._blobs.get(digest) is fut:
+                    del self._blobs[digest]
+            if outcome is not None:
+                return outcome
+            break
+        else:
+            job.say(pm.layer_status("Download complete", job.short))
+        return await self._unpack_blob(job)
+
+    async def _download(self, job: LayerJob, repo: Repository) -> _Outcome | None:
+        """Download the blob; stream it into a staging snapshot when an unpack slot is free
+        (returns the outcome), else only into the content store (returns None)."""
+        if self._downloads.locked():
+            job.say(pm.layer_status("Waiting", job.short))
+        async with self._downloads:
+            parent_ready = job.parent is None or job.parent.committed.is_set()
+            stream = (self.snapshotter.independent_layers or parent_ready) and not self._unpacks.locked()
+            if stream:
+                await self._unpacks.acquire()  # free (checked above, no await in between)
+            try:
+                return await self._transfer(job, repo, stream)
+            finally:
+                if stream:
+                    self._unpacks.release()
+
+    async def _transfer(self, job: LayerJob, repo: Repository, stream: bool) -> _Outcome | None:
+        desc = job.desc
+        writer: IngestWriter = await asyncio.to_thread(
+            self.content.ingest, ContentStore.ref_for(desc.digest), desc.digest, desc.size or None)
+        resumed = writer.offset > 0
+        loop = asyncio.get_running_loop()
+        pipe = LayerPipe(self._pipe_limit)
+        verified: asyncio.Future[None] = loop.create_future()
+
+        def settle(error: BaseException | None) -> None:
+            if not verified.done():
+                if error is None:
+                    verified.set_result(None)
+                else:
+                    verified.set_exception(error)
+                    verified.exception()
+
+        def notify(error: BaseException | None) -> None:  # called in the worker
+            loop.call_soon_threadsafe(settle, error)
+
+        key: str | None = None
+        tee: TeeReader | None = None
+        try:
+            if stream:
+                key = self._staging_key(job)
+                await self.snapshotter.prepare(key, None if self.snapshotter.independent_layers else job.parent_chain)
+                tee = TeeReader(pipe, writer)
+                worker = loop.run_in_executor(self._executor, self._tee_unpack, tee, pipe, writer,
+                                              self.snapshotter.upper_dir(key), desc.mediaType, notify)
+            else:
+                worker = loop.run_in_executor(self._executor, self._tee_store, pipe, writer, notify)
+        except BaseException:
+            writer.close()
+            if key is not None:
+                await self._drop_staging(key)
+            raise
+
+        async def on_response(offset: int, status: int) -> None:
+            if offset and status == 206:
+                job.say(pm.layer_status(f"Resuming from {pm.human_size(offset)}", job.short))
+
+        try:
+            with contextlib.suppress(PipeClosed):  # the worker stopped early: its error says why
+                await repo.fetch_blob(desc, _Sink(pipe, job, writer.offset), label=job.short,
+                                      on_response=on_response)
+            pipe.close()
+            job.say(pm.layer_status("Verifying Checksum", job.short))
+            await asyncio.wait({verified, worker}, return_when=asyncio.FIRST_COMPLETED)
+            if verified.done() and verified.exception() is None:
+                job.say(pm.layer_status("Download complete", job.short))
+            reader = tee
+            ticker = (asyncio.create_task(self._extracting(job, lambda: reader.consumed))
+                      if reader is not None else None)
+            try:
+                diff_id = await asyncio.shield(worker)
+            finally:
+                if ticker is not None:
+                    ticker.cancel()
+        except BaseException as e:
+            pipe.abort(PullAborted("pull cancelled" if isinstance(e, asyncio.CancelledError) else str(e)))
+            await _stopped(worker)
+            if key is not None:
+                await self._drop_staging(key)
+            werr = worker.exception() if worker.done() and not worker.cancelled() else None
+            mismatch = e if isinstance(e, DigestMismatch) else werr if isinstance(werr, DigestMismatch) else None
+            if mismatch is not None and not isinstance(e, asyncio.CancelledError):
+                raise LayerVerificationFailed(desc.digest, resumed) from mismatch
+            raise
+        if diff_id is None:
+            return None
+        assert key is not None
+        job.say(pm.layer_progress("Extracting", job.short, desc.size, desc.size))
+        return _Outcome(diff_id, key)
+
+    async def _extracting(self, job: LayerJob, position: Callable[[], int]) -> None:
+        """Extracting progress while the worker finishes (short: it ran during the download)."""
+        last = -1
+        while True:
+            await asyncio.sleep(_PROGRESS_INTERVAL)
+            current = position()
+            if current != last and 0 < current < job.desc.size:
+                last = current
+                job.say(pm.layer_progress("Extracting", job.short, current, job.desc.size))
+
+    def _tee_unpack(self, tee: TeeReader, pipe: LayerPipe, writer: IngestWriter, dest: Path, media_type: str,
+                    notify: Callable[[BaseException | None], None]) -> str:
+        """Worker: store the download in the ingest and unpack it, in one pass."""
+        try:
+            try:
+                diff_id = self.apply_layer(tee, dest, whiteouts=self.snapshotter.whiteouts,
+                                           media_type=media_type or LAYER_TYPES[1])
+                tee.drain()
+            except BaseException as e:
+                if tee.error is None and not isinstance(e, PullAborted):
+                    # A corrupt download usually shows as a decompression error first: read the
+                    # rest, and if the digest is wrong, say that instead.
+                    with contextlib.suppress(BaseException):
+                        tee.drain()
+                if tee.error is not None:
+                    raise tee.error from e
+                raise
+            finally:
+                notify(None if tee.verified.is_set() else tee.error or PullError("layer download incomplete"))
+            writer.commit()
+            return diff_id
+        except DigestMismatch:
+            writer.abort()  # these bytes are wrong: resuming them would fail again
+            raise
+        finally:
+            tee.close()
+            pipe.reader_done()
+            writer.close()
+
+    def _tee_store(self, pipe: LayerPipe, writer: IngestWriter,
+                   notify: Callable[[BaseException | None], None]) -> None:
+        """Worker: only store the download (it is unpacked later from the blob)."""
+        try:
+            while chunk := pipe.read(1 << 20):
+                writer.write(chunk)
+            try:
+                writer.commit()  # verifies; discards the ingest on a mismatch
+            except BaseException as e:
+                notify(e)
+                raise
+            notify(None)
+        finally:
+            pipe.reader_done()
+            writer.close()
+
+    async def _unpack_blob(self, job: LayerJob) -> _Outcome:
+        """Unpack a layer whose blob is already stored."""
+        if not self.snapshotter.independent_layers and job.parent is not None:
+            await asyncio.shield(job.parent.committed.wait())
+        async with self._unpacks:
+            key = self._staging_key(job)
+            parent = None if self.snapshotter.independent_layers else job.parent_chain
+            await self.snapshotter.prepare(key, parent)
+            try:
+                reader = CountingReader(self.content.path(job.desc.digest))
+                ticker = asyncio.create_task(self._extracting(job, lambda: reader.consumed))
+                try:
+                    diff_id = await self._in_thread(self._unpack_file, reader, self.snapshotter.upper_dir(key),
+                                                    job.desc.mediaType)
+                finally:
+                    ticker.cancel()
+            except BaseException:
+                await self._drop_staging(key)
+                raise
+        job.say(pm.layer_progress("Extracting", job.short, job.desc.size, job.desc.size))
+        return _Outcome(diff_id, key)
+
+    def _unpack_file(self, reader: CountingReader, dest: Path, media_type: str) -> str:
+        try:
+            return self.apply_layer(reader, dest, whiteouts=self.snapshotter.whiteouts,
+                                    media_type=media_type or LAYER_TYPES[1])
+        finally:
+            reader.close()
+
+    @staticmethod
+    def _staging_key(job: LayerJob) -> str:
+        return f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}-{job.chain_id.split(':', 1)[-1][:16]}"
+
+    async def _drop_staging(self, key: str) -> None:
+        try:
+            await asyncio.shield(self.snapshotter.remove(key))
+        except Exception as e:  # noqa: BLE001 - recover() removes it at the next start
+            log.warning("cannot remove staging snapshot %s: %s", key, e)
+
+
+def apparent_size(root: Path) -> int:
+    """Sum of st_size of everything but directories, each hard-linked inode once (moby's
+    directory.Size)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    stack = [str(root)]
+    while stack:
+        with os.scandir(stack.pop()) as it:
+            for e in it:
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(e.path)
+                    continue
+                st = e.stat(follow_symlinks=False)
+                if st.st_nlink > 1:
+                    if (st.st_dev, st.st_ino) in seen:
+                        continue
+                    seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
+    return total
+
+
+async def _stopped(fut: asyncio.Future[Any]) -> None:
+    """Wait until a worker thread's future is done, through any number of cancellations (the
+    worker was told to stop; its files must not be removed under it). A cancellation that
+    arrived meanwhile is raised afterwards."""
+    cancelled = False
+    while not fut.done():
+        try:
+            await asyncio.wait({fut})
+        except asyncio.CancelledError:
+            cancelled = True
+    if not fut.cancelled():
+        fut.exception()  # retrieved: the caller reports its own error
+    if cancelled:
+        raise asyncio.CancelledError
+
+
+def _root_error(jobs: list[LayerJob]) -> BaseException | None:
+    """A pull's error: a layer's own failure rather than "its parent failed" in a child."""
+    errors = [t.exception() for t in (j.task for j in jobs)
+              if t is not None and t.done() and not t.cancelled() and t.exception() is not None]
+    own = [e for e in errors if not isinstance(e, _ParentFailed)]
+    return (own or errors or [None])[0]
+
+
+def _created_ns(cfg: ImageConfig) -> int:
+    if not cfg.created:
+        return 0
+    try:
+        return parse_docker_time(cfg.created)
+    except ValueError:
+        return 0
+
+
+_NO_CONFIG = ContainerConfig()
