@@ -1,0 +1,639 @@
+"""One conformance suite for the OCI runtime plugins, run against runc and crun alike.
+
+Real runtimes, real kernel: every container is built by containers/spec.py from a busybox-static
+rootfs, run through the plugin, waited for by the subreaper's ExitWatcher, and deleted; after
+each one the runtime's state directory and every cgroup directory named after it must be gone.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from asyncdock.containers import seccomp
+from asyncdock.containers.spec import (ALL_CAPABILITIES, DEFAULT_CAPABILITIES, BindMount,
+                                       DeviceMapping, ExecutableError, Resources, SpecInput,
+                                       TmpfsMount, Ulimit, build_spec, find_executable,
+                                       resolve_user)
+from asyncdock.errors import InvalidParameter
+from asyncdock.plugins import InitContext, Registration
+from asyncdock.runtime.base import OCIRuntime, RuntimeError_
+from asyncdock.runtime.cgroups import existing_cgroup_dirs, oom_killed
+from asyncdock.runtime.reaper import ExitWatcher, is_child_subreaper, set_child_subreaper
+
+try:
+    import asyncdock_runtime_crun
+    import asyncdock_runtime_runc
+except ImportError:  # not (re)installed in the venv yet: import from the source tree
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins"))
+    import asyncdock_runtime_crun
+    import asyncdock_runtime_runc
+
+BUSYBOX = Path("/bin/busybox")
+REGISTRATIONS: dict[str, Registration] = {"runc": asyncdock_runtime_runc.plugin,
+                                          "crun": asyncdock_runtime_crun.plugin}
+TIMEOUT = 30.0
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not BUSYBOX.exists(),
+                                reason="needs root and busybox-static")
+
+
+def caps_mask(names: list[str] | tuple[str, ...]) -> int:
+    return sum(1 << ALL_CAPABILITIES.index(n) for n in names)
+
+
+def own_status(field: str) -> str:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return line.split()[1]
+    raise KeyError(field)
+
+
+# -- fixtures ---------------------------------------------------------------------------------
+
+@pytest.fixture(autouse=True)
+def _restore_subreaper() -> Iterator[None]:
+    """ExitWatcher makes the test process a subreaper, as it does the engine; other tests in
+    the session should not inherit every orphan below them."""
+    was = is_child_subreaper()
+    yield
+    set_child_subreaper(was)
+
+
+@pytest.fixture(scope="module")
+def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """busybox-static with one symlink per applet, /etc/passwd with root and app (1000)."""
+    root = tmp_path_factory.mktemp("rootfs")
+    root.chmod(0o755)  # mktemp makes it 0700: the container's / must be traversable by uid 1000
+    for d in ("bin", "etc", "proc", "sys", "dev", "tmp", "root", "home/app"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    os.chmod(root / "tmp", 0o1777)
+    shutil.copy2(BUSYBOX, root / "bin/busybox")
+    applets = subprocess.run([str(BUSYBOX), "--list"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    for applet in applets:
+        if applet != "busybox":
+            (root / "bin" / applet).symlink_to("busybox")
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n"
+                                     "app:x:1000:1000:app:/home/app:/bin/sh\n")
+    (root / "etc/group").write_text("root:x:0:\napp:x:1000:\nstaff:x:50:app\n")
+    (root / "bin/notexec").write_text("#!/bin/sh\n")
+    return root
+
+
+# crun twice: as configured by default (only `create` in the cgroup2-hiding namespace on hybrid
+# hosts) and with every command hidden (exec through unshare(1)).
+@pytest.fixture(params=["runc", "crun", "crun-hide-all"])
+def runtime(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OCIRuntime]:
+    options = {"hide_cgroup2_commands": "all"} if request.param == "crun-hide-all" else {}
+    reg = REGISTRATIONS[request.param.partition("-")[0]]
+    rt = reg.factory(InitContext(root=tmp_path / "state", options=options))
+    assert isinstance(rt, OCIRuntime)
+    if shutil.which(rt.path) is None:
+        pytest.skip(f"{request.param} is not installed")
+    yield rt
+    # Whatever a failed test left behind.
+    for cid in asyncio.run(rt.list()):
+        asyncio.run(rt.delete(cid, force=True))
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+    oom: bool
+
+
+class Harness:
+    """Runs containers the way the engine does: spec -> bundle -> create with our pipes ->
+    watch the pid -> start -> exit code -> OOM check -> delete, then checks nothing is left."""
+
+    def __init__(self, rt: OCIRuntime, rootfs: Path, work: Path) -> None:
+        self.rt = rt
+        self.rootfs = rootfs
+        self.work = work
+        self.exits = ExitWatcher()
+        self.futures: dict[int, asyncio.Future[int]] = {}
+
+    def watch(self, pid: int) -> None:
+        """As the engine does: watch the init as soon as its pid is known, keep the future."""
+        self.futures[pid] = self.exits.watch(pid)
+
+    def spec_input(self, args: list[str], cid: str, **kw: Any) -> SpecInput:
+        kw.setdefault("env", ["PATH=/bin", "HOME=/root"])
+        return SpecInput(rootfs=str(self.rootfs), args=args, cgroups_path=f"/asyncdock/{cid}",
+                         hostname=cid[:12], **kw)
+
+    async def create(self, args: list[str], **kw: Any) -> tuple[str, int, list[int]]:
+        """Created (not started) container: (id, pid, [stdout_r, stderr_r])."""
+        cid = f"adtest-{uuid.uuid4().hex[:12]}"
+        bundle = self.work / cid
+        bundle.mkdir()
+        (bundle / "config.json").write_text(json.dumps(build_spec(self.spec_input(args, cid, **kw))))
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            await self.rt.create(cid, bundle, pid_file=bundle / "init.pid",
+                                 stdio=(null, out_w, err_w))
+        except BaseException:
+            os.close(out_r)
+            os.close(err_r)
+            raise
+        finally:
+            for fd in (null, out_w, err_w):
+                os.close(fd)
+        pid = int((bundle / "init.pid").read_text())
+        return cid, pid, [out_r, err_r]
+
+    async def finish(self, cid: str, pid: int, fds: list[int]) -> Result:
+        readers = [asyncio.create_task(asyncio.to_thread(_read_all, fd)) for fd in fds]
+        async with asyncio.timeout(TIMEOUT):
+            code = await self.futures.pop(pid)
+            out, err = await asyncio.gather(*readers)
+        oom = oom_killed(f"/asyncdock/{cid}")
+        await self.delete(cid)
+        return Result(code, out, err, oom)
+
+    async def delete(self, cid: str) -> None:
+        await self.rt.delete(cid, force=True)
+        assert not (self.work.parent / "state" / cid).exists(), "runtime state left behind"
+        assert existing_cgroup_dirs(f"/asyncdock/{cid}") == [], "cgroup left behind"
+        shutil.rmtree(self.work / cid, ignore_errors=True)
+
+    async def run(self, args: list[str], **kw: Any) -> Result:
+        cid, pid, fds = await self.create(args, **kw)
+        self.watch(pid)
+        await self.rt.start(cid)
+        return await self.finish(cid, pid, fds)
+
+    async def sh(self, script: str, **kw: Any) -> Result:
+        return await self.run(["/bin/sh", "-c", script], **kw)
+
+
+def _read_all(fd: int) -> str:
+    chunks = []
+    with os.fdopen(fd, "rb") as f:
+        while data := f.read(65536):
+            chunks.append(data)
+    return b"".join(chunks).decode(errors="replace")
+
+
+@pytest.fixture
+def h(runtime: OCIRuntime, rootfs: Path, tmp_path: Path) -> Harness:
+    work = tmp_path / "bundles"
+    work.mkdir()
+    return Harness(runtime, rootfs, work)
+
+
+async def _read_line(fd: int) -> str:
+    """One line from a pipe, without taking the fd over (the rest is read later)."""
+    def read() -> str:
+        buf = b""
+        while not buf.endswith(b"\n"):
+            c = os.read(fd, 1)
+            if not c:
+                break
+            buf += c
+        return buf.decode()
+    async with asyncio.timeout(TIMEOUT):
+        return await asyncio.to_thread(read)
+
+
+async def _wait_state(rt: OCIRuntime, cid: str, status: str) -> dict[str, object]:
+    """Poll the runtime's state until it reports `status` (pause/resume are synchronous in
+    both runtimes, so this normally answers at the first call)."""
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            st = await rt.state(cid)
+            assert st is not None
+            if st["status"] == status:
+                return st
+            await asyncio.sleep(0.01)
+
+
+# -- the conformance suite --------------------------------------------------------------------
+
+def test_probe(runtime: OCIRuntime, rootfs: Path, tmp_path: Path) -> None:
+    work = tmp_path / "probe"
+    result = asyncio.run(runtime.probe(work, rootfs))
+    assert result.ok, result.error
+    assert result.version and result.seconds > 0
+    assert not list(Path("/sys/fs/cgroup").glob("*/asyncdock/asyncdock-probe-*"))
+    assert not list(work.iterdir())  # the probe bundle is gone
+
+
+def test_exit_codes(h: Harness) -> None:
+    async def body() -> None:
+        assert (await h.run(["/bin/true"])).code == 0
+        assert (await h.sh("exit 3")).code == 3
+    asyncio.run(body())
+
+
+def test_sigkill_is_137(h: Harness) -> None:
+    async def body() -> None:
+        cid, pid, fds = await h.create(["/bin/sleep", "1000"])
+        h.watch(pid)
+        await h.rt.start(cid)
+        await h.rt.kill(cid, signal.SIGKILL)
+        assert (await h.finish(cid, pid, fds)).code == 137
+    asyncio.run(body())
+
+
+def test_stdout_stderr_through_given_pipes(h: Harness) -> None:
+    r = asyncio.run(h.sh("echo to-out; echo to-err >&2; exit 0"))
+    assert (r.code, r.stdout, r.stderr) == (0, "to-out\n", "to-err\n")
+
+
+def test_sigterm_to_trapping_shell(h: Harness) -> None:
+    async def body() -> None:
+        cid, pid, fds = await h.create(
+            ["/bin/sh", "-c", 'trap "echo got-term; exit 42" TERM; echo ready; '
+                              'sleep 1000 & wait'])
+        h.watch(pid)
+        await h.rt.start(cid)
+        assert await _read_line(fds[0]) == "ready\n"
+        await h.rt.kill(cid, signal.SIGTERM)
+        r = await h.finish(cid, pid, fds)
+        assert (r.code, r.stdout) == (42, "got-term\n")
+    asyncio.run(body())
+
+
+def test_pause_resume_state(h: Harness) -> None:
+    async def body() -> None:
+        cid, pid, fds = await h.create(["/bin/sleep", "1000"])
+        h.watch(pid)
+        st = await h.rt.state(cid)
+        assert st is not None and st["status"] == "created" and st["pid"] == pid
+        await h.rt.start(cid)
+        await _wait_state(h.rt, cid, "running")
+        await h.rt.pause(cid)
+        await _wait_state(h.rt, cid, "paused")
+        await h.rt.resume(cid)
+        await _wait_state(h.rt, cid, "running")
+        assert cid in await h.rt.list()
+        await h.rt.kill(cid, signal.SIGKILL)
+        assert (await h.finish(cid, pid, fds)).code == 137
+        assert await h.rt.state(cid) is None
+        assert cid not in await h.rt.list()
+        await h.rt.delete(cid)  # idempotent
+    asyncio.run(body())
+
+
+def test_errors_carry_the_runtime_message(h: Harness) -> None:
+    async def body() -> None:
+        with pytest.raises(RuntimeError_) as e:
+            await h.rt.start("adtest-no-such-container")
+        assert e.value.message and "\n" not in e.value.message
+        # A create failure: the message comes from the runtime's log, not the container's pipes.
+        with pytest.raises(RuntimeError_) as e:
+            cid, _, fds = await h.create(["/nonexistent"])
+        assert "nonexistent" in e.value.message
+    asyncio.run(body())
+
+
+def test_exec(h: Harness) -> None:
+    async def body() -> None:
+        cid, pid, fds = await h.create(["/bin/sleep", "1000"])
+        h.watch(pid)
+        await h.rt.start(cid)
+        spec = json.loads((h.work / cid / "config.json").read_text())
+        process = dict(spec["process"], args=["/bin/sh", "-c", "echo exec-ok $(id -u); exit 5"])
+        pjson = h.work / cid / "exec.json"
+        pjson.write_text(json.dumps(process))
+        argv = h.rt.exec_argv(cid, pjson, pid_file=h.work / cid / "exec.pid")
+        proc = await asyncio.create_subprocess_exec(*argv, stdin=subprocess.DEVNULL,
+                                                    stdout=subprocess.PIPE,
+                                                    stderr=subprocess.PIPE)
+        async with asyncio.timeout(TIMEOUT):
+            out, err = await proc.communicate()
+        assert (proc.returncode, out) == (5, b"exec-ok 0\n"), err
+        await h.rt.kill(cid, signal.SIGKILL)
+        await h.finish(cid, pid, fds)
+    asyncio.run(body())
+
+
+def test_memory_limit_oom_kill(h: Harness) -> None:
+    mib = 1024 * 1024
+    r = asyncio.run(h.sh("x=$(yes | head -c 200000000); echo survived",
+                         resources=Resources(memory=32 * mib, memory_swap=32 * mib)))
+    assert (r.code, r.oom, r.stdout) == (137, True, "")
+
+
+def test_pids_limit(h: Harness) -> None:
+    # ash gives up on the script at the first failed fork
+    r = asyncio.run(h.sh("cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max; "
+                         "i=0; while [ $i -lt 20 ]; do sleep 1000 & i=$((i+1)); done; echo unlimited",
+                         resources=Resources(pids_limit=10)))
+    assert r.stdout.splitlines() == ["10"]
+    assert "can't fork" in r.stderr
+
+
+def test_readonly_rootfs(h: Harness) -> None:
+    r = asyncio.run(h.sh("touch /written", readonly_rootfs=True))
+    assert r.code != 0 and "Read-only file system" in r.stderr
+    r = asyncio.run(h.sh("touch /dev/shm/ok && echo shm-rw; touch /tmp/x 2>/dev/null || echo tmp-ro",
+                         readonly_rootfs=True))
+    assert r.stdout.split() == ["shm-rw", "tmp-ro"]
+
+
+def test_capabilities(h: Harness) -> None:
+    async def body() -> None:
+        script = "grep -E '^Cap(Eff|Bnd)' /proc/self/status"
+        default = await h.sh(script)
+        fields = dict(line.split(":\t") for line in default.stdout.splitlines())
+        assert int(fields["CapEff"], 16) == caps_mask(DEFAULT_CAPABILITIES) == 0xA80425FB
+        assert int(fields["CapBnd"], 16) == 0xA80425FB
+        priv = await h.sh(script, privileged=True)
+        fields = dict(line.split(":\t") for line in priv.stdout.splitlines())
+        # "all": everything the engine itself may hand out
+        assert int(fields["CapEff"], 16) == int(own_status("CapBnd"), 16)
+        dropped = await h.sh(script, cap_drop=["chown", "CAP_KILL"], cap_add=["NET_ADMIN"])
+        fields = dict(line.split(":\t") for line in dropped.stdout.splitlines())
+        want = caps_mask([c for c in DEFAULT_CAPABILITIES if c not in ("CAP_CHOWN", "CAP_KILL")]
+                         + ["CAP_NET_ADMIN"])
+        assert int(fields["CapEff"], 16) == want
+        nonroot = await h.sh(script, uid=1000, gid=1000)
+        fields = dict(line.split(":\t") for line in nonroot.stdout.splitlines())
+        assert (int(fields["CapEff"], 16), int(fields["CapBnd"], 16)) == (0, 0xA80425FB)
+    asyncio.run(body())
+
+
+def test_masked_and_readonly_paths(h: Harness) -> None:
+    # /proc/kcore is the classic one, but kernels without CONFIG_PROC_KCORE have none.
+    masked = next(p for p in ("/proc/kcore", "/proc/timer_list") if Path(p).exists())
+    assert Path(masked).stat().st_size > 0 or Path(masked).read_bytes()
+
+    async def body() -> None:
+        r = await h.sh(f"wc -c < {masked}; ls /sys/firmware | wc -l; "
+                       "echo 1 > /proc/sys/kernel/domainname 2>&1 || echo ro")
+        assert r.stdout.split() == ["0", "0", "ro"], r.stderr
+        r = await h.sh(f"test -w /sys/kernel && echo sys-rw; wc -c < {masked}", privileged=True)
+        assert r.stdout.splitlines()[0] == "sys-rw"
+        assert int(r.stdout.splitlines()[1]) > 0
+    asyncio.run(body())
+
+
+def test_seccomp(h: Harness, tmp_path: Path) -> None:
+    async def body() -> None:
+        r = await h.sh("grep ^Seccomp: /proc/self/status")
+        assert r.stdout.split() == ["Seccomp:", "2"]
+        assert (await h.sh("grep ^Seccomp: /proc/self/status", seccomp="unconfined")).stdout \
+            == "Seccomp:\t0\n"
+        assert (await h.sh("grep ^Seccomp: /proc/self/status", privileged=True)).stdout \
+            == "Seccomp:\t0\n"
+        # Our own rule set (used when containers-common is absent) works in both runtimes and
+        # denies what needs CAP_SYS_ADMIN (a user namespace here).
+        builtin = tmp_path / "builtin.json"
+        builtin.write_text(json.dumps(seccomp.BUILTIN_RULES))
+        r = await h.sh("grep ^Seccomp: /proc/self/status; ls / >/dev/null && echo works; "
+                       "unshare -U true 2>/dev/null || echo denied", seccomp=str(builtin))
+        assert r.stdout.split() == ["Seccomp:", "2", "works", "denied"], r.stderr
+    asyncio.run(body())
+
+
+def test_network_none_has_only_lo(h: Harness) -> None:
+    r = asyncio.run(h.sh("ls /sys/class/net", network="none"))
+    assert r.stdout.split() == ["lo"]
+
+
+def test_user(h: Harness, rootfs: Path) -> None:
+    uid, gid, gids = resolve_user(rootfs, "app")
+    assert (uid, gid, gids) == (1000, 1000, [1000, 50])
+    r = asyncio.run(h.sh("id -u; id -g; id -G", uid=uid, gid=gid, additional_gids=gids))
+    assert r.stdout.split() == ["1000", "1000", "1000", "50"]
+
+
+def test_init_is_pid1(h: Harness) -> None:
+    r = asyncio.run(h.sh('tr "\\0" " " < /proc/1/cmdline; echo; echo $$; exit 7', init=True))
+    cmdline, mypid = r.stdout.splitlines()
+    assert cmdline.startswith("/dev/init -- /bin/sh -c")
+    assert mypid != "1" and r.code == 7
+
+
+def test_mounts_devices_namespaces(h: Harness, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "file").write_text("hello\n")
+
+    async def body() -> None:
+        r = await h.sh(
+            "cat /data/file; touch /data/x 2>/dev/null || echo data-ro; "
+            "grep ' /scratch ' /proc/mounts | cut -d' ' -f4; "
+            "head -c 4 /dev/myzero | wc -c; df -k /dev/shm | tail -1 | awk '{print $2}'; "
+            "grep -c ':/$' /proc/self/cgroup",
+            binds=[BindMount(source=str(data), destination="/data", readonly=True)],
+            tmpfs=[TmpfsMount(destination="/scratch", options=("size=1m", "exec"))],
+            devices=[DeviceMapping(path_on_host="/dev/zero", path_in_container="/dev/myzero")],
+            shm_size=8 * 1024 * 1024, cgroupns="private")
+        lines = r.stdout.splitlines()
+        assert lines[:5] == ["hello", "data-ro", "rw,nosuid,nodev,relatime,size=1024k", "4",
+                             "8192"], r.stderr
+        assert int(lines[5]) == len(Path("/proc/self/cgroup").read_text().splitlines())
+        host_ifaces = sorted(os.listdir("/sys/class/net"))
+        r = await h.sh("ls /sys/class/net; hostname", network="host", uts="host")
+        assert r.stdout.split() == host_ifaces + [os.uname().nodename], r.stderr
+        r = await h.sh("ls /proc | grep -c '^[0-9]'", pid="host")
+        assert int(r.stdout) > 10
+    asyncio.run(body())
+
+
+def test_hostname_env_cwd_sysctl_ulimit(h: Harness) -> None:
+    r = asyncio.run(h.sh("hostname; cat /proc/sys/kernel/domainname; echo $FOO; pwd; "
+                         "cat /proc/sys/net/ipv4/ip_forward; "
+                         "ulimit -n", env=["PATH=/bin", "FOO=bar"], cwd="/tmp",
+                         domainname="example.org", sysctls={"net.ipv4.ip_forward": "1"},
+                         ulimits=[Ulimit(name="nofile", soft=321, hard=321)]))
+    lines = r.stdout.splitlines()
+    assert lines[1:] == ["example.org", "bar", "/tmp", "1", "321"], r.stderr
+    assert lines[0].startswith("adtest-")
+
+
+def test_update_resources(h: Harness) -> None:
+    async def body() -> None:
+        cid, pid, fds = await h.create(["/bin/sleep", "1000"], resources=Resources(pids_limit=10))
+        h.watch(pid)
+        await h.rt.start(cid)
+        pids_max = next(d / "pids.max" for d in existing_cgroup_dirs(f"/asyncdock/{cid}")
+                        if (d / "pids.max").exists())
+        assert pids_max.read_text().strip() == "10"
+        await h.rt.update(cid, {"pids": {"limit": 20}})
+        assert pids_max.read_text().strip() == "20"
+        await h.rt.kill(cid, signal.SIGKILL, all_processes=True)
+        assert (await h.finish(cid, pid, fds)).code == 137
+    asyncio.run(body())
+
+
+# -- runtime selection -------------------------------------------------------------------------
+
+def test_select_runtimes(rootfs: Path, tmp_path: Path) -> None:
+    from asyncdock.config import DaemonConfig, RuntimeConfig
+    from asyncdock.runtime.select import RuntimeUnavailable, select_runtimes
+
+    async def body() -> None:
+        config = DaemonConfig(exec_root=str(tmp_path / "exec"), runtimes={
+            "my-crun": RuntimeConfig(path=shutil.which("crun") or "/usr/bin/crun"),
+            "ghost": RuntimeConfig(path="/nonexistent/runc"),
+        })
+        default, runtimes, probes = await select_runtimes(config, REGISTRATIONS,
+                                                          tmp_path / "work", rootfs)
+        assert set(runtimes) == {"runc", "crun", "my-crun", "ghost"}
+        assert default == "crun" and probes["crun"].ok and probes["runc"].ok
+        assert isinstance(runtimes["my-crun"], asyncdock_runtime_crun.CrunRuntime)
+        assert runtimes["my-crun"].name == "my-crun" and probes["my-crun"].ok
+        assert (probes["ghost"].ok, probes["ghost"].error) == (False, "not installed")
+
+        config.default_runtime = "runc"
+        assert (await select_runtimes(config, REGISTRATIONS, tmp_path / "work", rootfs))[0] == "runc"
+        config.default_runtime = "ghost"
+        with pytest.raises(RuntimeUnavailable, match="not installed"):
+            await select_runtimes(config, REGISTRATIONS, tmp_path / "work", rootfs)
+        config.default_runtime = "nope"
+        with pytest.raises(RuntimeUnavailable, match="not configured"):
+            await select_runtimes(config, REGISTRATIONS, tmp_path / "work", rootfs)
+    asyncio.run(body())
+
+
+def test_crun_without_hiding_fails_clearly_on_hybrid(rootfs: Path, tmp_path: Path) -> None:
+    from asyncdock.runtime.cgroups import cgroup_mode
+    if cgroup_mode() != "hybrid" or shutil.which("crun") is None:
+        pytest.skip("needs a hybrid cgroup host and crun")
+    rt = asyncdock_runtime_crun.plugin.factory(
+        InitContext(root=tmp_path / "state", options={"hide_cgroup2": "never"}))
+    result = asyncio.run(rt.probe(tmp_path / "work", rootfs))
+    assert not result.ok and "hybrid" in result.error
+
+
+# -- the subreaper ----------------------------------------------------------------------------
+
+# An intermediate process that forks children exiting with the given codes once their stdin
+# (shared with it) reaches EOF -- or at once for "now:" codes -- prints their pids, then waits
+# for EOF itself and exits WITHOUT reaping them: the part a runtime plays for a container.
+_FORKER = """
+import os, sys
+pids = []
+for arg in sys.argv[1:]:
+    now, code = arg.startswith("now:"), int(arg.rpartition(":")[2])
+    pid = os.fork()
+    if pid == 0:
+        if not now:
+            os.read(0, 1)
+        os._exit(code)
+    pids.append(pid)
+print(*pids, flush=True)
+os.read(0, 1)
+"""
+
+
+async def _exited(pid: int) -> None:
+    """Until `pid` has exited (a pidfd turns readable), without reaping it."""
+    loop = asyncio.get_running_loop()
+    fd = os.pidfd_open(pid)
+    ready = asyncio.Event()
+    loop.add_reader(fd, ready.set)
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            await ready.wait()
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+async def _forker(*codes: str) -> tuple[asyncio.subprocess.Process, list[int]]:
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", _FORKER, *codes,
+                                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    async with asyncio.timeout(TIMEOUT):
+        pids = [int(x) for x in (await proc.stdout.readline()).split()]
+    return proc, pids
+
+
+def test_exit_watcher_reparented_and_asyncio_children() -> None:
+    """A process that exits while its parent (not us) still lives is collected once it is
+    re-parented to us; asyncio's own subprocesses keep their statuses."""
+    async def body() -> None:
+        exits = ExitWatcher()
+        proc, (grandchild,) = await _forker("now:9")
+        waiter = asyncio.create_task(exits.wait(grandchild))
+        second = asyncio.create_task(exits.wait(grandchild))
+        other = await asyncio.create_subprocess_exec("/bin/sh", "-c", "exit 7")
+        async with asyncio.timeout(TIMEOUT):
+            assert await other.wait() == 7
+            await _exited(grandchild)  # a zombie, but its parent's: not waitable by us yet
+            assert not waiter.done()
+            assert proc.stdin is not None
+            proc.stdin.close()  # the parent exits; the zombie becomes ours
+            assert await proc.wait() == 0
+            assert await waiter == 9
+            assert await second == 9  # waiters of one pid share its status
+    asyncio.run(body())
+
+
+def test_reap_orphans_spares_watched() -> None:
+    """Two children outlive their parent (so they become ours); only the one nobody watches is
+    reaped, and only at its second sighting."""
+    async def body() -> None:
+        exits = ExitWatcher()
+        proc, (orphan, watched) = await _forker("1", "2")
+        fut = exits.watch(watched)
+        exited = asyncio.create_task(_exited(orphan))
+        assert proc.stdin is not None
+        proc.stdin.close()  # all three exit now
+        async with asyncio.timeout(TIMEOUT):
+            assert await proc.wait() == 0
+            await exited
+            assert await fut == 2
+        assert orphan not in exits.reap_orphans()  # first sighting: spared
+        assert exits.reap_orphans() == [orphan]
+    asyncio.run(body())
+
+
+# -- spec helpers that read the rootfs --------------------------------------------------------
+
+def test_resolve_user(rootfs: Path, tmp_path: Path) -> None:
+    assert resolve_user(rootfs, "") == (0, 0, [0])
+    assert resolve_user(rootfs, "1000") == (1000, 1000, [1000, 50])
+    assert resolve_user(rootfs, "app:staff") == (1000, 50, [50])
+    assert resolve_user(rootfs, "4242:4343") == (4242, 4343, [4343])
+    with pytest.raises(InvalidParameter,
+                       match="unable to find user nobody: no matching entries in passwd file"):
+        resolve_user(rootfs, "nobody")
+    with pytest.raises(InvalidParameter,
+                       match="unable to find group nogroup: no matching entries in group file"):
+        resolve_user(rootfs, "app:nogroup")
+    empty = tmp_path / "empty"
+    (empty / "etc").mkdir(parents=True)
+    (empty / "etc/passwd").symlink_to("/etc/../../../../etc/passwd-not-there")
+    assert resolve_user(empty, "5") == (5, 0, [0])
+    with pytest.raises(InvalidParameter, match="unable to find user root"):
+        resolve_user(empty, "root")  # the symlink is resolved inside the rootfs, not the host's
+
+
+def test_find_executable(rootfs: Path) -> None:
+    find_executable(rootfs, "sh", "/usr/bin:/bin", "/")
+    find_executable(rootfs, "/bin/sh", None, "/")
+    find_executable(rootfs, "../bin/sh", None, "/tmp")
+    with pytest.raises(ExecutableError) as e:
+        find_executable(rootfs, "nope", "/bin", "/")
+    assert (e.value.message, e.value.exit_code) == \
+        ('exec: "nope": executable file not found in $PATH', 127)
+    with pytest.raises(ExecutableError) as e:
+        find_executable(rootfs, "/bin/nope", "/bin", "/")
+    assert e.value.message == 'exec: "/bin/nope": stat /bin/nope: no such file or directory'
+    with pytest.raises(ExecutableError) as e:
+        find_executable(rootfs, "/bin/notexec", "/bin", "/")
+    assert (e.value.message, e.value.exit_code) == ('exec: "/bin/notexec": permission denied', 126)
+    with pytest.raises(ExecutableError):
+        find_executable(rootfs, "/etc", "/bin", "/")
