@@ -1,0 +1,138 @@
+"""json-file's on-disk record, byte for byte as Docker writes it:
+
+    {"log":"hi\\n","stream":"stdout","time":"2026-11-28T10:48:13.123456789Z"}\\n
+
+Key order log, stream, time; "log" left out when empty; time in Go's RFC3339Nano (trailing
+zeros trimmed); and the string escaping of moby's hand-written marshaller (jsonlogbytes.go),
+which differs from Python's json and from msgspec: `<`, `>`, `&` become \\u003c \\u003e
+\\u0026, control characters other than \\n and \\r become \\u00XX (so a tab is \\u0009),
+U+2028/U+2029 are escaped, and each byte of invalid UTF-8 becomes \\ufffd. Tools that parse
+Docker's files (and people diffing them) see the same bytes from us.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+
+import msgspec
+
+from asyncdock.containers.status import parse_docker_time, rfc3339nano
+from asyncdock.logs.base import LogRecord
+from asyncdock.logs.files import Decoded
+
+log = logging.getLogger(__name__)
+
+# Bytes Go copies through unescaped: printable ASCII (and DEL) except `"` `&` `<` `>` `\`.
+_SAFE = re.compile(rb"[\x20\x21\x23-\x25\x27-\x3b\x3d\x3f-\x5b\x5d-\x7f]*")
+# Over text decoded with surrogateescape, where each invalid byte is one U+DC80..U+DCFF.
+_SPECIAL = re.compile("[\x00-\x1f\"\\\\<>&\u2028\u2029\udc80-\udcff]")
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r",
+            "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def _escape(m: re.Match[str]) -> str:
+    c = m.group()
+    esc = _ESCAPES.get(c)
+    if esc is not None:
+        return esc
+    if c >= "\udc80":
+        return "\\ufffd"
+    return f"\\u00{ord(c):02x}"
+
+
+def go_json_string(data: bytes) -> bytes:
+    """`data` as a JSON string literal, escaped exactly as moby's json-file marshaller does."""
+    # Fast paths: nearly every log line is plain ASCII ending in its newline.
+    if data[-1:] == b"\n":
+        if _SAFE.fullmatch(data, 0, len(data) - 1):
+            return b'"' + data[:-1] + b'\\n"'
+    elif _SAFE.fullmatch(data):
+        return b'"' + data + b'"'
+    # surrogateescape maps each byte of an invalid sequence to its own lone surrogate, which
+    # matches Go's DecodeRune giving (RuneError, 1) per bad byte.
+    text = data.decode("utf-8", "surrogateescape")
+    return b'"' + _SPECIAL.sub(_escape, text).encode("utf-8") + b'"'
+
+
+class _Line(msgspec.Struct):
+    log: str = ""
+    stream: str = ""
+    time: str = ""  # "attrs" (labels/env/tag options) is ignored on read, as `docker logs` does
+
+
+_LINE = msgspec.json.Decoder(_Line)
+_STREAM_FIELD = {"stdout": b',"stream":"stdout","time":"', "stderr": b',"stream":"stderr","time":"'}
+_TAIL_BLOCK = 64 * 1024
+
+
+def _to_record(line: _Line) -> LogRecord | None:
+    try:
+        t = parse_docker_time(line.time)
+    except ValueError:
+        return None
+    return LogRecord(stream="stderr" if line.stream == "stderr" else "stdout",
+                     data=line.log.encode("utf-8", "replace"), time_ns=t)
+
+
+class JSONLineCodec:
+    """RecordCodec for json-file."""
+
+    def encode(self, record: LogRecord) -> bytes:
+        tail = (_STREAM_FIELD[record.stream] + rfc3339nano(record.time_ns).encode("ascii")
+                + b'"}\n')
+        if not record.data:
+            return b"{" + tail[1:]
+        return b'{"log":' + go_json_string(record.data) + tail
+
+    def decode(self, data: bytes) -> Decoded:
+        end = data.rfind(b"\n") + 1
+        if end == 0:
+            return Decoded([], 0, False)
+        body = memoryview(data)[:end]
+        try:
+            lines = _LINE.decode_lines(body)
+        except msgspec.DecodeError:
+            lines = self._decode_each(bytes(body))
+        records = [r for r in map(_to_record, lines) if r is not None]
+        if len(records) != len(lines):
+            log.warning("skipped %d json-file lines with a bad time", len(lines) - len(records))
+        return Decoded(records, end, False)
+
+    @staticmethod
+    def _decode_each(body: bytes) -> list[_Line]:
+        # A damaged line (a crash mid-write, an editor) costs that line only.
+        out: list[_Line] = []
+        bad = 0
+        for raw in body.split(b"\n"):
+            if not raw:
+                continue
+            try:
+                out.append(_LINE.decode(raw))
+            except msgspec.DecodeError:
+                bad += 1
+        if bad:
+            log.warning("skipped %d unparseable json-file lines", bad)
+        return out
+
+    def tail_start(self, fd: int, end: int, n: int) -> tuple[int, int]:
+        # Record k from the end spans (newline k+1, newline k]; bytes after the last newline
+        # are a record still being written and do not count.
+        if n <= 0:
+            return end, 0
+        need = n + 1
+        found = 0
+        pos = end
+        while pos > 0:
+            start = max(0, pos - _TAIL_BLOCK)
+            block = os.pread(fd, pos - start, start)
+            count = block.count(b"\n")
+            if found + count < need:
+                found += count
+                pos = start
+                continue
+            idx = len(block)
+            for _ in range(need - found):
+                idx = block.rfind(b"\n", 0, idx)
+            return start + idx + 1, n
+        return 0, found
