@@ -1,0 +1,24 @@
+# asyncdock: `make demo` to try it, `make test` to test it.
+SHELL := /bin/bash
+PYTHON := .venv/bin/python
+# Extra pytest arguments, e.g. make test PYTEST_ARGS='-k pull -x --lf'
+PYTEST_ARGS ?=
+
+.PHONY: demo setup test test-vs-docker stop
+
+setup:
+	bash scripts/setup.sh
+
+demo:
+	bash scripts/demo.sh
+
+stop:
+	bash scripts/stop.sh
+
+# pytest exits 5 when it ran no test: make fails on it like on any other non-zero status.
+test: setup
+	$(PYTHON) -m pytest tests -x -q -m 'not dockerd' $(PYTEST_ARGS)
+
+# Opt-in: tests comparing asyncdock with a real dockerd.
+test-vs-docker: setup
+	$(PYTHON) -m pytest tests -x -q -m dockerd $(PYTEST_ARGS)
