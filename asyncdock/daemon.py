@@ -62,6 +62,15 @@ def setup_logging(debug: bool) -> None:
     logging.getLogger("asyncdock").setLevel(logging.DEBUG if debug else logging.INFO)
 
 
+def dump_tasks() -> None:
+    import io
+
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        task.print_stack(file=out)
+    log.warning("task dump:\n%s", out.getvalue())
+
+
 async def serve(config: DaemonConfig) -> None:
     from .api.server import ApiServer, App
     from .engine import Engine
@@ -70,6 +79,8 @@ async def serve(config: DaemonConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # Like dockerd's SIGUSR1 goroutine dump: every task's stack, to the log.
+    loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
     engine = Engine(config)
     await engine.start()
     server = ApiServer(App(engine))
@@ -103,12 +114,11 @@ def main(argv: list[str]) -> int:
         print(e.code, file=sys.stderr)
         return 1
     try:
-        try:
-            import uvloop  # optional: measured faster on the hot paths
+        runner = asyncio.run
+        if os.environ.get("ASYNCDOCK_UVLOOP") == "1":  # opt-in until the benchmarks decide
+            import uvloop
 
             runner = uvloop.run
-        except ImportError:
-            runner = asyncio.run
         runner(serve(config))
     except SystemExit as e:
         if isinstance(e.code, str):

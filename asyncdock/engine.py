@@ -144,8 +144,13 @@ class Engine:
 
         work = self.exec_root / "probe"
         rootfs = await asyncio.to_thread(self._probe_rootfs)
-        default, runtimes, probes = await select_runtimes(
-            self.config, plugins.discover(plugins.RUNTIMES), self.exec_root / "runtime", work, rootfs)
+        try:
+            default, runtimes, probes = await select_runtimes(
+                self.config, plugins.discover(plugins.RUNTIMES), work, rootfs)
+        except Exception as e:
+            if type(e).__name__ == "RuntimeUnavailable":
+                raise SystemExit(f"asyncdock: {e}") from None
+            raise
         self.default_runtime, self.runtimes, self.runtime_probes = default, runtimes, probes
 
     def _probe_rootfs(self) -> Path:

@@ -78,7 +78,12 @@ async def launch(mgr: ContainerManager, rec: ContainerRecord, lv: Live) -> Proce
     opened: list[int] = []
     try:
         await asyncio.to_thread(write_etc_files, rec, files_dir)
-        spec = await asyncio.to_thread(_build_spec, mgr, rec, rootfs, files_dir)
+        from .spec import ExecutableError
+
+        try:
+            spec = await asyncio.to_thread(_build_spec, mgr, rec, rootfs, files_dir)
+        except ExecutableError as e:
+            raise _start_error(rt.name, f"unable to start container process: {e.message}") from None
         (bundle / "config.json").write_bytes(msgspec.json.encode(spec))
         # stdio: our ends are read by the pumps; the container's ends go to the runtime
         out_r, out_w = os.pipe2(os.O_CLOEXEC)

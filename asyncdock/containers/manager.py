@@ -62,7 +62,7 @@ class Live:
 
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     hub: OutputHub = field(default_factory=OutputHub)
-    stdin_w: int | None = None
+    stdin_w: asyncio.WriteTransport | None = None
     stdin_queue: asyncio.Queue[bytes | None] | None = None
     exit_waiters: list[asyncio.Future[int]] = field(default_factory=list)
     removed_waiters: list[asyncio.Future[int]] = field(default_factory=list)
@@ -163,6 +163,9 @@ class ContainerManager:
         if hc.auto_remove and restart != "no":
             raise errors.InvalidParameter("can't create 'AutoRemove' container with restart policy")
         self._check_modes(hc)
+        from .specinput import validate_mounts
+
+        validate_mounts(hc)
         self.store.reserve_name(full, cid)
         try:
             now = time.time_ns()
@@ -295,7 +298,6 @@ class ContainerManager:
             lv.restart_timer = None
         rec.manually_stopped = False
         lv.hub = OutputHub() if lv.hub.closed else lv.hub
-        lv.started = asyncio.Event()
         try:
             proc = await launch(self, rec, lv)
         except LaunchError as e:
@@ -328,14 +330,12 @@ class ContainerManager:
 
         oom = await teardown(self, rec, proc)
         lv.hub.close()
+        lv.started.clear()
         if lv.log_writer is not None:
             lv.log_writer.close()
             lv.log_writer = None
         if lv.stdin_w is not None:
-            try:
-                os.close(lv.stdin_w)
-            except OSError:
-                pass
+            lv.stdin_w.close()
             lv.stdin_w = None
         now = time.time_ns()
         health = rec.state.health

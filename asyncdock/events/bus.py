@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from .models import Event
+from .models import Actor, Event
 
 T = TypeVar("T")
 

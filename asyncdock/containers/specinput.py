@@ -1,0 +1,173 @@
+"""From a container record (Docker's Config + HostConfig) to the spec builder's input."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .. import errors
+from .models import ContainerRecord, HostConfig
+from .spec import (DEFAULT_PATH_ENV, BindMount, DeviceMapping, Resources, SpecInput, TmpfsMount, Ulimit,
+                   find_executable, path_from_env, resolve_in_rootfs, resolve_user)
+
+if TYPE_CHECKING:
+    from .manager import ContainerManager
+
+
+def parse_bind(spec: str) -> BindMount:
+    """`-v /host:/ctr[:opts]` (opts: ro, rw, z, Z, shared/slave/private and r-variants, nocopy)."""
+    parts = spec.split(":")
+    if len(parts) < 2 or len(parts) > 3:
+        raise errors.InvalidParameter(f"invalid volume specification: '{spec}'")
+    src, dst = parts[0], parts[1]
+    opts = parts[2].split(",") if len(parts) == 3 else []
+    if not dst.startswith("/"):
+        raise errors.InvalidParameter(f"invalid volume specification: '{spec}': invalid mount config for type "
+                                      f"\"bind\": invalid mount path: '{dst}' mount path must be absolute")
+    if not src.startswith("/"):
+        raise errors.NotImplementedYet(f"named volumes ({src}:{dst}) arrive with the volumes feature; "
+                                       f"only host paths can be bound for now")
+    readonly = False
+    propagation = ""
+    for o in opts:
+        if o == "ro":
+            readonly = True
+        elif o in ("rw", "z", "Z", "nocopy", ""):
+            continue
+        elif o in ("shared", "rshared", "slave", "rslave", "private", "rprivate"):
+            propagation = o
+        else:
+            raise errors.InvalidParameter(f"invalid mode: {o}")
+    return BindMount(source=src, destination=dst, readonly=readonly, propagation=propagation)
+
+
+def validate_mounts(hc: HostConfig) -> None:
+    """At create time, so that a bad -v fails `docker create`, not `docker start`."""
+    for b in hc.binds or []:
+        bm = parse_bind(b)
+        if not os.path.exists(bm.source):
+            # Docker creates a missing bind source directory (legacy -v behaviour).
+            os.makedirs(bm.source, exist_ok=True)
+    for m in hc.mounts or []:
+        if m.type == "volume":
+            raise errors.NotImplementedYet("volume mounts arrive with the volumes feature")
+        if m.type == "bind" and not os.path.exists(m.source):
+            raise errors.InvalidParameter(f"invalid mount config for type \"bind\": bind source path does not exist: {m.source}")
+        if m.type not in ("bind", "tmpfs"):
+            raise errors.InvalidParameter(f"mount type unknown: {m.type}")
+
+
+def _ns_path(mgr: ContainerManager, mode: str, kind: str) -> str:
+    ref = mode.split(":", 1)[1]
+    other = mgr.store.get(ref)
+    pid = mgr.live(other).pid
+    if not other.state.running or not pid:
+        raise errors.Conflict(f"cannot join {kind} of a non running container: {ref}")
+    return f"/proc/{pid}/ns/{kind}"
+
+
+def _security(opts: list[str]) -> tuple[bool, str, str, bool]:
+    nnp, seccomp, apparmor, unconfined_paths = False, "default", "", False
+    for o in opts:
+        key, sep, value = o.partition("=") if "=" in o else o.partition(":")
+        if key == "no-new-privileges":
+            nnp = (value or "true").lower() in ("true", "1", "")
+        elif key == "seccomp":
+            seccomp = value or "default"
+        elif key == "apparmor":
+            apparmor = value
+        elif key == "systempaths":
+            unconfined_paths = value == "unconfined"
+        elif key in ("label", "proc-opts", "mask", "unmask"):
+            continue
+        else:
+            raise errors.InvalidParameter(f"invalid --security-opt: {o!r}")
+    return nnp, seccomp, apparmor, unconfined_paths
+
+
+def _group_ids(rootfs: Path, groups: list[str]) -> list[int]:
+    out: list[int] = []
+    names: dict[str, int] = {}
+    try:
+        text = resolve_in_rootfs(rootfs, "/etc/group").read_text(errors="replace")
+        for line in text.splitlines():
+            f = line.split(":")
+            if len(f) >= 3 and f[2].isdigit():
+                names[f[0]] = int(f[2])
+    except OSError:
+        pass
+    for g in groups:
+        if g.isdigit():
+            out.append(int(g))
+        elif g in names:
+            out.append(names[g])
+        else:
+            raise errors.InvalidParameter(f"Unable to find group {g}: no matching entries in group file")
+    return out
+
+
+def spec_input(mgr: ContainerManager, rec: ContainerRecord, rootfs: Path, files_dir: Path,
+               cgroups_path: str) -> SpecInput:
+    cfg, hc = rec.config, rec.host_config
+    env = list(cfg.env or [])
+    keys = {e.split("=", 1)[0] for e in env}
+    if "PATH" not in keys:
+        env.insert(0, f"PATH={DEFAULT_PATH_ENV}")
+    if "HOSTNAME" not in keys:
+        env.append(f"HOSTNAME={cfg.hostname}")
+    if cfg.tty and "TERM" not in keys:
+        env.append("TERM=xterm")
+    cwd = cfg.working_dir or "/"
+    argv = [rec.path, *rec.args]
+    find_executable(rootfs, rec.path, path_from_env(env), cwd)
+    uid, gid, extra = resolve_user(rootfs, cfg.user)
+    extra = extra + [g for g in _group_ids(rootfs, list(hc.group_add or [])) if g not in extra]
+    nnp, seccomp, apparmor, unconfined_paths = _security(list(hc.security_opt or []))
+    binds = [parse_bind(b) for b in hc.binds or []]
+    tmpfs = [TmpfsMount(destination=d, options=tuple(o for o in opts.split(",") if o))
+             for d, opts in (hc.tmpfs or {}).items()]
+    for m in hc.mounts or []:
+        if m.type == "bind":
+            prop = ((m.bind_options or {}).get("Propagation") or "")
+            binds.append(BindMount(source=m.source, destination=m.target, readonly=m.read_only, propagation=prop))
+        elif m.type == "tmpfs":
+            t = m.tmpfs_options or {}
+            opts = []
+            if t.get("SizeBytes"):
+                opts.append(f"size={int(t['SizeBytes'])}")
+            if t.get("Mode"):
+                opts.append(f"mode={int(t['Mode']):o}")
+            tmpfs.append(TmpfsMount(destination=m.target, options=tuple(opts)))
+    net = hc.network_mode
+    if net.startswith("container:"):
+        network = _ns_path(mgr, net, "net")
+    elif net == "host":
+        network = "host"
+    else:
+        network = "none"  # a private netns with loopback only, until networks exist
+    pid = "private"
+    if hc.pid_mode == "host":
+        pid = "host"
+    elif hc.pid_mode.startswith("container:"):
+        pid = _ns_path(mgr, hc.pid_mode, "pid")
+    ipc = hc.ipc_mode or "private"
+    if ipc.startswith("container:"):
+        ipc = _ns_path(mgr, ipc, "ipc")
+    resources = Resources(
+        memory=hc.memory, memory_swap=hc.memory_swap, memory_reservation=hc.memory_reservation,
+        memory_swappiness=hc.memory_swappiness, cpu_shares=hc.cpu_shares, cpu_period=hc.cpu_period,
+        cpu_quota=hc.cpu_quota, nano_cpus=hc.nano_cpus, cpuset_cpus=hc.cpuset_cpus, cpuset_mems=hc.cpuset_mems,
+        pids_limit=hc.pids_limit, oom_kill_disable=bool(hc.oom_kill_disable), blkio_weight=hc.blkio_weight)
+    return SpecInput(
+        rootfs=str(rootfs), args=argv, env=env, cwd=cwd, uid=uid, gid=gid, additional_gids=extra,
+        hostname=cfg.hostname if hc.uts_mode != "host" else "", domainname=cfg.domainname, tty=cfg.tty,
+        readonly_rootfs=hc.readonly_rootfs, privileged=hc.privileged, cap_add=list(hc.cap_add or []),
+        cap_drop=list(hc.cap_drop or []), no_new_privileges=nnp, seccomp=seccomp, apparmor=apparmor,
+        systempaths_unconfined=unconfined_paths, binds=binds, tmpfs=tmpfs,
+        devices=[DeviceMapping(d.path_on_host, d.path_in_container or d.path_on_host, d.cgroup_permissions or "rwm")
+                 for d in hc.devices or []],
+        sysctls=dict(hc.sysctls or {}), ulimits=[Ulimit(u.name, u.soft, u.hard) for u in hc.ulimits or []],
+        resources=resources, network=network, pid=pid, ipc=ipc, uts="host" if hc.uts_mode == "host" else "private",
+        cgroupns=hc.cgroupns_mode, shm_size=hc.shm_size, init=bool(hc.init), cgroups_path=cgroups_path,
+        oom_score_adj=hc.oom_score_adj,
+        etc_files={name: str(files_dir / name) for name in ("hostname", "hosts", "resolv.conf")})
