@@ -54,7 +54,10 @@ def cgroups_path(rec: ContainerRecord) -> str:
 
 
 def _start_error(runtime: str, message: str) -> LaunchError:
-    text = f"OCI runtime create failed: {runtime} create failed: {message}: unknown"
+    # runc's own messages already start with "runc create failed:"; crun's do not
+    if not message.startswith(f"{runtime} create failed"):
+        message = f"{runtime} create failed: {message}"
+    text = f"OCI runtime create failed: {message}: unknown"
     low = message.lower()
     if "executable file not found" in low or "no such file or directory" in low:
         return LaunchError(errors.InvalidParameter(text), 127)

@@ -1,11 +1,12 @@
 """`GET /containers/{id}/logs`: what the log driver kept, framed as Docker frames it."""
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from .. import errors
 from ..logs.base import LogNotReadable, ReadOptions
-from ..logs.framing import format_log_payload, frame_record
+from ..logs.framing import SYSTEMERR, format_log_payload, frame, frame_record
 from .models import ContainerRecord
 from .timefmt import parse_timestamp_filter
 
@@ -20,7 +21,7 @@ async def serve_logs(req: Request, rec: ContainerRecord) -> Any:
         raise errors.InvalidParameter("Bad parameters: you must choose at least one stream")
     driver = req.engine.logdrivers.get(rec.host_config.log_config.type)
     if driver is None or driver.name == "none":
-        raise errors.InvalidParameter("configured logging driver does not support reading")
+        raise LogNotReadable("configured logging driver does not support reading")
     tail_raw = req.query.get("tail", "all")
     try:
         tail = -1 if tail_raw in ("all", "") else max(int(tail_raw), 0)
@@ -36,12 +37,15 @@ async def serve_logs(req: Request, rec: ContainerRecord) -> Any:
     mgr = req.engine.containers
     # API 1.41 sends logs with no Content-Type at all (see the transcripts).
     stream = await req.stream(content_type=None)
+    records = driver.read(mgr.store.dir(rec.id), rec.id, opts, lambda: rec.state.running)
     try:
-        async for record in driver.read(mgr.store.dir(rec.id), rec.id, opts, lambda: rec.state.running):
-            if tty:
-                await stream.write(format_log_payload(record, timestamps))
-            else:
-                await stream.write(frame_record(record, timestamps))
-    except LogNotReadable as e:
-        await stream.write(str(e).encode())
+        # aclosing: a client that hangs up releases the file handles and inotify watch at once
+        async with contextlib.aclosing(records):
+            async for record in records:
+                if tty:
+                    await stream.write(format_log_payload(record, timestamps))
+                else:
+                    await stream.write(frame_record(record, timestamps))
+    except (OSError, ValueError) as e:
+        await stream.write(frame(SYSTEMERR, f"Error grabbing logs: {e}\n".encode()))
     return stream

@@ -157,6 +157,7 @@ class ContainerManager:
         log_driver = hc.log_config.type
         if log_driver not in self.engine.logdrivers:
             raise errors.InvalidParameter(f'logger: no log driver named \'{log_driver}\' is registered')
+        self.engine.logdrivers[log_driver].validate_options(dict(hc.log_config.config or {}))
         restart = hc.restart_policy.name or "no"
         if restart not in ("no", "always", "on-failure", "unless-stopped"):
             raise errors.InvalidParameter(f"invalid restart policy '{restart}'")
@@ -235,7 +236,9 @@ class ContainerManager:
 
         hc.runtime = runtime
         if not hc.log_config.type:
-            hc.log_config = LogConfig(self.engine.config.log_driver, dict(self.engine.config.log_opts))
+            # the daemon's driver; its options only when the request gave none
+            hc.log_config = LogConfig(self.engine.config.log_driver,
+                                      hc.log_config.config or dict(self.engine.config.log_opts))
         if hc.log_config.config is None:
             hc.log_config.config = {}
         if not hc.network_mode:
@@ -299,7 +302,13 @@ class ContainerManager:
         rec.manually_stopped = False
         lv.hub = OutputHub() if lv.hub.closed else lv.hub
         try:
-            proc = await launch(self, rec, lv)
+            try:
+                proc = await launch(self, rec, lv)
+            except errors.EngineError as e:
+                raise LaunchError(e, 128) from e
+            except OSError as e:
+                log.exception("starting %s", short_id(rec.id))
+                raise LaunchError(errors.SystemError_(f"failed to start container: {e}"), 128) from e
         except LaunchError as e:
             rec.state.error = e.message
             rec.state.exit_code = e.exit_code
@@ -630,6 +639,12 @@ class ContainerManager:
         await cleanup_leftovers(self, records)
         to_restart: list[ContainerRecord] = []
         for rec in records:
+            if rec.host_config.auto_remove and rec.has_been_started:
+                # --rm containers that were running when the daemon went away (Docker removes
+                # them at restore too)
+                rec.state.running = rec.state.paused = rec.state.restarting = False
+                await self._destroy(rec, self.live(rec))
+                continue
             if rec.state.running or rec.state.paused or rec.state.restarting:
                 now = time.time_ns()
                 rec.state = State(status="exited", exit_code=255 if (rec.state.running or rec.state.paused) else rec.state.exit_code,

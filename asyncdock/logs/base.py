@@ -7,6 +7,8 @@ from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
 
+from ..errors import NotImplementedYet
+
 Stream = Literal["stdout", "stderr"]
 
 
@@ -25,7 +27,7 @@ class ReadOptions(msgspec.Struct):
     follow: bool = False
 
 
-class LogNotReadable(Exception):
+class LogNotReadable(NotImplementedYet):
     """The driver keeps nothing to read back (Docker: `configured logging driver does not support reading`)."""
 
 
@@ -41,6 +43,10 @@ class LogDriver(Protocol):
 
     def log_path(self, log_dir: Path, container_id: str) -> str:
         """What inspect shows as LogPath ("" when the driver writes no file)."""
+        ...
+
+    def validate_options(self, opts: dict[str, str]) -> None:
+        """Raise InvalidParameter for options the driver does not take (checked at create)."""
         ...
 
     def open_writer(self, log_dir: Path, container_id: str, opts: dict[str, str]) -> LogWriter: ...
