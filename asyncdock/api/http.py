@@ -465,6 +465,8 @@ class HttpConnection(asyncio.Protocol):
             self._upgrade_body = int(self._headers.get("content-length", "0") or 0)
             if not self._upgrade_body:
                 req._end_body()
+        elif "content-length" not in self._headers and "transfer-encoding" not in self._headers:
+            req._end_body()  # no body will come: inline handlers need not wait for it
         self._current = req
         self._queue.append(req)
         if self._task is None:
@@ -504,16 +506,36 @@ class HttpConnection(asyncio.Protocol):
 
     # ---- request dispatch
     def _start_next(self) -> None:
-        if not self._queue:
-            self._task = None
+        while self._queue:
+            req = self._queue.popleft()
+            self._cancellable = False
+            handler = self._app.prepare(req)
+            if isinstance(handler, Response) or self._app.is_inline(handler):
+                # answered from memory: no task, no extra loop iteration
+                resp = handler if isinstance(handler, Response) else self._app.call_inline(req, handler)
+                self._send(req, resp)
+                if not req.keep_alive or self._eof:
+                    self._task = None
+                    self._close()
+                    return
+                if self._current is req and not req._body_done:
+                    # its body is still arriving: let a task consume it before the next request
+                    self._task = asyncio.get_running_loop().create_task(self._drain_then_next(req))
+                    return
+                continue
+            self._task = asyncio.get_running_loop().create_task(self._run(req, handler))
             return
-        req = self._queue.popleft()
-        self._cancellable = False
-        self._task = asyncio.get_running_loop().create_task(self._run(req))
+        self._task = None
 
-    async def _run(self, req: Request) -> None:
+    async def _drain_then_next(self, req: Request) -> None:
+        await req.body()
+        if self._current is req:
+            self._current = None
+        self._start_next()
+
+    async def _run(self, req: Request, handler: Any = None) -> None:
         try:
-            result = await self._app.dispatch(req)
+            result = await self._app.dispatch(req, handler)
         except asyncio.CancelledError:
             self._close()
             return

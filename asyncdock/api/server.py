@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import inspect
 import logging
 import os
 import re
@@ -38,6 +39,7 @@ class App:
         self.engine = engine
         self.router = Router()
         self.date = DateCache()
+        self._inline: dict[Any, bool] = {}
         self._common = (
             f"Api-Version: {API_VERSION_STR}\r\nDocker-Experimental: false\r\nOstype: linux\r\n"
             f"Server: asyncdock/{__version__} (linux)\r\n"
@@ -59,7 +61,9 @@ class App:
             return self._common_no_exp
         return self._common
 
-    async def dispatch(self, req: Request) -> Response | StreamResponse | Any:
+    def prepare(self, req: Request) -> Response | Any:
+        """Everything that needs no await: version prefix, routing. Returns an error Response
+        or the handler (with req.match set)."""
         path = req.path
         m = _VERSION_PREFIX.match(path)
         if m is not None:
@@ -86,6 +90,34 @@ class App:
             return error_response("page not found", 404)
         handler, params = found  # type: ignore[misc]
         req.match = params
+        return handler
+
+    def is_inline(self, handler: Any) -> bool:
+        """Plain (non-async) handlers answer from memory: they run in the protocol callback,
+        with no task per request (the hot paths: ping, version)."""
+        inline = self._inline.get(handler)
+        if inline is None:
+            inline = self._inline[handler] = not inspect.iscoroutinefunction(handler)
+        return inline
+
+    def call_inline(self, req: Request, handler: Any) -> Response:
+        try:
+            return handler(req)
+        except errors.NotModified:
+            return empty_response(304)
+        except errors.EngineError as e:
+            return error_response(e.message, e.status)
+        except Exception as e:
+            log.exception("error serving %s %s", req.method, req.path)
+            return error_response(f"internal error: {type(e).__name__}: {e}", 500)
+
+    async def dispatch(self, req: Request, handler: Any = None) -> Response | StreamResponse | Any:
+        if handler is None:
+            handler = self.prepare(req)
+            if isinstance(handler, Response):
+                return handler
+            if self.is_inline(handler):
+                return self.call_inline(req, handler)
         try:
             return await handler(req)
         except errors.NotModified:

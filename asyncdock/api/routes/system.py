@@ -18,7 +18,7 @@ _PING_GET = Response(200, b"OK", content_type="text/plain; charset=utf-8", heade
 _PING_HEAD = Response(200, b"", content_type="text/plain; charset=utf-8", headers=_PING_HEADERS)
 
 
-async def ping(req: Request) -> Response:
+def ping(req: Request) -> Response:
     return _PING_HEAD if req.method == "HEAD" else _PING_GET
 
 
@@ -160,7 +160,48 @@ async def info(req: Request) -> Response:
     return json_response(body)
 
 
+async def system_df(req: Request) -> Response:
+    """`GET /system/df` (API 1.41 shape): images with their container counts and shared sizes,
+    containers with SizeRw/SizeRootFs, and no volumes or build cache yet (empty lists)."""
+    from ...containers import render
+    from .containers import _size
+    from .images import summary
+
+    engine = req.engine
+    store = engine.images
+    images = store.list()
+    users: dict[str, int] = {}
+    containers = []
+    for rec in sorted(engine.containers.store, key=lambda r: r.created_ns, reverse=True):
+        users[rec.image_id] = users.get(rec.image_id, 0) + 1
+        containers.append(render.summary(rec, size=await _size(req, rec)))
+    layer_users: dict[str, int] = {}
+    layer_size: dict[str, int] = {}
+    for img in images:
+        for cid, size in zip(img.chain_ids, img.layer_sizes):
+            layer_users[cid] = layer_users.get(cid, 0) + 1
+            layer_size[cid] = size
+    out_images = []
+    for img in images:
+        refs = store.references(img.id)
+        tags = [r.familiar for r in refs if r.digest is None]
+        digests = [r.familiar for r in refs if r.digest is not None]
+        item = summary(store, img, tags or ["<none>:<none>"], digests or (["<none>@<none>"] if not tags else []))
+        item["Containers"] = users.get(img.id, 0)
+        item["SharedSize"] = sum(s for c, s in zip(img.chain_ids, img.layer_sizes) if layer_users.get(c, 0) > 1)
+        out_images.append(item)
+    out_images.sort(key=lambda i: i["Created"], reverse=True)
+    return json_response({
+        "LayersSize": sum(layer_size.values()),
+        "Images": out_images,
+        "Containers": containers,
+        "Volumes": [],
+        "BuildCache": [],
+    })
+
+
 def register(router: Router) -> None:
+    router.add("GET", "/system/df", system_df)
     router.add("GET", "/_ping", ping)
     router.add("HEAD", "/_ping", ping)
     router.add("GET", "/version", version)
