@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover
     from .client import Client
-    from .engine import Engine
+    from .client.embedded import EmbeddedEngine as Engine
     from .errors import APIError, Conflict, NotFound
 
 
@@ -21,10 +21,11 @@ def __getattr__(name: str) -> Any:
 
         return Client
     if name == "Engine":
-        from .engine import Engine
+        # The core engine plus `.client`: the Client's resource API, in-process (no socket).
+        from .client.embedded import EmbeddedEngine
 
-        return Engine
-    if name in ("APIError", "NotFound", "Conflict"):
+        return EmbeddedEngine
+    if name in ("APIError", "NotFound", "Conflict", "EngineError"):
         from . import errors
 
         return getattr(errors, name)

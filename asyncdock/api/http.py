@@ -301,6 +301,18 @@ class StreamResponse:
         if data and not self._conn.closed.done():
             self._conn._write(b"%x\r\n%b\r\n" % (len(data), data))
 
+    def close(self) -> None:
+        """End the body and close the connection (a reader that must reconnect)."""
+        self.finish()
+        self._conn._close()
+
+    def abort(self) -> None:
+        """Drop the connection at once, unsent data included (Docker drops readers that fall
+        behind instead of buffering for them)."""
+        self.finished = True
+        if self._conn._transport is not None:
+            self._conn._transport.abort()
+
     def finish(self) -> None:
         if not self.finished:
             self.finished = True

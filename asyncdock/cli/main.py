@@ -1,7 +1,25 @@
-"""The asyncdock command. Imports are lazy so that short commands start fast."""
+"""The asyncdock command. Imports are lazy so that short commands start fast.
+
+Short request/response commands (ps, images, inspect, version, rm, ...) use cli/fast.py (a
+blocking socket and json); streaming ones (run, logs, exec, pull, events) use asyncdock.Client.
+Output follows the docker CLI's for the same command.
+"""
 from __future__ import annotations
 
 import sys
+from typing import Any
+
+USAGE = """usage: asyncdock COMMAND [ARGS]
+
+Containers:  run create start stop kill rm rename ps logs exec inspect
+Images:      pull images rmi tag
+System:      events version system prune daemon
+
+DOCKER_HOST=unix:///path selects the socket (default unix:///run/asyncdock.sock).
+"""
+
+COMMANDS = ("run", "create", "start", "stop", "kill", "rm", "rename", "ps", "logs", "exec", "inspect",
+            "pull", "images", "rmi", "tag", "events", "version", "system")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -11,10 +29,29 @@ def main(argv: list[str] | None = None) -> int:
 
         return daemon_main(args[1:])
     if not args or args[0] in ("-h", "--help"):
-        print("usage: asyncdock daemon [options]\n\nCommands:\n  daemon   run the engine (see asyncdock daemon --help)")
+        print(USAGE, end="")
         return 0 if args else 2
-    print(f"asyncdock: unknown command {args[0]!r}", file=sys.stderr)
-    return 2
+    if args[0] not in COMMANDS:
+        print(f"asyncdock: unknown command {args[0]!r}\n\n{USAGE}", file=sys.stderr, end="")
+        return 2
+    from . import commands
+    from .fast import CallError
+
+    try:
+        return getattr(commands, "cmd_" + args[0])(args[1:]) or 0
+    except CallError as e:
+        print(f"Error response from daemon: {e.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as e:  # the async client's errors
+        status: Any = getattr(e, "status", None)
+        if status is not None and hasattr(e, "message"):
+            print(f"Error response from daemon: {e.message}", file=sys.stderr)
+            return 1
+        raise
 
 
 if __name__ == "__main__":

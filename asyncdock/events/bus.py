@@ -2,7 +2,12 @@
 
 Publishing never blocks and never awaits: a subscriber whose queue is full is marked lagged and
 its iterator raises `SubscriberLagged` once it has drained what it had (Docker drops slow event
-readers; the journal, added later, lets a cursor-aware reader resume instead).
+readers; the journal lets a cursor-aware reader resume instead). `on_lag` lets the reader's owner
+act at once (a reader stuck on a full socket would otherwise never look at its queue again).
+
+With a journal attached (`open_journal`), each Docker event is numbered (epoch, counter), encoded
+once, and appended to the journal's buffer before it is offered to anyone; the journal writes and
+syncs in groups from its own task, so publish still never awaits and never touches the disk.
 """
 from __future__ import annotations
 
@@ -10,15 +15,19 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
 
 from .models import Actor, Event
 
+if TYPE_CHECKING:
+    from .journal import Journal
+
 T = TypeVar("T")
 
 DEFAULT_QUEUE = 4096
+_encoder = msgspec.json.Encoder()
 
 
 class SubscriberLagged(Exception):
@@ -32,11 +41,14 @@ class SubscriberLagged(Exception):
 class Envelope(msgspec.Struct, Generic[T]):
     seq: int
     message: T
+    raw: bytes = b""  # a Docker event's JSON as sent and journaled (encoded once)
 
 
 class Subscription:
-    def __init__(self, bus: EventBus, predicate: Callable[[Any], bool] | None, maxsize: int) -> None:
+    def __init__(self, bus: EventBus, predicate: Callable[[Any], bool] | None, maxsize: int,
+                 on_lag: Callable[[], None] | None = None) -> None:
         self._bus = bus
+        self._on_lag = on_lag
         self._predicate = predicate
         self._queue: deque[Envelope[Any]] = deque()
         self._maxsize = maxsize
@@ -52,6 +64,8 @@ class Subscription:
             return
         if len(self._queue) >= self._maxsize:
             self._lagged = True
+            if self._on_lag is not None:
+                self._on_lag()
         else:
             self._queue.append(env)
         w = self._waiter
@@ -110,16 +124,46 @@ class EventBus:
         self._clock = clock
         # Recent Docker events for `since` until the durable journal replaces it.
         self._history: deque[Envelope[Event]] = deque(maxlen=history)
+        self.epoch = 0
+        self.journal: Journal | None = None
+
+    # ---- the durable journal (engine start/close)
+    def open_journal(self, root: Any, **options: Any) -> Journal:
+        """Recover the journal under `root`, continue its numbering and start its flush task."""
+        from .journal import Journal
+
+        j = Journal(root, **options)
+        self.epoch, self._seq = j.open()
+        j.start()
+        self.journal = j
+        return j
+
+    async def close_journal(self) -> None:
+        j, self.journal = self.journal, None
+        if j is not None:
+            await j.close(self._seq)
+
+    def cursor(self, seq: int | None = None) -> str:
+        """The x-asyncdock-seq string of `seq` in this epoch (default: the latest)."""
+        return f"{self.epoch}-{self._seq if seq is None else seq}"
 
     def publish(self, message: Any) -> Envelope[Any]:
         self._seq += 1
-        env = Envelope(self._seq, message)
         if isinstance(message, Event):
             if not message.time_nano:
                 now = self._clock()
                 message.time_nano = now
                 message.time = now // 1_000_000_000
+            if not message.scope:
+                message.scope = "local"
+            message.x_seq = f"{self.epoch}-{self._seq}"
+            raw = _encoder.encode(message)
+            env = Envelope(self._seq, message, raw)
+            if self.journal is not None:
+                self.journal.append((self.epoch, self._seq), message.time_nano, raw)
             self._history.append(env)
+        else:
+            env = Envelope(self._seq, message)
         for sub in tuple(self._subs):
             sub._offer(env)
         return env
@@ -135,8 +179,9 @@ class EventBus:
             ev.from_ = legacy_from
         return self.publish(ev)
 
-    def subscribe(self, predicate: Callable[[Any], bool] | None = None, *, maxsize: int = DEFAULT_QUEUE) -> Subscription:
-        sub = Subscription(self, predicate, maxsize)
+    def subscribe(self, predicate: Callable[[Any], bool] | None = None, *, maxsize: int = DEFAULT_QUEUE,
+                  on_lag: Callable[[], None] | None = None) -> Subscription:
+        sub = Subscription(self, predicate, maxsize, on_lag)
         self._subs.add(sub)
         return sub
 

@@ -21,9 +21,11 @@ class Event(msgspec.Struct, omit_defaults=True, kw_only=True):
     type: str = msgspec.field(name="Type")
     action: str = msgspec.field(name="Action")
     actor: Actor = msgspec.field(name="Actor")
-    scope: str = "local"
+    scope: str = ""  # the bus fills in "local"; empty only so omit_defaults never drops it
     time: int = 0
     time_nano: int = msgspec.field(default=0, name="timeNano")
+    # asyncdock's cursor, "EPOCH-COUNTER" (Docker clients ignore unknown keys).
+    x_seq: str = msgspec.field(default="", name="x-asyncdock-seq")
 
 
 class LayerProgress(msgspec.Struct, omit_defaults=True):

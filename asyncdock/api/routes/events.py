@@ -1,4 +1,21 @@
-"""GET /events: history (since/until) then the live stream, with Docker's filters."""
+"""GET /events: replay from the durable journal (since/until, or asyncdock's cursor), then the
+live stream, with Docker's filters (moby daemon/events/filter.go).
+
+Docker semantics: `since`/`until` are Unix seconds with an optional fraction; with either one the
+stored events in [since, until] are sent first; `until` in the past ends the body after them, in
+the future ends it at `until`. A plain Docker reader that falls behind is disconnected (Docker
+drops it).
+
+asyncdock's extensions (Docker clients never see them unless they ask):
+* every event carries `x-asyncdock-seq` ("EPOCH-COUNTER");
+* `x-asyncdock-after=<seq>` replays the journal strictly after that event, then goes live;
+  such a reader that falls behind gets one `{"Type":"x-asyncdock-gap",...}` record whose
+  `x-asyncdock-seq` is the last event it was sent, and the stream ends, so it reconnects with
+  that cursor and catches up from the journal. The same record (Action "trimmed") opens the
+  stream when the cursor is older than what the journal still holds;
+* filter `type=x-asyncdock-progress` adds live pull progress (`LayerProgress` from the bus) as
+  `{"Type":"x-asyncdock-progress","Action":"progress","Actor":{"ID":<ref>},"progress":{...}}`.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -8,13 +25,19 @@ from typing import Any
 import msgspec
 
 from ...errors import InvalidParameter
-from ...events import Event, SubscriberLagged
+from ...events import Event, LayerProgress, SubscriberLagged
+from ...events.journal import format_seq, parse_seq
+from ...events.models import Actor
 from ..filters import match_label, parse_filters
 from ..http import Request, Router
 
 _encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Event)
 _FILTERS = ("type", "event", "container", "image", "label", "network", "volume", "daemon", "scope",
             "plugin", "node", "service", "secret", "config")
+PROGRESS_TYPE = "x-asyncdock-progress"
+GAP_TYPE = "x-asyncdock-gap"
+_FUZZY_ACTIONS = ("health_status", "exec_create", "exec_start")
 
 
 def _parse_time(value: str | None) -> int | None:
@@ -24,92 +47,192 @@ def _parse_time(value: str | None) -> int | None:
         return None
     secs, _, frac = value.partition(".")
     try:
-        return int(secs) * 1_000_000_000 + int((frac + "000000000")[:9] or 0)
+        ns = int(frac) * 10 ** (9 - len(frac)) if frac else 0
+        return int(secs) * 1_000_000_000 + ns
     except ValueError:
         raise InvalidParameter(f"invalid timestamp {value!r}") from None
 
 
+def _strip_tag(image: str) -> str:
+    from ...registry.reference import parse_normalized
+
+    try:
+        return parse_normalized(image).familiar_name
+    except Exception:
+        return image
+
+
 def make_matcher(filters: dict[str, list[str]]) -> Any:
+    """moby's Filter.Include: ExactMatch for type/event/scope/image, FuzzyMatch (value or prefix
+    of the ID or the name attribute) for container/network/volume/daemon, MatchKVList for labels."""
     types = set(filters.get("type", []))
     actions = set(filters.get("event", []))
-    containers = filters.get("container", [])
-    images = filters.get("image", [])
-    labels = filters.get("label", [])
-    networks = set(filters.get("network", []))
-    volumes = set(filters.get("volume", []))
-    daemons = set(filters.get("daemon", []))
+    fuzzy_actions = any(a in _FUZZY_ACTIONS for a in actions)
     scopes = set(filters.get("scope", []))
+    images = set(filters.get("image", []))
+    labels = filters.get("label", [])
+    fuzzy = {k: filters[k] for k in ("container", "network", "volume", "daemon", "plugin") if filters.get(k)}
+
+    def fuzzy_match(values: list[str], source: str) -> bool:
+        return any(source == v or source.startswith(v) for v in values)
 
     def matches(ev: Event) -> bool:
+        if actions:
+            if fuzzy_actions:
+                if not any(ev.action.startswith(a) for a in actions):
+                    return False
+            elif ev.action not in actions:
+                return False
         if types and ev.type not in types:
             return False
-        if actions:
-            base = ev.action.split(":", 1)[0]
-            if ev.action not in actions and base not in actions:
-                return False
         if scopes and ev.scope not in scopes:
             return False
         attrs = ev.actor.attributes
-        if containers:
-            if ev.type != "container":
-                return False
-            name = attrs.get("name", "")
-            if not any(ev.actor.id.startswith(c) or c == name for c in containers):
+        for kind, values in fuzzy.items():
+            # A filter on one kind excludes events of other kinds whose ID/name do not match it.
+            if not (fuzzy_match(values, ev.actor.id) or fuzzy_match(values, attrs.get("name", ""))):
                 return False
         if images:
-            image = attrs.get("image", "") if ev.type == "container" else ev.actor.id
-            name = attrs.get("name", "")
-            if not any(i in (image, name) or image.startswith(i + ":") or image.split(":")[0] == i
-                       or ev.actor.id.startswith(i) for i in images):
+            name = attrs.get("name" if ev.type == "image" else "image", "")
+            cands = {ev.actor.id, name}
+            if not (cands & images) and not ({_strip_tag(c) for c in cands if c} & images):
                 return False
         if labels and not match_label(attrs, labels):
-            return False
-        if networks and (ev.type != "network" or not ({ev.actor.id, attrs.get("name", "")} & networks)):
-            return False
-        if volumes and (ev.type != "volume" or ev.actor.id not in volumes):
-            return False
-        if daemons and (ev.type != "daemon" or not ({ev.actor.id, attrs.get("name", "")} & daemons)):
             return False
         return True
 
     return matches
 
 
+def _gap(action: str, cursor: str, reason: str) -> bytes:
+    now = time.time_ns()
+    ev = Event(type=GAP_TYPE, action=action, actor=Actor("", {"reason": reason}), scope="local",
+               time=now // 1_000_000_000, time_nano=now, x_seq=cursor)
+    return _encoder.encode(ev) + b"\n"
+
+
+def _progress(p: LayerProgress) -> bytes:
+    now = time.time_ns()
+    return _encoder.encode({"Type": PROGRESS_TYPE, "Action": "progress",
+                            "Actor": {"ID": p.ref, "Attributes": {}}, "scope": "local",
+                            "time": now // 1_000_000_000, "timeNano": now, "progress": p.message}) + b"\n"
+
+
 async def events(req: Request) -> Any:
     bus = req.engine.bus
-    since = _parse_time(req.query.get("since"))
-    until = _parse_time(req.query.get("until"))
-    matches = make_matcher(parse_filters(req.query.get("filters"), _FILTERS))
-    now = time.time_ns()
-    # Subscribe before reading history so nothing falls between the two.
-    sub = bus.subscribe(lambda m: isinstance(m, Event) and matches(m))
-    try:
-        stream = await req.stream(content_type="application/json")
-        last_seq = 0
-        if since is not None:
-            for env in bus.history():
-                ev = env.message
-                if ev.time_nano < since or (until is not None and ev.time_nano > until) or not matches(ev):
-                    continue
-                await stream.write(_encoder.encode(ev) + b"\n")
-                last_seq = env.seq
-        if until is not None and until <= now:
-            return stream
-        timeout = None if until is None else (until - now) / 1e9
+    q = req.query
+    since = _parse_time(q.get("since"))
+    until = _parse_time(q.get("until"))
+    if since is not None and until is not None and until < since:
+        raise InvalidParameter(f"`since` time ({q.get('since')}) cannot be after `until` time ({q.get('until')})")
+    after = None
+    if q.get("x-asyncdock-after"):
         try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    env = await sub.get()
-                    if env.seq <= last_seq:
-                        continue
-                    await stream.write(_encoder.encode(env.message) + b"\n")
-        except TimeoutError:
-            pass
+            after = parse_seq(q["x-asyncdock-after"])
+        except ValueError as e:
+            raise InvalidParameter(str(e)) from None
+    filters = parse_filters(q.get("filters"), _FILTERS)
+    progress = PROGRESS_TYPE in filters.get("type", [])
+    if progress:
+        filters["type"] = [t for t in filters["type"] if t != PROGRESS_TYPE]
+        docker_events = bool(filters["type"])
+        if not filters["type"]:
+            del filters["type"]
+    else:
+        docker_events = True
+    matches = make_matcher(filters)
+    cursor_mode = after is not None
+    now = time.time_ns()
+    only_past = until is not None and until <= now
+    task = asyncio.current_task()
+    lagged = False
+
+    def on_lag() -> None:
+        nonlocal lagged
+        if not lagged and task is not None:
+            lagged = True
+            task.cancel()
+
+    def wanted(m: Any) -> bool:
+        if isinstance(m, Event):
+            return docker_events and matches(m)
+        return progress and isinstance(m, LayerProgress)
+
+    sub = None if only_past else bus.subscribe(wanted, on_lag=on_lag)
+    stream = await req.stream(content_type="application/json")
+    high = bus.seq  # live events numbered after this were not in the replay
+    sent = after if after is not None else (bus.epoch, 0)
+    try:
+        try:
+            if docker_events and (cursor_mode or since is not None or until is not None):
+                j = bus.journal
+                if j is None:
+                    for env in bus.history():
+                        ev = env.message
+                        if ((since is not None and ev.time_nano < since) or (until is not None and ev.time_nano > until)
+                                or (after is not None and (bus.epoch, env.seq) <= after) or not matches(ev)):
+                            continue
+                        sent = (bus.epoch, env.seq)
+                        await stream.write(env.raw + b"\n")
+                else:
+                    j.flush_now()
+                    oldest = j.oldest()
+                    if after is not None and oldest is not None and oldest[1] > 1 and after < (oldest[0], oldest[1] - 1):
+                        await stream.write(_gap("trimmed", format_seq(after),
+                                                f"the journal no longer holds events after {format_seq(after)}; "
+                                                f"oldest is {format_seq(oldest)}"))
+                    batches = j.read(after=after, since=since, upto=(bus.epoch, high))
+                    while True:
+                        batch = await asyncio.to_thread(next, batches, None)
+                        if batch is None:
+                            break
+                        out = bytearray()
+                        for seq, t, payload in batch:
+                            if until is not None and t > until:
+                                continue
+                            if not matches(_decoder.decode(payload)):
+                                continue
+                            out += payload + b"\n"
+                            sent = seq
+                        if out:
+                            await stream.write(bytes(out))
+            if sub is None:
+                return stream
+            timeout = None if until is None else (until - now) / 1e9
+            try:
+                async with asyncio.timeout(timeout):
+                    while True:
+                        env = await sub.get()
+                        m = env.message
+                        if isinstance(m, Event):
+                            if env.seq <= high:
+                                continue
+                            # Set first: a cancel during the drain leaves this chunk sent.
+                            sent = (bus.epoch, env.seq)
+                            await stream.write(env.raw + b"\n")
+                        else:
+                            await stream.write(_progress(m))
+            except TimeoutError:
+                pass
+            return stream
         except SubscriberLagged:
-            pass  # Docker drops readers that fall behind: end the stream
+            pass
+        except asyncio.CancelledError:
+            if not lagged:
+                raise
+            if task is not None:
+                task.uncancel()
+        # Fell behind. Never block on a reader that is not reading.
+        if cursor_mode:
+            stream.write_nowait(_gap("lagged", format_seq(sent),
+                                     f"reader fell behind; resume with x-asyncdock-after={format_seq(sent)}"))
+            stream.close()
+        else:
+            stream.abort()  # Docker drops readers that fall behind
         return stream
     finally:
-        sub.close()
+        if sub is not None:
+            sub.close()
 
 
 def register(router: Router) -> None:

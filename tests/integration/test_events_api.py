@@ -1,0 +1,131 @@
+"""/events against a real daemon: Docker's semantics through the docker CLI and docker-py, the
+journal across restarts and crashes, and asyncdock's CLI beside the docker CLI."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.support.daemon import DOCKER_CLI, Daemon
+
+
+def _asyncdock(d: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).parent / "asyncdock"
+    return subprocess.run([str(exe), *args], env={**os.environ, **d.env}, capture_output=True, text=True,
+                          timeout=120, check=True)
+
+
+def _events(d: Daemon, *args: str) -> list[dict]:
+    out = d.docker("events", *args, "--format", "{{json .}}").stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_docker_events_window_filters_and_docker_py(shared_daemon: Daemon) -> None:
+    d = shared_daemon
+    t0 = int(time.time()) - 1
+    name = f"evw{os.getpid()}"
+    cid = d.docker("create", "--name", name, "--label", "tier=web", "busybox", "true").stdout.strip()
+    d.docker("rm", name)
+    until = str(int(time.time()) + 1)
+    time.sleep(1.1)  # until must be in the past for the window to end by itself
+    evs = _events(d, "--since", str(t0), "--until", until, "--filter", f"container={name}")
+    assert [e["Action"] for e in evs] == ["create", "destroy"]
+    e = evs[0]
+    assert e["status"] == "create" and e["id"] == cid and e["from"] == "busybox" and e["scope"] == "local"
+    assert e["Actor"]["Attributes"]["name"] == name and e["Actor"]["Attributes"]["tier"] == "web"
+    assert isinstance(e["timeNano"], int) and e["time"] == e["timeNano"] // 10**9
+    assert _events(d, "--since", str(t0), "--until", until, "--filter", "label=tier=web",
+                   "--filter", "event=destroy")[0]["id"] == cid
+    assert _events(d, "--since", str(t0), "--until", until, "--filter", f"container={name}",
+                   "--filter", "type=image") == []
+    assert all(ev["Type"] == "daemon" for ev in _events(d, "--since", "0", "--until", until, "--filter", "type=daemon"))
+    # docker-py: list-form filters, decode=True
+    client = d.client()
+    got = list(client.events(since=t0, until=int(until), decode=True, filters={"container": [cid[:12]]}))
+    assert [g["Action"] for g in got] == ["create", "destroy"]
+    assert [g["timeNano"] for g in got] == [ev["timeNano"] for ev in evs]
+    assert all(g["x-asyncdock-seq"] for g in got)  # the raw API carries the cursor
+
+
+def test_until_in_future_streams_live_then_ends(shared_daemon: Daemon) -> None:
+    d = shared_daemon
+    name = f"evf{os.getpid()}"
+    until = time.time() + 4
+    proc = subprocess.Popen([DOCKER_CLI, "events",
+                             "--since", str(int(time.time()) - 1), "--until", f"{until:.3f}",
+                             "--filter", f"container={name}", "--format", "{{.Action}}"],
+                            env={**os.environ, **d.env}, stdout=subprocess.PIPE, text=True)
+    d.docker("create", "--name", name, "busybox", "true")
+    d.docker("rm", name)
+    out, _ = proc.communicate(timeout=30)
+    assert time.time() >= until - 0.5
+    assert out.split() == ["create", "destroy"]
+
+
+def test_replay_across_restart_and_resume_across_kill9(daemon: Daemon) -> None:
+    d = daemon
+    t0 = int(time.time()) - 1
+    d.docker("create", "--name", "before", "busybox", "true")
+    d.restart()
+    d.docker("create", "--name", "after", "busybox", "true")
+    until = str(int(time.time()) + 1)
+    time.sleep(1.1)
+    evs = _events(d, "--since", str(t0), "--until", until, "--filter", "type=container")
+    assert [(e["Action"], e["Actor"]["Attributes"]["name"]) for e in evs] == [("create", "before"), ("create", "after")]
+    _, body = d.request("GET", f"/v1.41/events?since=0&until={until}")
+    seqs = [json.loads(x)["x-asyncdock-seq"] for x in body.splitlines() if x.strip()]
+    assert len(seqs) == len(set(seqs))
+    # A cursor client saw everything up to here; the daemon crashes; more happens after.
+    cursor = seqs[-1]
+    d.kill9()
+    d.start()
+    d.docker("rm", "before")
+    status, body = d.request("GET", f"/v1.41/events?x-asyncdock-after={cursor}&until={int(time.time()) + 1}")
+    got = [json.loads(x) for x in body.splitlines() if x.strip()]
+    epochs = {int(g["x-asyncdock-seq"].split("-")[0]) for g in got}
+    assert status == 200 and epochs == {int(cursor.split("-")[0]) + 1}  # new epoch after the crash
+    assert [g["Action"] for g in got if g["Type"] == "container"] == ["destroy"]
+    assert not {g["x-asyncdock-seq"] for g in got} & set(seqs)  # nothing repeated
+
+
+def test_torn_record_is_dropped_after_restart(daemon: Daemon) -> None:
+    d = daemon
+    d.docker("create", "--name", "torn", "busybox", "true")
+    d.kill9()
+    seg = sorted((d.data_root / "events").glob("*.seg"))
+    last = seg[-1]
+    os.truncate(last, last.stat().st_size - 5)
+    d.start()
+    until = str(int(time.time()) + 1)
+    time.sleep(1.1)
+    evs = _events(d, "--since", "0", "--until", until)
+    assert ("container", "create") not in [(e["Type"], e["Action"]) for e in evs]  # the torn one
+    assert evs[-1]["Type"] == "daemon" and evs[-1]["Action"] == "start"
+
+
+def test_cli_matches_docker_cli(shared_daemon: Daemon) -> None:
+    d = shared_daemon
+    name = f"evcli{os.getpid()}"
+    d.docker("create", "--name", name, "--label", "a=b", "busybox", "echo", "hello world from a long command")
+    try:
+        for args in (["ps", "-a"], ["ps", "-a", "-q"], ["ps", "-a", "--format", "{{.Names}}"],
+                     ["ps", "-a", "--format", "table {{.ID}}\t{{.Names}}\t{{.Command}}"],
+                     ["ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Command}}"], ["images"]):
+            # CREATED ("2 seconds ago") can tick between the two commands: allow a retry.
+            for _ in range(3):
+                mine, theirs = _asyncdock(d, *args).stdout, d.docker(*args).stdout
+                if mine == theirs:
+                    break
+            assert mine == theirs, args
+        mine = json.loads(_asyncdock(d, "ps", "-a", "--filter", f"name={name}", "--format", "{{json .}}").stdout)
+        theirs = json.loads(d.docker("ps", "-a", "--filter", f"name={name}", "--format", "{{json .}}").stdout)
+        assert mine == theirs
+        until = str(int(time.time()) + 1)
+        time.sleep(1.1)
+        assert (_asyncdock(d, "events", "--since", "0", "--until", until, "--filter", f"container={name}").stdout
+                == d.docker("events", "--since", "0", "--until", until, "--filter", f"container={name}").stdout)
+    finally:
+        d.docker("rm", "-f", name)
