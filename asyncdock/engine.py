@@ -46,6 +46,8 @@ class Engine:
         self.puller: Any = None
         self.containers: Any = None
         self.exits: Any = None
+        self.networks: Any = None  # networks issue: NetworkManager
+        self.volumes: Any = None  # networks issue: VolumeManager
         self._started = False
         self._init_version: str | None = None
         self._janitor: asyncio.Task[None] | None = None
@@ -62,6 +64,9 @@ class Engine:
         for d in (self.data_root, self.exec_root):
             d.mkdir(parents=True, exist_ok=True, mode=0o711)
         self.engine_id = self._load_engine_id()
+        # The durable events journal: recovered (torn tail dropped, epoch bumped after a crash)
+        # before anything is published, so every event of this run is numbered and journaled.
+        self.bus.open_journal(self.data_root / "events")
         from .runtime.reaper import ExitWatcher
 
         # The engine becomes the child subreaper here, so container inits re-parent to it.
@@ -95,6 +100,15 @@ class Engine:
             raise SystemExit(f"asyncdock: unknown log driver {self.config.log_driver!r} "
                              f"(have: {', '.join(sorted(self.logdrivers))})")
         await self._select_runtimes()
+        # --- networks issue: networks and volumes exist before any container is recovered
+        from .networks.manager import NetworkManager
+        from .volumes.manager import VolumeManager
+
+        self.networks = NetworkManager(self)
+        await self.networks.start()
+        self.volumes = VolumeManager(self)
+        await self.volumes.start()
+        # --- end networks issue
         from .containers.manager import ContainerManager
 
         self.containers = ContainerManager(self)
@@ -113,9 +127,17 @@ class Engine:
             self._janitor.cancel()
         if self.containers is not None:
             await self.containers.shutdown()
+        # --- networks issue: after the containers stopped; removes bridges, veths, netns,
+        # our nftables chains and proxies, and restores IPv4 forwarding
+        if self.networks is not None:
+            await self.networks.shutdown()
+        if self.volumes is not None:
+            await self.volumes.shutdown()
+        # --- end networks issue
         if self.puller is not None and hasattr(self.puller, "close"):
             await self.puller.close()
         self.bus.event("daemon", "stop", self.engine_id, {"name": os.uname().nodename})
+        await self.bus.close_journal()  # flush, fsync, mark the stop clean (numbering goes on)
 
     async def _housekeeping(self) -> None:
         """Reap zombies nobody waits for (orphans of --pid host containers and detached execs)

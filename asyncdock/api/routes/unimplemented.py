@@ -24,15 +24,6 @@ _LATER: tuple[tuple[str, str, str], ...] = (
     ("GET", "/configs", "swarm configs"), ("POST", "/configs/{rest:.*}", "swarm configs"),
     ("GET", "/distribution/{name:.+}/json", "distribution inspect"),
     ("GET", "/plugins/privileges", "plugin install"), ("POST", "/plugins/pull", "plugin install"),
-    # Inside running containers (the next issue): exec, top, stats, files, resize.
-    ("POST", "/containers/{id}/exec", "exec"), ("POST", "/exec/{id}/start", "exec"),
-    ("POST", "/exec/{id}/resize", "exec resize"), ("GET", "/exec/{id}/json", "exec inspect"),
-    ("GET", "/containers/{id}/top", "top"), ("GET", "/containers/{id}/stats", "stats"),
-    ("GET", "/containers/{id}/changes", "container diff"), ("GET", "/containers/{id}/export", "container export"),
-    ("GET", "/containers/{id}/archive", "copying files (docker cp)"),
-    ("HEAD", "/containers/{id}/archive", "copying files (docker cp)"),
-    ("PUT", "/containers/{id}/archive", "copying files (docker cp)"),
-    ("POST", "/containers/{id}/resize", "terminal resize"),
     ("GET", "/containers/{id}/attach/ws", "attach over websocket"),
 )
 
@@ -43,21 +34,8 @@ def _later(feature: str):  # type: ignore[no-untyped-def]
     return handler
 
 
-async def networks_prune(req: Request) -> Response:
-    # No networks of ours exist until the networks issue lands: nothing to prune, truthfully.
-    return json_response({"NetworksDeleted": None})
-
-
 async def build_prune(req: Request) -> Response:
     return json_response({"CachesDeleted": None, "SpaceReclaimed": 0})
-
-
-async def network_get(req: Request) -> Response:
-    raise NotFound(f"network {req.match['id']} not found")
-
-
-async def volume_get(req: Request) -> Response:
-    raise NotFound(f"get {req.match['name']}: no such volume")
 
 
 async def plugin_get(req: Request) -> Response:
@@ -69,20 +47,9 @@ async def plugins_list(req: Request) -> Response:
 
 
 def register(router: Router) -> None:
-    router.add("POST", "/networks/prune", networks_prune)
     router.add("POST", "/build/prune", build_prune)
     router.add("GET", "/plugins", plugins_list)
     router.add("GET", "/plugins/{name:.+}/json", plugin_get)
     for method, pattern, feature in _LATER:
         router.add(method, pattern, _later(feature))
-    # Registered last so that the networks/volumes issue's own routes take precedence.
-    router.add("GET", "/networks/{id:.+}", network_get)
-    router.add("GET", "/volumes/{name:.+}", volume_get)
-    for method, pattern, feature in (
-        ("GET", "/networks", "networks"), ("POST", "/networks/create", "network create"),
-        ("DELETE", "/networks/{id:.+}", "network remove"), ("POST", "/networks/{id}/connect", "network connect"),
-        ("POST", "/networks/{id}/disconnect", "network disconnect"),
-        ("GET", "/volumes", "volumes"), ("POST", "/volumes/create", "volume create"),
-        ("DELETE", "/volumes/{name:.+}", "volume remove"), ("POST", "/volumes/prune", "volume prune"),
-    ):
-        router.add(method, pattern, _later(feature))
+    # /networks and /volumes: routes/networks.py and routes/volumes.py
