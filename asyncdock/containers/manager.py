@@ -72,6 +72,7 @@ class Live:
     removing: bool = False
     log_writer: Any = None
     pid: int = 0
+    health: Any = None  # health.HealthMonitor while a check runs
 
 
 class ContainerManager:
@@ -84,6 +85,7 @@ class ContainerManager:
         self._live: dict[str, Live] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._shutting_down = False
+        self._backoff: dict[str, float] = {}
 
     # ---------------------------------------------------------------- helpers
     def live(self, rec: ContainerRecord) -> Live:
@@ -266,10 +268,10 @@ class ContainerManager:
                 hc.readonly_paths = list(READONLY_PATHS)
         if hc.nano_cpus and (hc.cpu_quota or hc.cpu_period):
             raise errors.InvalidParameter("Conflicting options: Nano CPUs and CPU Period cannot both be set")
-        if hc.memory and hc.memory < 6 * 1024 * 1024:
-            raise errors.InvalidParameter("Minimum memory limit allowed is 6MB")
-        if hc.memory_swap and hc.memory_swap > 0 and hc.memory and hc.memory_swap < hc.memory:
-            raise errors.InvalidParameter("Minimum memoryswap limit should be larger than memory limit, see usage")
+        _check_resources(hc)
+        if hc.memory > 0 and hc.memory_swap == 0 and host_facts().swap_limit:
+            # Docker's default: as much swap as memory (daemon_unix.go adaptContainerSettings)
+            hc.memory_swap = hc.memory * 2
 
     def _check_modes(self, hc: HostConfig) -> None:
         for attr, label in (("network_mode", "network"), ("pid_mode", "pid"), ("ipc_mode", "ipc")):
@@ -291,6 +293,10 @@ class ContainerManager:
                 raise errors.NotModified()
             if lv.removing:
                 raise errors.Conflict(f"container {rec.id} is marked for removal and cannot be started")
+            # A start by the user resets the policy's count and back-off (Docker's
+            # ResetRestartManager on containerStart).
+            rec.restart_count = 0
+            self._backoff.pop(rec.id, None)
             await self._start_locked(rec, lv)
 
     async def _start_locked(self, rec: ContainerRecord, lv: Live) -> None:
@@ -323,6 +329,15 @@ class ContainerManager:
                           finished_at=ZERO_TIME, health=None)
         rec.started_ns = now
         rec.has_been_started = True
+        from .health import HealthMonitor, effective
+
+        check = effective(rec.config.healthcheck)
+        if lv.health is not None:
+            lv.health.stop()
+            lv.health = None
+        if check is not None:
+            lv.health = HealthMonitor(self, rec, check)
+            lv.health.start()
         self._save(rec)
         lv.pid = proc.pid
         lv.started.set()
@@ -331,6 +346,9 @@ class ContainerManager:
 
     async def _monitor(self, rec: ContainerRecord, lv: Live, proc: Any) -> None:
         code = await asyncio.shield(proc.exit_future)
+        if lv.health is not None:
+            lv.health.stop()
+            lv.health = None
         # Output may still be buffered in the pipes: drain it, but never hang on a grandchild
         # that kept a copy of the fds (the pid namespace dies with its init, so it is short).
         if proc.output_done:
@@ -338,6 +356,7 @@ class ContainerManager:
         from .launcher import teardown
 
         oom = await teardown(self, rec, proc)
+        await asyncio.to_thread(_remove_cgroup_dirs, proc.cgroups_path)
         lv.hub.close()
         lv.started.clear()
         if lv.log_writer is not None:
@@ -383,20 +402,22 @@ class ContainerManager:
         ran = (exited_ns - rec.started_ns) / 1e9
         if ran >= 10:
             delay = RESTART_BASE
-            self._backoff = getattr(self, "_backoff", {})
-            self._backoff[rec.id] = RESTART_BASE
         else:
-            self._backoff = getattr(self, "_backoff", {})
             delay = min(self._backoff.get(rec.id, RESTART_BASE / 2) * 2, RESTART_MAX)
-            self._backoff[rec.id] = delay
+        self._backoff[rec.id] = delay
         rec.state.restarting = True
         rec.state.status = "restarting"
         self._save(rec)
 
         async def later() -> None:
             await asyncio.sleep(delay)
+            # From here the start is in flight: nobody cancels it (a cancel in the middle of a
+            # launch would leak runtime state); stop/remove/shutdown set their flags and then
+            # wait for the lock instead.
+            lv.restart_timer = None
             async with lv.lock:
-                if rec.manually_stopped or lv.removing or rec.state.running or not rec.state.restarting:
+                if (rec.manually_stopped or lv.removing or self._shutting_down or rec.state.running
+                        or not rec.state.restarting):
                     return
                 rec.restart_count += 1
                 try:
@@ -450,14 +471,20 @@ class ContainerManager:
 
     async def stop(self, rec: ContainerRecord, timeout: int | None) -> None:
         lv = self.live(rec)
-        if lv.restart_timer is not None and rec.state.restarting:
-            lv.restart_timer.cancel()
-            rec.state.restarting = False
-            rec.state.status = "exited"
+        if rec.state.restarting:
             rec.manually_stopped = True
-            self._save(rec)
-            self._event(rec, "stop")
-            return
+            if lv.restart_timer is not None:
+                lv.restart_timer.cancel()
+                lv.restart_timer = None
+            async with lv.lock:  # a policy start in flight completes (or gives up) first
+                pass
+            if not rec.state.running or rec.state.restarting:
+                rec.state.restarting = False
+                rec.state.status = "exited"
+                rec.manually_stopped = True
+                self._save(rec)
+                self._event(rec, "stop")
+                return
         if not rec.state.running:
             raise errors.NotModified()
         rec.manually_stopped = True
@@ -482,6 +509,75 @@ class ContainerManager:
             if not rec.state.running:
                 await self._start_locked(rec, lv)
         self._event(rec, "restart")
+
+    # ---------------------------------------------------------------- update
+    _UPDATABLE = {"CpuShares": "cpu_shares", "Memory": "memory", "NanoCpus": "nano_cpus",
+                  "CpuPeriod": "cpu_period", "CpuQuota": "cpu_quota", "CpusetCpus": "cpuset_cpus",
+                  "CpusetMems": "cpuset_mems", "MemoryReservation": "memory_reservation",
+                  "MemorySwap": "memory_swap", "PidsLimit": "pids_limit", "BlkioWeight": "blkio_weight",
+                  "CpuRealtimePeriod": "cpu_realtime_period", "CpuRealtimeRuntime": "cpu_realtime_runtime"}
+
+    async def update(self, rec: ContainerRecord, body: dict[str, Any]) -> list[str] | None:
+        """`POST /containers/{id}/update`: resources (applied to a running container through the
+        runtime) and the restart policy, persisted (daemon/update.go)."""
+        from .models import RestartPolicy
+
+        lv = self.live(rec)
+        hc = rec.host_config
+        name = rec.name.lstrip("/")
+        new = {attr: body[key] for key, attr in self._UPDATABLE.items() if body.get(key) not in (None, "", 0)}
+        if body.get("PidsLimit") is not None and body.get("PidsLimit") != 0:
+            new["pids_limit"] = body["PidsLimit"]
+
+        def fail(msg: str) -> errors.EngineError:
+            return errors.InvalidParameter(f"Cannot update container {rec.id}: {msg}")
+
+        pol = body.get("RestartPolicy") or {}
+        pol_name = pol.get("Name") or ""
+        if pol_name:
+            if pol_name not in ("no", "always", "on-failure", "unless-stopped"):
+                raise fail(f"invalid restart policy '{pol_name}'")
+            if hc.auto_remove and pol_name != "no":
+                raise fail("Restart policy cannot be updated because AutoRemove is enabled for the container")
+        async with lv.lock:
+            old = {attr: getattr(hc, attr) for attr in new}
+            mem = new.get("memory", 0)
+            if mem:
+                if hc.memory_swap > 0 and mem > hc.memory_swap and not new.get("memory_swap"):
+                    raise fail("Memory limit should be smaller than already set memoryswap limit, "
+                               "update the memoryswap at the same time")
+            if new.get("nano_cpus") and (hc.cpu_quota or new.get("cpu_quota")):
+                raise fail("Conflicting options: CPU Quota cannot be updated as NanoCPUs has already been set")
+            for attr, v in new.items():
+                setattr(hc, attr, v)
+            try:
+                _check_resources(hc)
+            except errors.EngineError as e:
+                for attr, v in old.items():
+                    setattr(hc, attr, v)
+                raise fail(e.message) from None
+            if new and rec.state.running:
+                from .spec import Resources, _resources
+
+                r = Resources(memory=hc.memory, memory_swap=hc.memory_swap,
+                              memory_reservation=hc.memory_reservation, cpu_shares=hc.cpu_shares,
+                              cpu_period=hc.cpu_period, cpu_quota=hc.cpu_quota, nano_cpus=hc.nano_cpus,
+                              cpuset_cpus=hc.cpuset_cpus, cpuset_mems=hc.cpuset_mems, pids_limit=hc.pids_limit,
+                              blkio_weight=hc.blkio_weight)
+                res = _resources(r, [])
+                res.pop("devices", None)
+                try:
+                    await self.engine.runtimes[rec.runtime].update(rec.id, res)
+                except Exception as e:
+                    for attr, v in old.items():
+                        setattr(hc, attr, v)
+                    raise fail(getattr(e, "message", str(e))) from None
+            if pol_name:
+                hc.restart_policy = RestartPolicy(pol_name, int(pol.get("MaximumRetryCount") or 0))
+            self._save(rec)
+        self._event(rec, "update")
+        log.debug("updated %s (%s)", short_id(rec.id), name)
+        return None
 
     # ---------------------------------------------------------------- pause
     async def pause(self, rec: ContainerRecord) -> None:
@@ -539,6 +635,12 @@ class ContainerManager:
         try:
             if lv.restart_timer is not None:
                 lv.restart_timer.cancel()
+                lv.restart_timer = None
+            async with lv.lock:  # a policy start in flight completes (or gives up) first
+                pass
+            if rec.state.restarting and not rec.state.running:
+                rec.state.restarting = False
+                rec.state.status = "exited"
             if rec.state.running:
                 rec.manually_stopped = True
                 if rec.state.paused:
@@ -635,8 +737,13 @@ class ContainerManager:
         loss) and apply restart policies."""
         from .launcher import cleanup_leftovers
 
+        from .launcher import cgroups_path
+
         records = self.store.load()
         await cleanup_leftovers(self, records)
+        for rec in records:
+            if rec.state.running or rec.state.paused:
+                await asyncio.to_thread(_remove_cgroup_dirs, cgroups_path(rec))
         to_restart: list[ContainerRecord] = []
         for rec in records:
             if rec.host_config.auto_remove and rec.has_been_started:
@@ -664,9 +771,13 @@ class ContainerManager:
 
     async def shutdown(self) -> None:
         self._shutting_down = True
-        for lv in self._live.values():
+        for lv in list(self._live.values()):
             if lv.restart_timer is not None:
                 lv.restart_timer.cancel()
+                lv.restart_timer = None
+        for lv in list(self._live.values()):
+            async with lv.lock:  # starts in flight complete first, then they are stopped below
+                pass
         running = [r for r in self.store if r.state.running]
 
         async def stop_one(rec: ContainerRecord) -> None:
@@ -695,3 +806,37 @@ def _until_filter(values: list[str] | None) -> int:
     from .timefmt import parse_timestamp_filter  # noqa: PLC0415
 
     return parse_timestamp_filter(values[-1])
+
+
+def _check_resources(hc: HostConfig) -> None:
+    if hc.nano_cpus and (hc.cpu_quota or hc.cpu_period):
+        raise errors.InvalidParameter("Conflicting options: Nano CPUs and CPU Period cannot both be set")
+    if hc.nano_cpus and (hc.nano_cpus < 10_000_000 or hc.nano_cpus > (os.cpu_count() or 1) * 1_000_000_000):
+        raise errors.InvalidParameter(f"Range of CPUs is from 0.01 to {float(os.cpu_count() or 1):.2f}, "
+                                      f"as there are only {os.cpu_count() or 1} CPUs available")
+    if hc.memory and hc.memory < 6 * 1024 * 1024:
+        raise errors.InvalidParameter("Minimum memory limit allowed is 6MB")
+    if hc.memory_swap and hc.memory_swap > 0 and hc.memory and hc.memory_swap < hc.memory:
+        raise errors.InvalidParameter("Minimum memoryswap limit should be larger than memory limit, see usage")
+    if hc.memory_swap and hc.memory_swap > 0 and not hc.memory:
+        raise errors.InvalidParameter("You should always set the Memory limit when using Memoryswap limit, "
+                                      "see usage")
+
+
+def _remove_cgroup_dirs(cgroups_path: str) -> None:
+    """The runtime's delete removes the container's cgroups; a kill during create or a crash may
+    leave empty ones behind. Children first (a v1 directory can only go when it is empty)."""
+    if not cgroups_path:
+        return
+    from ..runtime.cgroups import existing_cgroup_dirs
+
+    try:
+        dirs = existing_cgroup_dirs(cgroups_path)
+    except OSError:
+        return
+    for d in dirs:
+        for sub, _, _ in sorted(os.walk(d), key=lambda t: -len(t[0])):
+            try:
+                os.rmdir(sub)
+            except OSError:
+                pass

@@ -36,6 +36,9 @@ def command_string(rec: ContainerRecord) -> str:
 def inspect(rec: ContainerRecord, *, files_dir: str, sandbox_key: str = "", size: tuple[int, int] | None = None,
             exec_ids: list[str] | None = None, graph: dict[str, str] | None = None) -> dict[str, Any]:
     state = msgspec.to_builtins(rec.state)
+    if rec.state.restarting:
+        # Docker keeps Running true while a policy restart is pending (State.SetRestarting)
+        state["Running"] = True
     if rec.state.health is None:
         state.pop("Health", None)
     hc = msgspec.to_builtins(rec.host_config)

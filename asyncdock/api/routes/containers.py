@@ -67,7 +67,7 @@ async def list_containers(req: Request) -> Response:
                 continue
     out = []
     for rec in records:
-        if not show_all and not rec.state.running and "status" not in filters:
+        if not show_all and not (rec.state.running or rec.state.restarting) and "status" not in filters:
             continue
         if not _match(rec, filters, ancestors, before, since):
             continue
