@@ -4,6 +4,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from pathlib import Path
+from typing import Any
 
 from ..util.atomic import atomic_write_bytes
 from .models import ContainerRecord
@@ -31,17 +32,21 @@ def host_gateway_ip() -> str:
         return "127.0.0.1"
 
 
-def hosts_file(rec: ContainerRecord) -> str:
+def hosts_file(rec: ContainerRecord, net: Any = None) -> str:
     lines = [_HOSTS_BASE]
     for entry in rec.host_config.extra_hosts or []:
         name, _, ip = entry.partition(":")
         if ip == "host-gateway":
-            ip = host_gateway_ip()
+            ip = net.host_gateway_ip() if net is not None else host_gateway_ip()
         lines.append(f"{ip}\t{name}\n")
+    if net is not None:
+        # the container's own address(es) and name, as Docker writes them
+        lines.extend(line if line.endswith("\n") else line + "\n"
+                     for line in net.hosts_entries(rec.id, rec.config.hostname))
     return "".join(lines)
 
 
-def resolv_conf(rec: ContainerRecord, host_resolv: str = "/etc/resolv.conf") -> str:
+def resolv_conf(rec: ContainerRecord, host_resolv: str = "/etc/resolv.conf", net: Any = None) -> str:
     hc = rec.host_config
     host_mode = hc.network_mode == "host"
     try:
@@ -66,7 +71,11 @@ def resolv_conf(rec: ContainerRecord, host_resolv: str = "/etc/resolv.conf") -> 
             search = parts[1:]
         elif parts[0] == "options":
             options = parts[1:]
-    if hc.dns:
+    embedded = net.dns_servers(rec.id) if net is not None else None
+    if embedded:
+        # user-defined networks: the embedded server answers names and forwards the rest
+        nameservers = list(embedded)
+    elif hc.dns:
         nameservers = list(hc.dns)
     if hc.dns_search:
         search = list(hc.dns_search)
@@ -82,9 +91,9 @@ def resolv_conf(rec: ContainerRecord, host_resolv: str = "/etc/resolv.conf") -> 
     return out
 
 
-def write_etc_files(rec: ContainerRecord, files_dir: Path) -> None:
+def write_etc_files(rec: ContainerRecord, files_dir: Path, net: Any = None) -> None:
     files_dir.mkdir(parents=True, exist_ok=True)
     hostname = rec.config.hostname if rec.host_config.uts_mode != "host" else socket.gethostname()
     atomic_write_bytes(files_dir / "hostname", (hostname + "\n").encode(), durable=False, mode=0o644)
-    atomic_write_bytes(files_dir / "hosts", hosts_file(rec).encode(), durable=False, mode=0o644)
-    atomic_write_bytes(files_dir / "resolv.conf", resolv_conf(rec).encode(), durable=False, mode=0o644)
+    atomic_write_bytes(files_dir / "hosts", hosts_file(rec, net).encode(), durable=False, mode=0o644)
+    atomic_write_bytes(files_dir / "resolv.conf", resolv_conf(rec, net=net).encode(), durable=False, mode=0o644)

@@ -166,9 +166,8 @@ class ContainerManager:
         if hc.auto_remove and restart != "no":
             raise errors.InvalidParameter("can't create 'AutoRemove' container with restart policy")
         self._check_modes(hc)
-        from .specinput import validate_mounts
-
-        validate_mounts(hc)
+        endpoints = body.networking_config.endpoints_config if body.networking_config else None
+        self.engine.networks.validate_mode(hc.network_mode, endpoints)
         self.store.reserve_name(full, cid)
         try:
             now = time.time_ns()
@@ -182,7 +181,15 @@ class ContainerManager:
             top = self.engine.images.top_chain_id(image)
             await self.engine.snapshotter.prepare(cid, top)
             try:
-                self.store.add(rec)
+                rec.mounts = await self._prepare_mounts(rec)
+                try:
+                    await self.engine.networks.container_created(cid, full, hc.network_mode, endpoints,
+                                                                 hc.extra_hosts)
+                    self.store.add(rec)
+                except BaseException:
+                    await self.engine.networks.container_removed(cid)
+                    await self.engine.volumes.container_removed(cid, rec.mounts, remove_anonymous=True)
+                    raise
             except BaseException:
                 await self.engine.snapshotter.remove(cid)
                 raise
@@ -191,6 +198,27 @@ class ContainerManager:
             raise
         self._event(rec, "create")
         return rec
+
+    async def _prepare_mounts(self, rec: ContainerRecord) -> list[Any]:
+        """-v, --mount, the image's VOLUMEs and --volumes-from become mount points; new named or
+        anonymous volumes get the image's content copied up (so the rootfs is mounted for that
+        only when a volume is involved)."""
+        from ..volumes.manager import snapshot_view
+
+        hc, cfg = rec.host_config, rec.config
+        volumes_from = []
+        for ref in hc.volumes_from or []:
+            name, _, mode = ref.partition(":")
+            volumes_from.append((self.get(name).mounts, mode))
+        needs_view = bool(cfg.volumes) or bool(volumes_from) or \
+            any(not b.split(":", 1)[0].startswith("/") for b in hc.binds or []) or \
+            any(m.type == "volume" for m in hc.mounts or [])
+        kwargs = dict(binds=hc.binds, mounts=hc.mounts, config_volumes=cfg.volumes, volumes_from=volumes_from,
+                      volume_driver=hc.volume_driver)
+        if not needs_view:
+            return await self.engine.volumes.prepare_mounts(rec.id, **kwargs)
+        async with snapshot_view(self.engine, rec.id) as view:
+            return await self.engine.volumes.prepare_mounts(rec.id, rootfs_view=view, **kwargs)
 
     def _merge_config(self, body: CreateRequest, ic: Any, cid: str) -> ContainerConfig:
         """The image's config under the request's, as Docker merges them (daemon/create.go)."""
@@ -280,8 +308,6 @@ class ContainerManager:
                 other = self.store.find(mode.split(":", 1)[1])
                 if other is None:
                     raise errors.NotFound(f"No such container: {mode.split(':', 1)[1]}")
-        if hc.network_mode not in ("default", "bridge", "none", "host") and not hc.network_mode.startswith("container:"):
-            raise errors.NotFound(f"network {hc.network_mode} not found")
 
     # ---------------------------------------------------------------- start
     async def start(self, rec: ContainerRecord) -> None:
@@ -650,13 +676,20 @@ class ContainerManager:
                     raise errors.SystemError_(f"could not kill running container {rec.id}, cannot remove")
             if lv.monitor is not None and not lv.monitor.done():
                 await asyncio.wait({lv.monitor}, timeout=30)
-            await self._destroy(rec, lv)
+            await self._destroy(rec, lv, volumes=volumes)
         except BaseException:
             lv.removing = False
             raise
 
-    async def _destroy(self, rec: ContainerRecord, lv: Live) -> None:
+    async def _destroy(self, rec: ContainerRecord, lv: Live, *, volumes: bool = False) -> None:
         rec.state.status = "removing"
+        try:
+            await self.engine.networks.container_removed(rec.id)
+            # anonymous volumes go with `rm -v` and with --rm, as Docker does
+            await self.engine.volumes.container_removed(rec.id, rec.mounts,
+                                                        remove_anonymous=volumes or rec.host_config.auto_remove)
+        except Exception as e:
+            log.warning("releasing networks/volumes of %s: %s", short_id(rec.id), e)
         try:
             await self.engine.snapshotter.remove(rec.id)
         except errors.NotFound:
@@ -700,6 +733,7 @@ class ContainerManager:
             self.store.release_name(full, rec.id)
             raise
         self.store.release_name(old, rec.id)
+        await self.engine.networks.container_renamed(rec.id, full)
         self._event(rec, "rename", oldName=old)
 
     # ---------------------------------------------------------------- prune

@@ -1,5 +1,6 @@
 """Docker's JSON views of a container record: inspect (`GET /containers/{id}/json`) and the list
-item (`GET /containers/json`). Pure functions of the record."""
+item (`GET /containers/json`). Pure functions of the record and of what the network manager
+reports for it (NetworkSettings, the PORTS list)."""
 from __future__ import annotations
 
 import shlex
@@ -7,33 +8,14 @@ from typing import Any
 
 import msgspec
 
-from .models import ContainerRecord, EndpointSettings
+from .models import ContainerRecord
 from .status import status_text
-
-_EMPTY_ENDPOINT = msgspec.to_builtins(EndpointSettings())
-
-
-def network_name(rec: ContainerRecord) -> str:
-    mode = rec.host_config.network_mode
-    if mode in ("default", ""):
-        return "bridge"
-    if mode.startswith("container:"):
-        return ""
-    return mode
-
-
-def networks(rec: ContainerRecord) -> dict[str, Any]:
-    """Always a map, never null: testcontainers and docker-py read it unconditionally. Until the
-    networks issue lands, the default network is reported as Docker reports a bridge that is off."""
-    name = network_name(rec)
-    return {name: dict(_EMPTY_ENDPOINT)} if name else {}
-
 
 def command_string(rec: ContainerRecord) -> str:
     return " ".join(shlex.quote(a) if a else "''" for a in [rec.path, *rec.args])
 
 
-def inspect(rec: ContainerRecord, *, files_dir: str, sandbox_key: str = "", size: tuple[int, int] | None = None,
+def inspect(rec: ContainerRecord, *, files_dir: str, network_settings: dict[str, Any], size: tuple[int, int] | None = None,
             exec_ids: list[str] | None = None, graph: dict[str, str] | None = None) -> dict[str, Any]:
     state = msgspec.to_builtins(rec.state)
     if rec.state.restarting:
@@ -72,28 +54,15 @@ def inspect(rec: ContainerRecord, *, files_dir: str, sandbox_key: str = "", size
         "GraphDriver": {"Data": graph or {}, "Name": rec.driver},
         "Mounts": [msgspec.to_builtins(m) for m in rec.mounts],
         "Config": cfg,
-        "NetworkSettings": {
-            "Bridge": "", "SandboxID": "", "HairpinMode": False, "LinkLocalIPv6Address": "",
-            "LinkLocalIPv6PrefixLen": 0, "Ports": ports(rec), "SandboxKey": sandbox_key,
-            "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None, "EndpointID": "", "Gateway": "",
-            "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "IPAddress": "", "IPPrefixLen": 0,
-            "IPv6Gateway": "", "MacAddress": "", "Networks": networks(rec),
-        },
+        "NetworkSettings": network_settings,
     }
     if size is not None:
         out["SizeRw"], out["SizeRootFs"] = size
     return out
 
 
-def ports(rec: ContainerRecord) -> dict[str, Any]:
-    """Exposed ports with no host side yet (published ports arrive with the networks issue)."""
-    out: dict[str, Any] = {}
-    for port in (rec.config.exposed_ports or {}):
-        out[port] = None
-    return out
-
-
-def summary(rec: ContainerRecord, *, size: tuple[int, int] | None = None, now: int | None = None) -> dict[str, Any]:
+def summary(rec: ContainerRecord, *, ports: list[dict[str, Any]], networks: dict[str, Any],
+            size: tuple[int, int] | None = None, now: int | None = None) -> dict[str, Any]:
     st = rec.state
     health = st.health.status if st.health is not None else None
     item: dict[str, Any] = {
@@ -103,13 +72,13 @@ def summary(rec: ContainerRecord, *, size: tuple[int, int] | None = None, now: i
         "ImageID": rec.image_id,
         "Command": command_string(rec),
         "Created": rec.created_ns // 1_000_000_000,
-        "Ports": [],
+        "Ports": ports,
         "Labels": rec.config.labels or {},
         "State": st.status,
         "Status": status_text(st.status, started_at=st.started_at, finished_at=st.finished_at,
                               exit_code=st.exit_code, health=health, now=now),
         "HostConfig": {"NetworkMode": rec.host_config.network_mode},
-        "NetworkSettings": {"Networks": networks(rec)},
+        "NetworkSettings": {"Networks": networks},
         "Mounts": [msgspec.to_builtins(m) for m in rec.mounts],
     }
     if size is not None:

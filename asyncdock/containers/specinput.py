@@ -1,7 +1,6 @@
 """From a container record (Docker's Config + HostConfig) to the spec builder's input."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,49 +11,6 @@ from .spec import (DEFAULT_PATH_ENV, BindMount, DeviceMapping, Resources, SpecIn
 
 if TYPE_CHECKING:
     from .manager import ContainerManager
-
-
-def parse_bind(spec: str) -> BindMount:
-    """`-v /host:/ctr[:opts]` (opts: ro, rw, z, Z, shared/slave/private and r-variants, nocopy)."""
-    parts = spec.split(":")
-    if len(parts) < 2 or len(parts) > 3:
-        raise errors.InvalidParameter(f"invalid volume specification: '{spec}'")
-    src, dst = parts[0], parts[1]
-    opts = parts[2].split(",") if len(parts) == 3 else []
-    if not dst.startswith("/"):
-        raise errors.InvalidParameter(f"invalid volume specification: '{spec}': invalid mount config for type "
-                                      f"\"bind\": invalid mount path: '{dst}' mount path must be absolute")
-    if not src.startswith("/"):
-        raise errors.NotImplementedYet(f"named volumes ({src}:{dst}) arrive with the volumes feature; "
-                                       f"only host paths can be bound for now")
-    readonly = False
-    propagation = ""
-    for o in opts:
-        if o == "ro":
-            readonly = True
-        elif o in ("rw", "z", "Z", "nocopy", ""):
-            continue
-        elif o in ("shared", "rshared", "slave", "rslave", "private", "rprivate"):
-            propagation = o
-        else:
-            raise errors.InvalidParameter(f"invalid mode: {o}")
-    return BindMount(source=src, destination=dst, readonly=readonly, propagation=propagation)
-
-
-def validate_mounts(hc: HostConfig) -> None:
-    """At create time, so that a bad -v fails `docker create`, not `docker start`."""
-    for b in hc.binds or []:
-        bm = parse_bind(b)
-        if not os.path.exists(bm.source):
-            # Docker creates a missing bind source directory (legacy -v behaviour).
-            os.makedirs(bm.source, exist_ok=True)
-    for m in hc.mounts or []:
-        if m.type == "volume":
-            raise errors.NotImplementedYet("volume mounts arrive with the volumes feature")
-        if m.type == "bind" and not os.path.exists(m.source):
-            raise errors.InvalidParameter(f"invalid mount config for type \"bind\": bind source path does not exist: {m.source}")
-        if m.type not in ("bind", "tmpfs"):
-            raise errors.InvalidParameter(f"mount type unknown: {m.type}")
 
 
 def _ns_path(mgr: ContainerManager, mode: str, kind: str) -> str:
@@ -107,7 +63,10 @@ def _group_ids(rootfs: Path, groups: list[str]) -> list[int]:
 
 
 def spec_input(mgr: ContainerManager, rec: ContainerRecord, rootfs: Path, files_dir: Path,
-               cgroups_path: str) -> SpecInput:
+               cgroups_path: str, *, binds: list[BindMount], netns: str) -> SpecInput:
+    """`binds` are the volume manager's (-v, --mount bind/volume, VOLUME, --volumes-from);
+    `netns` the network manager's sandbox: "host", "none" or a namespace path ("" for
+    container:X, joined here)."""
     cfg, hc = rec.config, rec.host_config
     env = list(cfg.env or [])
     keys = {e.split("=", 1)[0] for e in env}
@@ -123,14 +82,11 @@ def spec_input(mgr: ContainerManager, rec: ContainerRecord, rootfs: Path, files_
     uid, gid, extra = resolve_user(rootfs, cfg.user)
     extra = extra + [g for g in _group_ids(rootfs, list(hc.group_add or [])) if g not in extra]
     nnp, seccomp, apparmor, unconfined_paths = _security(list(hc.security_opt or []))
-    binds = [parse_bind(b) for b in hc.binds or []]
+    binds = list(binds)
     tmpfs = [TmpfsMount(destination=d, options=tuple(o for o in opts.split(",") if o))
              for d, opts in (hc.tmpfs or {}).items()]
     for m in hc.mounts or []:
-        if m.type == "bind":
-            prop = ((m.bind_options or {}).get("Propagation") or "")
-            binds.append(BindMount(source=m.source, destination=m.target, readonly=m.read_only, propagation=prop))
-        elif m.type == "tmpfs":
+        if m.type == "tmpfs":
             t = m.tmpfs_options or {}
             opts = []
             if t.get("SizeBytes"):
@@ -139,12 +95,7 @@ def spec_input(mgr: ContainerManager, rec: ContainerRecord, rootfs: Path, files_
                 opts.append(f"mode={int(t['Mode']):o}")
             tmpfs.append(TmpfsMount(destination=m.target, options=tuple(opts)))
     net = hc.network_mode
-    if net.startswith("container:"):
-        network = _ns_path(mgr, net, "net")
-    elif net == "host":
-        network = "host"
-    else:
-        network = "none"  # a private netns with loopback only, until networks exist
+    network = _ns_path(mgr, net, "net") if net.startswith("container:") else (netns or "none")
     pid = "private"
     if hc.pid_mode == "host":
         pid = "host"

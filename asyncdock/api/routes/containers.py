@@ -72,10 +72,16 @@ async def list_containers(req: Request) -> Response:
         if not _match(rec, filters, ancestors, before, since):
             continue
         size = await _size(req, rec) if want_size else None
-        out.append(render.summary(rec, size=size))
+        out.append(summary_of(req, rec, size=size))
         if 0 < limit <= len(out):
             break
     return json_response(out)
+
+
+def summary_of(req: Request, rec: ContainerRecord, size: tuple[int, int] | None = None) -> dict[str, Any]:
+    net = req.engine.networks
+    return render.summary(rec, size=size, ports=net.ports_list(rec.id, rec.config.exposed_ports),
+                          networks=net.networks_json(rec.id, rec.host_config.network_mode))
 
 
 def _match(rec: ContainerRecord, f: dict[str, list[str]], ancestors: set[str] | None,
@@ -140,7 +146,10 @@ async def inspect(req: Request) -> Response:
         graph["MergedDir"] = str(mgr.bundles / rec.id / "rootfs")
     except Exception:
         graph = {}
+    net = req.engine.networks
+    settings = net.settings_json(rec.id, rec.config.exposed_ports, rec.host_config.network_mode)
     return json_response(render.inspect(rec, files_dir=str(mgr.store.dir(rec.id)), size=size,
+                                        network_settings=settings,
                                         exec_ids=mgr.exec_ids(rec) if hasattr(mgr, "exec_ids") else None,
                                         graph=graph))
 

@@ -164,7 +164,7 @@ async def system_df(req: Request) -> Response:
     """`GET /system/df` (API 1.41 shape): images with their container counts and shared sizes,
     containers with SizeRw/SizeRootFs, and no volumes or build cache yet (empty lists)."""
     from ...containers import render
-    from .containers import _size
+    from .containers import _size, summary_of
     from .images import summary
 
     engine = req.engine
@@ -174,7 +174,7 @@ async def system_df(req: Request) -> Response:
     containers = []
     for rec in sorted(engine.containers.store, key=lambda r: r.created_ns, reverse=True):
         users[rec.image_id] = users.get(rec.image_id, 0) + 1
-        containers.append(render.summary(rec, size=await _size(req, rec)))
+        containers.append(summary_of(req, rec, size=await _size(req, rec)))
     layer_users: dict[str, int] = {}
     layer_size: dict[str, int] = {}
     for img in images:
@@ -195,7 +195,7 @@ async def system_df(req: Request) -> Response:
         "LayersSize": sum(layer_size.values()),
         "Images": out_images,
         "Containers": containers,
-        "Volumes": [],
+        "Volumes": await req.engine.volumes.df(),
         "BuildCache": [],
     })
 
