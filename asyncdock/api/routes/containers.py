@@ -233,6 +233,12 @@ async def attach(req: Request) -> Any:
     return await serve_attach(req, rec)
 
 
+async def attach_ws(req: Request) -> Any:
+    from ...containers.attach_ws import serve_attach_ws
+
+    return await serve_attach_ws(req, _get(req))
+
+
 async def logs(req: Request) -> Any:
     from ...containers.logsview import serve_logs
 
@@ -261,6 +267,7 @@ def register(router: Router) -> None:
     router.add("POST", "/containers/{id}/rename", rename)
     router.add("POST", "/containers/{id}/wait", wait)
     router.add("POST", "/containers/{id}/attach", attach)
+    router.add("GET", "/containers/{id}/attach/ws", attach_ws)
     router.add("POST", "/containers/{id}/update", update)
     router.add("GET", "/containers/{id}/logs", logs)
     router.add("DELETE", "/containers/{id}", remove)
