@@ -268,6 +268,15 @@ class Request:
         self._conn._write(head)
         return h
 
+    async def hijack_with(self, head: bytes) -> Hijack:
+        """Take the connection over after answering with `head` (the websocket handshake)."""
+        await self.body()
+        h = Hijack(self._conn)
+        self._hijack = h
+        self._conn._enter_raw(h)
+        self._conn._write(head)
+        return h
+
     @property
     def disconnected(self) -> asyncio.Future[None]:
         return self._conn.closed
