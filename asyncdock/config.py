@@ -30,6 +30,7 @@ class DaemonConfig(msgspec.Struct, rename="kebab", forbid_unknown_fields=False):
     log_driver: str = "json-file"
     log_opts: dict[str, str] = msgspec.field(default_factory=dict)
     debug: bool = False
+    detach_keys: str = ""  # "": Docker's ctrl-p,ctrl-q
     # Where `certs.d/<host>/ca.crt` lives (dockerd: /etc/docker).
     config_dir: str = "/etc/asyncdock"
 

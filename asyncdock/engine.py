@@ -46,6 +46,9 @@ class Engine:
         self.puller: Any = None
         self.containers: Any = None
         self.exits: Any = None
+        from .containers.exec import ExecStore
+
+        self.execs = ExecStore()
         self.networks: Any = None  # networks issue: NetworkManager
         self.volumes: Any = None  # networks issue: VolumeManager
         self._started = False

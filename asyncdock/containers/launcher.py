@@ -80,14 +80,24 @@ async def launch(mgr: ContainerManager, rec: ContainerRecord, lv: Live) -> Proce
         await asyncio.to_thread(mount, mounts, rootfs)
     opened: list[int] = []
     try:
-        await asyncio.to_thread(write_etc_files, rec, files_dir)
+        # The network side first: a published port already in use fails the start before the
+        # runtime does anything (Docker's order).
+        net = engine.networks
+        sandbox = await net.container_start(rec.id)
+        hc = rec.host_config
+        await net.publish(rec.id, hc.port_bindings, rec.config.exposed_ports, hc.publish_all_ports)
+        binds = await engine.volumes.spec_binds(rec.id, rec.mounts)
+        await asyncio.to_thread(write_etc_files, rec, files_dir, net)
         from .spec import ExecutableError
 
         try:
-            spec = await asyncio.to_thread(_build_spec, mgr, rec, rootfs, files_dir)
+            spec = await asyncio.to_thread(_build_spec, mgr, rec, rootfs, files_dir, binds, sandbox.netns)
         except ExecutableError as e:
             raise _start_error(rt.name, f"unable to start container process: {e.message}") from None
         (bundle / "config.json").write_bytes(msgspec.json.encode(spec))
+        driver = engine.logdrivers[rec.host_config.log_config.type]
+        if rec.config.tty:
+            return await _launch_tty(mgr, rec, lv, rt, bundle, files_dir, driver)
         # stdio: our ends are read by the pumps; the container's ends go to the runtime
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
@@ -99,7 +109,6 @@ async def launch(mgr: ContainerManager, rec: ContainerRecord, lv: Live) -> Proce
             in_r = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
             in_w = -1
             opened.append(in_r)
-        driver = engine.logdrivers[rec.host_config.log_config.type]
         lv.log_writer = driver.open_writer(files_dir, rec.id, dict(rec.host_config.log_config.config or {}))
         writer = lv.log_writer
 
@@ -140,15 +149,86 @@ async def launch(mgr: ContainerManager, rec: ContainerRecord, lv: Live) -> Proce
         if lv.log_writer is not None:
             lv.log_writer.close()
             lv.log_writer = None
+        await _release_net_and_volumes(mgr, rec)
         await _release_rootfs(mgr, rec)
         raise
 
 
-def _build_spec(mgr: ContainerManager, rec: ContainerRecord, rootfs: Path, files_dir: Path) -> dict[str, Any]:
+async def _launch_tty(mgr: ContainerManager, rec: ContainerRecord, lv: Live, rt: Any, bundle: Path,
+                      files_dir: Path, driver: Any) -> Process:
+    """`Tty`: the runtime makes the pty and sends us its master through the console socket; the
+    output is raw (one stream), stdin goes to the master. Cleanup on failure is the caller's."""
+    from .tty import ConsoleSocket, setup_console
+
+    engine = mgr.engine
+    lv.log_writer = driver.open_writer(files_dir, rec.id, dict(rec.host_config.log_config.config or {}))
+    writer = lv.log_writer
+
+    def emit(stream: str, data: bytes, ts: int) -> None:
+        writer.write(LogRecord(stream, data, ts))  # type: ignore[arg-type]
+
+    pid_file = bundle / "init.pid"
+    pid_file.unlink(missing_ok=True)
+    cs = ConsoleSocket()
+    try:
+        receiving = asyncio.ensure_future(cs.receive())
+        try:
+            await rt.create(rec.id, bundle, pid_file=pid_file, console_socket=cs.path)
+            master = await asyncio.wait_for(receiving, 30)
+        except RuntimeError_ as e:
+            raise _start_error(rt.name, e.message) from None
+        except (TimeoutError, asyncio.TimeoutError):
+            await _force_delete(rt, rec.id)
+            raise _start_error(rt.name, "the runtime sent no terminal on the console socket") from None
+        except BaseException:
+            await _force_delete(rt, rec.id)
+            raise
+        finally:
+            if not receiving.done():
+                receiving.cancel()
+    finally:
+        cs.close()
+    try:
+        console, output_done, stdin_transport = await setup_console(master, lv.hub, emit)
+    except BaseException:
+        await _force_delete(rt, rec.id)
+        raise
+    try:
+        pid = int(pid_file.read_text().strip())
+        exit_future = engine.exits.watch(pid)
+        await rt.start(rec.id)
+    except BaseException as e:
+        stdin_transport.close()
+        await _force_delete(rt, rec.id)
+        if isinstance(e, RuntimeError_):
+            raise _start_error(rt.name, e.message) from None
+        raise
+    if rec.config.open_stdin:
+        lv.stdin_w = stdin_transport
+    else:
+        stdin_transport.close()
+    lv.console = console
+    return Process(pid, exit_future, output_done, cgroups_path(rec))
+
+
+def _build_spec(mgr: ContainerManager, rec: ContainerRecord, rootfs: Path, files_dir: Path,
+                binds: list[Any], netns: str) -> dict[str, Any]:
     from .specinput import spec_input
     from .spec import build_spec
 
-    return build_spec(spec_input(mgr, rec, rootfs, files_dir, cgroups_path(rec)))
+    return build_spec(spec_input(mgr, rec, rootfs, files_dir, cgroups_path(rec), binds=binds, netns=netns))
+
+
+async def _release_net_and_volumes(mgr: ContainerManager, rec: ContainerRecord) -> None:
+    """The sandbox (netns, veths, port proxies) and the volume mounts of one run."""
+    try:
+        await mgr.engine.networks.release(rec.id)
+    except Exception as e:
+        log.warning("releasing the network of %s: %s", short_id(rec.id), e)
+    try:
+        await mgr.engine.volumes.release_mounts(rec.id, rec.mounts)
+    except Exception as e:
+        log.warning("releasing the volumes of %s: %s", short_id(rec.id), e)
 
 
 async def _force_delete(rt: Any, cid: str) -> None:
@@ -186,6 +266,7 @@ async def teardown(mgr: ContainerManager, rec: ContainerRecord, proc: Process) -
     except OSError:
         oom = False
     await _force_delete(mgr.engine.runtimes[rec.runtime], rec.id)
+    await _release_net_and_volumes(mgr, rec)
     await _release_rootfs(mgr, rec)
     return oom
 

@@ -72,6 +72,7 @@ class Live:
     removing: bool = False
     log_writer: Any = None
     pid: int = 0
+    console: Any = None  # the pty master of a TTY container (containers/tty.py)
     health: Any = None  # health.HealthMonitor while a check runs
 
 
@@ -107,6 +108,11 @@ class ContainerManager:
             elif rec.state.running:
                 running += 1
         return {"total": total, "running": running, "paused": paused, "stopped": total - running - paused}
+
+    def exec_ids(self, rec: ContainerRecord) -> list[str] | None:
+        from .exec import exec_ids
+
+        return exec_ids(self.engine, rec)
 
     def image_users(self, image_id: str) -> list[ContainerRecord]:
         return [r for r in self.store if r.image_id == image_id]
@@ -703,6 +709,7 @@ class ContainerManager:
             except OSError:
                 pass
         self.store.remove(rec)
+        self.engine.execs.forget_container(rec.id)
         self._live.pop(rec.id, None)
         self._event(rec, "destroy")
         for fut in lv.removed_waiters + lv.exit_waiters:

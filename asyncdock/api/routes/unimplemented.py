@@ -24,7 +24,6 @@ _LATER: tuple[tuple[str, str, str], ...] = (
     ("GET", "/configs", "swarm configs"), ("POST", "/configs/{rest:.*}", "swarm configs"),
     ("GET", "/distribution/{name:.+}/json", "distribution inspect"),
     ("GET", "/plugins/privileges", "plugin install"), ("POST", "/plugins/pull", "plugin install"),
-    ("GET", "/containers/{id}/attach/ws", "attach over websocket"),
 )
 
 

@@ -1,0 +1,463 @@
+"""`docker exec`: extra processes in a running container, through the runtime's `exec`.
+
+The process starts detached (`<runtime> exec --detach`) with pipes or a console socket for its
+stdio, exactly like a container's init: the runtime exits at once and the engine, as child
+subreaper, inherits the process, watches and reaps it. Its `process.json` is the container's
+own process (user, capabilities, rlimits, noNewPrivileges, apparmor) with the exec's argv, env,
+cwd, user and terminal; seccomp and namespaces are the container's, kept by the runtime.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from .. import errors
+from ..util.ids import new_id
+from .models import ContainerRecord
+from .stdio import STDERR, STDOUT, OutputHub, pump_output
+
+if TYPE_CHECKING:
+    from ..engine import Engine
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT = 60.0
+KEEP_FINISHED_NS = 5 * 60 * 1_000_000_000  # exited execs are forgotten after 5 minutes
+
+
+class ExecConfig(msgspec.Struct, rename="pascal"):
+    user: str = ""
+    privileged: bool = False
+    tty: bool = False
+    attach_stdin: bool = False
+    attach_stderr: bool = False
+    attach_stdout: bool = False
+    detach: bool = False
+    detach_keys: str = ""
+    env: list[str] | None = None
+    working_dir: str = ""
+    cmd: list[str] | None = None
+    console_size: list[int] | None = None
+
+
+class ExecStartConfig(msgspec.Struct, rename="pascal"):
+    detach: bool = False
+    tty: bool = False
+    console_size: list[int] | None = None
+
+
+@dataclass
+class ExecInstance:
+    id: str
+    container_id: str
+    config: ExecConfig
+    created_ns: int = field(default_factory=time.time_ns)
+    started: bool = False
+    running: bool = False
+    exit_code: int | None = None
+    pid: int = 0
+    finished_ns: int = 0
+    hub: OutputHub = field(default_factory=OutputHub)
+    stdin_w: asyncio.WriteTransport | None = None
+    console: Any = None
+    running_event: asyncio.Event = field(default_factory=asyncio.Event)
+    done_event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def inspect(self) -> dict[str, Any]:
+        cmd = list(self.config.cmd or [])
+        pc: dict[str, Any] = {"tty": self.config.tty, "entrypoint": cmd[0] if cmd else "",
+                              "arguments": cmd[1:], "privileged": self.config.privileged}
+        if self.config.user:
+            pc["user"] = self.config.user
+        return {
+            "ID": self.id, "Running": self.running, "ExitCode": self.exit_code, "ProcessConfig": pc,
+            "OpenStdin": self.config.attach_stdin, "OpenStderr": self.config.attach_stderr,
+            "OpenStdout": self.config.attach_stdout, "CanRemove": False, "ContainerID": self.container_id,
+            "DetachKeys": self.config.detach_keys, "Pid": self.pid,
+        }
+
+
+class ExecStore:
+    """The engine's exec instances (moby keeps them in memory too)."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, ExecInstance] = {}
+
+    def add(self, ex: ExecInstance) -> None:
+        self._gc()
+        self._by_id[ex.id] = ex
+
+    def get(self, ref: str) -> ExecInstance:
+        ex = self._by_id.get(ref)
+        if ex is None:
+            raise errors.NotFound(f"No such exec instance: {ref}")
+        return ex
+
+    def for_container(self, cid: str) -> list[ExecInstance]:
+        return [e for e in self._by_id.values() if e.container_id == cid]
+
+    def forget_container(self, cid: str) -> None:
+        for e in self.for_container(cid):
+            if not e.running:
+                self._by_id.pop(e.id, None)
+
+    def _gc(self) -> None:
+        now = time.time_ns()
+        for e in list(self._by_id.values()):
+            if e.finished_ns and now - e.finished_ns > KEEP_FINISHED_NS:
+                self._by_id.pop(e.id, None)
+
+
+def exec_store(engine: Engine) -> ExecStore:
+    return engine.execs
+
+
+def exec_ids(engine: Engine, rec: ContainerRecord) -> list[str] | None:
+    """For `ExecIDs` in container inspect (null when there are none, as Docker)."""
+    if not rec.state.running:
+        return None
+    ids = [e.id for e in exec_store(engine).for_container(rec.id)]
+    return ids or None
+
+
+def _not_running(rec: ContainerRecord) -> errors.EngineError:
+    return errors.Conflict(f"Container {rec.id} is not running")
+
+
+def create_exec(engine: Engine, rec: ContainerRecord, cfg: ExecConfig) -> ExecInstance:
+    mgr = engine.containers
+    if not rec.state.running or rec.state.restarting:
+        raise _not_running(rec)
+    if rec.state.paused:
+        raise errors.Conflict(f"Container {rec.id} is paused, unpause the container before exec")
+    if not cfg.cmd:
+        raise errors.InvalidParameter("No exec command specified")
+    if cfg.detach_keys:
+        from .tty import parse_detach_keys
+
+        parse_detach_keys(cfg.detach_keys)
+    ex = ExecInstance(id=new_id(), container_id=rec.id, config=cfg)
+    exec_store(engine).add(ex)
+    mgr._event(rec, "exec_create: " + " ".join(cfg.cmd), execID=ex.id)
+    return ex
+
+
+def _replace_env(base: list[str], extra: list[str]) -> list[str]:
+    out = list(base)
+    index = {e.split("=", 1)[0]: i for i, e in enumerate(out)}
+    for e in extra:
+        k = e.split("=", 1)[0]
+        if k in index:
+            out[index[k]] = e
+        else:
+            index[k] = len(out)
+            out.append(e)
+    return out
+
+
+def build_process(base: dict[str, Any], cfg: ExecConfig, root: Path) -> dict[str, Any]:
+    """process.json for `runtime exec`, from the container's config.json `process`."""
+    from .spec import resolve_user, tweak_capabilities
+
+    proc = dict(base)
+    proc.pop("consoleSize", None)
+    proc["terminal"] = cfg.tty
+    proc["args"] = list(cfg.cmd or [])
+    env = _replace_env(list(base.get("env") or []), list(cfg.env or []))
+    if cfg.tty and not any(e.startswith("TERM=") for e in env):
+        env.append("TERM=xterm")
+    proc["env"] = env
+    if cfg.working_dir:
+        proc["cwd"] = cfg.working_dir
+    user = dict(base.get("user") or {"uid": 0, "gid": 0})
+    if cfg.user:
+        uid, gid, extra = resolve_user(root, cfg.user)
+        user = {"uid": uid, "gid": gid, **({"additionalGids": extra} if extra else {})}
+    proc["user"] = user
+    caps = dict(base.get("capabilities") or {})
+    bounding = list(caps.get("bounding") or [])
+    if cfg.privileged:
+        bounding = tweak_capabilities([], [], True)
+    if user.get("uid", 0) == 0:
+        proc["capabilities"] = {"bounding": bounding, "effective": bounding, "permitted": bounding}
+    else:
+        proc["capabilities"] = {"bounding": bounding}
+    if cfg.console_size and cfg.tty and len(cfg.console_size) == 2 and all(cfg.console_size):
+        proc["consoleSize"] = {"height": cfg.console_size[0], "width": cfg.console_size[1]}
+    return proc
+
+
+def _exec_error(message: str, argv0: str) -> tuple[errors.EngineError, int]:
+    """Docker's wording and moby's translateContainerdStartErr exit codes."""
+    text = f"OCI runtime exec failed: exec failed: {message}: unknown"
+    low = message.lower()
+    code = 126
+    if argv0.lower() in low and ("executable file not found" in low or "no such file or directory" in low):
+        code = 127
+    elif "permission denied" in low:
+        code = 126
+    elif "not a directory" in low:
+        code = 127
+    return errors.SystemError_(text), code
+
+
+class ExecStartError(Exception):
+    def __init__(self, error: errors.EngineError, exit_code: int) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.exit_code = exit_code
+
+
+async def start_exec(engine: Engine, ex: ExecInstance, *, discard_output: bool = False) -> None:
+    """Start the process; output goes to `ex.hub`. Raises ExecStartError (exit code recorded)
+    or an EngineError before anything ran."""
+    from ..runtime.base import RuntimeError_
+    from ..runtime.cli import last_error_line
+    from .spec import ExecutableError, find_executable, path_from_env
+    from .tty import ConsoleSocket, setup_console
+
+    mgr = engine.containers
+    rec = mgr.get(ex.container_id)
+    lv = mgr.live(rec)
+    if not rec.state.running or not lv.pid:
+        raise _not_running(rec)
+    rt = engine.runtimes[rec.runtime]
+    bundle = mgr.bundles / rec.id
+    cfg = ex.config
+    argv0 = (cfg.cmd or [""])[0]
+    root = Path(f"/proc/{lv.pid}/root")
+    mgr._event(rec, "exec_start: " + " ".join(cfg.cmd or []), execID=ex.id)
+
+    def fail(err: errors.EngineError, code: int) -> ExecStartError:
+        ex.exit_code = code
+        ex.running = False
+        ex.finished_ns = time.time_ns()
+        ex.hub.close()
+        ex.done_event.set()
+        ex.running_event.set()
+        mgr._event(rec, "exec_die", execID=ex.id, exitCode=str(code))
+        return ExecStartError(err, code)
+
+    try:
+        base = json.loads((bundle / "config.json").read_bytes())["process"]
+        process = await asyncio.to_thread(build_process, base, cfg, root)
+        await asyncio.to_thread(find_executable, root, argv0, path_from_env(process["env"]), process.get("cwd", "/"))
+    except ExecutableError as e:
+        raise fail(*_exec_error(f"unable to start container process: {e.message}", argv0)) from None
+    except errors.EngineError as e:
+        raise fail(e, 126) from None
+    except OSError as e:
+        raise fail(errors.SystemError_(f"exec failed: {e}"), 126) from None
+
+    work = bundle / f"exec-{ex.id[:16]}"
+    work.mkdir(exist_ok=True)
+    process_json = work / "process.json"
+    pid_file = work / "pid"
+    log_file = work / "log.json"
+    process_json.write_bytes(json.dumps(process).encode())
+    opened: list[int] = []
+    cs: ConsoleSocket | None = None
+    receiving: asyncio.Future[int] | None = None
+    try:
+        if cfg.tty:
+            cs = ConsoleSocket()
+            receiving = asyncio.ensure_future(cs.receive())
+            stdio: tuple[int, int, int] | tuple[Any, Any, Any] = (subprocess.DEVNULL,) * 3
+        elif discard_output:
+            stdio = (subprocess.DEVNULL,) * 3
+        else:
+            out_r, out_w = os.pipe2(os.O_CLOEXEC)
+            err_r, err_w = os.pipe2(os.O_CLOEXEC)
+            opened += [out_r, out_w, err_r, err_w]
+            if cfg.attach_stdin:
+                in_r, in_w = os.pipe2(os.O_CLOEXEC)
+                opened += [in_r, in_w]
+            else:
+                in_r, in_w = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC), -1
+                opened.append(in_r)
+            stdio = (in_r, out_w, err_w)
+        argv = list(rt.exec_argv(rec.id, process_json, pid_file=pid_file, detach=True,
+                                 console_socket=cs.path if cs else None))
+        # errors to a JSON log file (the process's stderr may be the container's pipe)
+        at = argv.index("exec")
+        argv[at:at] = ["--log", str(log_file), "--log-format", "json"]
+        try:
+            proc = await asyncio.create_subprocess_exec(*argv, stdin=stdio[0], stdout=stdio[1], stderr=stdio[2])
+        except OSError as e:
+            raise fail(errors.SystemError_(f"exec failed: {e}"), 126) from None
+        try:
+            async with asyncio.timeout(START_TIMEOUT):
+                rc = await proc.wait()
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise
+        if rc != 0:
+            try:
+                text = log_file.read_text(errors="replace")
+            except OSError:
+                text = ""
+            msg = last_error_line(text) or f"{rt.name} exec failed with exit code {rc}"
+            msg = msg.removeprefix("exec failed: ")
+            raise fail(*_exec_error(msg, argv0))
+        pid = int(pid_file.read_text().strip())
+        exit_future = engine.exits.watch(pid)
+        ex.pid = pid
+        ex.running = True
+        if cfg.tty:
+            assert receiving is not None
+            master = await asyncio.wait_for(receiving, 30)
+            console, output_done, writer = await setup_console(master, ex.hub, None)
+            ex.console = console
+            if cfg.attach_stdin:
+                ex.stdin_w = writer
+            else:
+                writer.close()
+        elif discard_output:
+            output_done = []
+        else:
+            for fd in (stdio[0], stdio[1], stdio[2]):
+                os.close(fd)  # type: ignore[arg-type]
+                opened.remove(fd)  # type: ignore[arg-type]
+            output_done = await pump_output({STDOUT: out_r, STDERR: err_r}, ex.hub, None)
+            opened.remove(out_r)
+            opened.remove(err_r)
+            if in_w >= 0:
+                loop = asyncio.get_running_loop()
+                transport, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(in_w, "wb", buffering=0))
+                opened.remove(in_w)
+                ex.stdin_w = transport
+    except RuntimeError_ as e:
+        raise fail(*_exec_error(e.message, argv0)) from None
+    finally:
+        for fd in opened:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if receiving is not None and not receiving.done():
+            receiving.cancel()
+        if cs is not None:
+            cs.close()
+        with contextlib.suppress(OSError):
+            for p in (process_json, pid_file, log_file):
+                p.unlink(missing_ok=True)
+            work.rmdir()
+    ex.running_event.set()
+    mgr._spawn(_monitor(engine, rec, ex, exit_future, output_done))
+
+
+async def _monitor(engine: Engine, rec: ContainerRecord, ex: ExecInstance, exit_future: asyncio.Future[int],
+                   output_done: list[asyncio.Future[None]]) -> None:
+    mgr = engine.containers
+    lv = mgr.live(rec)
+    # Exec processes do not outlive their container (with `--pid host` nothing else kills them).
+    container_exit: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    lv.exit_waiters.append(container_exit)
+    try:
+        await asyncio.wait({exit_future, container_exit}, return_when=asyncio.FIRST_COMPLETED)
+        if not exit_future.done():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(ex.pid, signal.SIGKILL)
+        code = await asyncio.shield(exit_future)
+        if output_done:
+            await asyncio.wait(output_done, timeout=2)
+    finally:
+        if container_exit in lv.exit_waiters:
+            lv.exit_waiters.remove(container_exit)
+    ex.exit_code = code
+    ex.running = False
+    ex.finished_ns = time.time_ns()
+    if ex.stdin_w is not None:
+        ex.stdin_w.close()
+        ex.stdin_w = None
+    ex.hub.close()
+    ex.done_event.set()
+    mgr._event(rec, "exec_die", execID=ex.id, exitCode=str(code))
+
+
+async def serve_exec_start(req: Any, ex: ExecInstance, body: ExecStartConfig) -> Any:
+    from ..api.http import empty_response
+    from ..logs.framing import frame
+    from .attach import StdinSide, run_session
+    from .tty import parse_detach_keys
+
+    engine = req.engine
+    mgr = engine.containers
+    if ex.started:
+        if ex.running:
+            raise errors.Conflict(f"Error: Exec command {ex.id} is already running")
+        raise errors.Conflict(f"Error: Exec command {ex.id} has already run")
+    rec = mgr.get(ex.container_id)
+    if not rec.state.running:
+        raise _not_running(rec)
+    if rec.state.paused:
+        raise errors.Conflict(f"Container {rec.id} is paused, unpause the container before exec")
+    ex.started = True
+    if body.console_size and not ex.config.console_size:
+        ex.config.console_size = body.console_size
+    if body.detach:
+        try:
+            await start_exec(engine, ex, discard_output=not ex.config.tty)
+        except ExecStartError as e:
+            raise e.error from None
+        return empty_response(200)
+    tty = ex.config.tty
+    queue = ex.hub.subscribe()
+    conn = await req.hijack(multiplexed=not tty)
+    try:
+        try:
+            await start_exec(engine, ex)
+        except (ExecStartError, errors.EngineError) as e:
+            err = e.error if isinstance(e, ExecStartError) else e
+            text = (err.message + "\r\n").encode()
+            # docker-py reads the 101 head through a buffered reader and then the raw socket:
+            # bytes that arrive with the head are lost to it. A real start takes tens of ms
+            # before any output; an error found at once waits a moment too.
+            await asyncio.sleep(0.05)
+            with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+                await conn.write(text if tty else frame(STDOUT, text))
+            return None
+
+        def close_stdin() -> None:
+            w = ex.stdin_w
+            if w is not None:
+                ex.stdin_w = None
+                w.close()
+
+        async def ready() -> None:
+            return None
+
+        stdin = StdinSide(ready, lambda: ex.stdin_w, close_stdin) if ex.config.attach_stdin else None
+        keys = parse_detach_keys(ex.config.detach_keys or engine.config.detach_keys)
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            await run_session(conn, queue, tty=tty, out=ex.config.attach_stdout, err=ex.config.attach_stderr,
+                              stdin=stdin, detach_keys=keys)
+    finally:
+        ex.hub.unsubscribe(queue)
+        await conn.close()
+    return None
+
+
+async def resize_exec(ex: ExecInstance, query: dict[str, str]) -> None:
+    from .tty import resize
+
+    # The CLI resizes right after start: answer once the process exists (as moby).
+    if not ex.running_event.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(ex.running_event.wait(), 10)
+    if not ex.running:
+        if ex.exit_code is not None:
+            return
+        raise errors.Conflict(f"Exec {ex.id} is not running")
+    resize(ex.console, query)
