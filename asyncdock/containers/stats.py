@@ -200,21 +200,42 @@ def sample(cgroups_path: str) -> dict[str, Any]:
     return {"cpu_stats": cpu_stats, "memory_stats": memory_stats, "pids_stats": pids_stats, "blkio_stats": blkio}
 
 
+def network_stats(pid: int) -> dict[str, dict[str, int]] | None:
+    """Per-interface counters of the container's network namespace, read from its init's
+    /proc/<pid>/net/dev (Docker's `networks` object; loopback is left out as Docker does)."""
+    text = _read(Path(f"/proc/{pid}/net/dev")) if pid else None
+    if text is None:
+        return None
+    out: dict[str, dict[str, int]] = {}
+    for line in text.splitlines()[2:]:
+        name, _, rest = line.partition(":")
+        name = name.strip()
+        f = rest.split()
+        if name == "lo" or len(f) < 16:
+            continue
+        n = [int(x) for x in f]
+        out[name] = {"rx_bytes": n[0], "rx_packets": n[1], "rx_errors": n[2], "rx_dropped": n[3],
+                     "tx_bytes": n[8], "tx_packets": n[9], "tx_errors": n[10], "tx_dropped": n[11]}
+    return out or None
+
+
 def _empty_cpu() -> dict[str, Any]:
     return {"cpu_usage": {"total_usage": 0, "usage_in_kernelmode": 0, "usage_in_usermode": 0},
             "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}}
 
 
 def document(rec: ContainerRecord, now: dict[str, Any] | None, read_ns: int,
-             prev: dict[str, Any] | None, prev_ns: int) -> dict[str, Any]:
-    """The JSON object Docker sends per reading."""
+             prev: dict[str, Any] | None, prev_ns: int,
+             networks: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:
+    """The JSON object Docker sends per reading (`networks` only when the container has its own
+    interfaces: not with --network host or none, as Docker)."""
     blank = {"cpu_stats": _empty_cpu(), "memory_stats": {}, "pids_stats": {},
              "blkio_stats": {k: None for k in ("io_service_bytes_recursive", "io_serviced_recursive",
                                                "io_queue_recursive", "io_service_time_recursive",
                                                "io_wait_time_recursive", "io_merged_recursive",
                                                "io_time_recursive", "sectors_recursive")}}
     cur = now or blank
-    return {
+    doc = {
         "read": rfc3339nano(read_ns) if now else ZERO_TIME,
         "preread": rfc3339nano(prev_ns) if prev else ZERO_TIME,
         "pids_stats": cur["pids_stats"],
@@ -227,6 +248,9 @@ def document(rec: ContainerRecord, now: dict[str, Any] | None, read_ns: int,
         "name": rec.name,
         "id": rec.id,
     }
+    if networks and now:
+        doc["networks"] = networks
+    return doc
 
 
 async def serve_stats(req: Any, rec: ContainerRecord) -> Any:
@@ -241,10 +265,16 @@ async def serve_stats(req: Any, rec: ContainerRecord) -> Any:
     out = await req.stream(content_type="application/json")
     enc = msgspec.json.Encoder()
 
+    own_netns = rec.host_config.network_mode not in ("host", "none") and \
+        not rec.host_config.network_mode.startswith("container:")
+
     async def take() -> tuple[dict[str, Any] | None, int]:
         if not rec.state.running:
             return None, 0
         return await asyncio.to_thread(sample, path), time.time_ns()
+
+    def nets() -> dict[str, dict[str, int]] | None:
+        return network_stats(req.engine.containers.live(rec).pid) if own_netns else None
 
     prev, prev_ns = None, 0
     if not one_shot:
@@ -255,7 +285,7 @@ async def serve_stats(req: Any, rec: ContainerRecord) -> Any:
         cur, cur_ns = await take()
         if not rec.state.running:
             cur, prev = None, None
-        await out.write(enc.encode(document(rec, cur, cur_ns, prev, prev_ns)) + b"\n")
+        await out.write(enc.encode(document(rec, cur, cur_ns, prev, prev_ns, nets())) + b"\n")
         if not stream_mode or not rec.state.running:
             break
         prev, prev_ns = cur, cur_ns

@@ -66,3 +66,31 @@ def test_stats_docker_py_shape(shared_daemon: Daemon, box: str) -> None:
     stream = shared_daemon.client().api.stats(box, stream=True, decode=True)
     first, second = next(stream), next(stream)
     assert second["precpu_stats"]["cpu_usage"]["total_usage"] == first["cpu_stats"]["cpu_usage"]["total_usage"]
+
+
+def _net_io(daemon: Daemon, name: str) -> str:
+    return daemon.docker("stats", "--no-stream", "--format", "{{.NetIO}}", name).stdout.strip()
+
+
+def test_stats_network_counters_move(shared_daemon: Daemon, box: str) -> None:
+    # Traffic only between two containers this test made, on the engine's default bridge.
+    peer = f"ts-peer-{uuid.uuid4().hex[:8]}"
+    shared_daemon.docker("run", "-d", "--name", peer, "busybox", "sleep", "1000")
+    try:
+        ip = shared_daemon.docker("inspect", "-f", "{{.NetworkSettings.Networks.bridge.IPAddress}}", peer).stdout.strip()
+        assert ip, "the default network gives the container an address"
+        before = shared_daemon.client().api.stats(box, stream=False)["networks"]["eth0"]
+        shared_daemon.docker("exec", box, "ping", "-c", "3", "-W", "2", ip)
+        after = shared_daemon.client().api.stats(box, stream=False)["networks"]["eth0"]
+        assert after["tx_packets"] >= before["tx_packets"] + 3 and after["rx_bytes"] > before["rx_bytes"]
+        assert "/" in _net_io(shared_daemon, box) and _net_io(shared_daemon, box) != "0B / 0B"
+        host = shared_daemon.client().api.stats(peer, stream=False)
+        assert "eth0" in host["networks"]
+    finally:
+        shared_daemon.docker("rm", "-f", peer, check=False)
+    hostnet = f"ts-host-{uuid.uuid4().hex[:8]}"
+    shared_daemon.docker("run", "-d", "--network", "host", "--name", hostnet, "busybox", "sleep", "1000")
+    try:
+        assert "networks" not in shared_daemon.client().api.stats(hostnet, stream=False)
+    finally:
+        shared_daemon.docker("rm", "-f", hostnet, check=False)
