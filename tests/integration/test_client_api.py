@@ -17,13 +17,14 @@ from tests.support.daemon import Daemon
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _examples() -> list[str]:
-    text = (ROOT / "docs" / "python-api.md").read_text()
+def _examples(doc: str = "docs/python-api.md") -> list[str]:
+    text = (ROOT / doc).read_text()
     return re.findall(r"```python\n(.*?)```", text, re.S)
 
 
-def test_readme_client_example_runs_as_written(shared_daemon: Daemon) -> None:
-    code = _examples()[0]
+@pytest.mark.parametrize("doc", ["docs/python-api.md", "README.md"])
+def test_readme_client_example_runs_as_written(shared_daemon: Daemon, doc: str) -> None:
+    code = _examples(doc)[0]
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **shared_daemon.env},
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
