@@ -660,6 +660,9 @@ class ContainerManager:
         if rec.state.paused and not force:
             raise errors.Conflict(f"You cannot remove a paused container {rec.id}. "
                                   "Unpause and then stop the container before attempting removal or force remove")
+        if rec.state.restarting and not force:
+            raise errors.Conflict(f"You cannot remove a restarting container {rec.id}. "
+                                  "Stop the container before attempting removal or force remove")
         if rec.state.running and not force:
             raise errors.Conflict(f"You cannot remove a running container {rec.id}. "
                                   "Stop the container before attempting removal or force remove")

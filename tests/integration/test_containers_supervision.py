@@ -180,3 +180,19 @@ def test_image_healthcheck_and_stop_signal(d: Daemon, tag: str) -> None:
     n2 = f"{tag}-none"
     d.docker("run", "-d", "--name", n2, "--label", f"asyncdock.test={tag}", "--no-healthcheck", "configured")
     assert insp(d, n2, "{{.State.Health}}") == "<nil>"
+
+
+def test_rm_of_restarting_container_refused_without_force(d: Daemon, tag: str) -> None:
+    name = f"{tag}-rs"
+    since = time.time()
+    cid = d.docker("run", "-d", "--name", name, "--restart", "always", BUSYBOX, "sh", "-c", "exit 1").stdout.strip()
+    # The back-off doubles from 100 ms: after the sixth exit the next start waits 3.2 s, and no
+    # start is in flight, so the container is certainly in its restarting window.
+    wait_until(lambda: len(events(d, since, time.time(), f"container={name}", "event=die")) >= 6,
+               timeout=30, what="six exits")
+    r = d.docker("rm", name, check=False)
+    assert r.returncode != 0
+    assert (f"You cannot remove a restarting container {cid}. Stop the container before attempting "
+            f"removal or force remove") in r.stderr
+    d.docker("rm", "-f", name)
+    assert name not in d.docker("ps", "-a", "--format", "{{.Names}}").stdout.split()
