@@ -6,6 +6,8 @@ from typing import Any
 
 import msgspec
 
+# msgspec-only modules: the client never imports the engine
+from ..containers.models import ContainerConfig
 from ..events.models import Actor, Event
 
 __all__ = ["Actor", "Event", "Version", "ContainerSummary", "ContainerState", "ContainerConfig",
@@ -64,19 +66,6 @@ class ContainerState(msgspec.Struct, rename="pascal"):
     error: str = ""
     started_at: str = ""
     finished_at: str = ""
-
-
-class ContainerConfig(msgspec.Struct, rename="pascal"):
-    hostname: str = ""
-    user: str = ""
-    env: list[str] | None = None
-    cmd: list[str] | None = None
-    entrypoint: list[str] | None = None
-    image: str = ""
-    working_dir: str = ""
-    labels: dict[str, str] | None = None
-    tty: bool = False
-    open_stdin: bool = False
 
 
 class ContainerInspect(msgspec.Struct, rename="pascal"):

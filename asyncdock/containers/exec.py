@@ -25,7 +25,7 @@ import msgspec
 from .. import errors
 from ..util.ids import new_id
 from .models import ContainerRecord
-from .stdio import STDERR, STDOUT, OutputHub, pump_output
+from .stdio import STDOUT, OutputHub, open_stdio_pipes, start_stdio_pipes
 
 if TYPE_CHECKING:
     from ..engine import Engine
@@ -223,7 +223,7 @@ async def start_exec(engine: Engine, ex: ExecInstance, *, discard_output: bool =
     """Start the process; output goes to `ex.hub`. Raises ExecStartError (exit code recorded)
     or an EngineError before anything ran."""
     from ..runtime.base import RuntimeError_
-    from ..runtime.cli import last_error_line
+    from ..runtime.cli import last_logged_error
     from .spec import ExecutableError, find_executable, path_from_env
     from .tty import ConsoleSocket, setup_console
 
@@ -277,16 +277,8 @@ async def start_exec(engine: Engine, ex: ExecInstance, *, discard_output: bool =
         elif discard_output:
             stdio = (subprocess.DEVNULL,) * 3
         else:
-            out_r, out_w = os.pipe2(os.O_CLOEXEC)
-            err_r, err_w = os.pipe2(os.O_CLOEXEC)
-            opened += [out_r, out_w, err_r, err_w]
-            if cfg.attach_stdin:
-                in_r, in_w = os.pipe2(os.O_CLOEXEC)
-                opened += [in_r, in_w]
-            else:
-                in_r, in_w = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC), -1
-                opened.append(in_r)
-            stdio = (in_r, out_w, err_w)
+            pipes = open_stdio_pipes(cfg.attach_stdin, opened)
+            stdio = pipes.child
         argv = list(rt.exec_argv(rec.id, process_json, pid_file=pid_file, detach=True,
                                  console_socket=cs.path if cs else None))
         # errors to a JSON log file (the process's stderr may be the container's pipe)
@@ -305,11 +297,7 @@ async def start_exec(engine: Engine, ex: ExecInstance, *, discard_output: bool =
             await proc.wait()
             raise
         if rc != 0:
-            try:
-                text = log_file.read_text(errors="replace")
-            except OSError:
-                text = ""
-            msg = last_error_line(text) or f"{rt.name} exec failed with exit code {rc}"
+            msg = last_logged_error(log_file) or f"{rt.name} exec failed with exit code {rc}"
             msg = msg.removeprefix("exec failed: ")
             raise fail(*_exec_error(msg, argv0))
         pid = int(pid_file.read_text().strip())
@@ -328,17 +316,9 @@ async def start_exec(engine: Engine, ex: ExecInstance, *, discard_output: bool =
         elif discard_output:
             output_done = []
         else:
-            for fd in (stdio[0], stdio[1], stdio[2]):
-                os.close(fd)  # type: ignore[arg-type]
-                opened.remove(fd)  # type: ignore[arg-type]
-            output_done = await pump_output({STDOUT: out_r, STDERR: err_r}, ex.hub, None)
-            opened.remove(out_r)
-            opened.remove(err_r)
-            if in_w >= 0:
-                loop = asyncio.get_running_loop()
-                transport, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(in_w, "wb", buffering=0))
-                opened.remove(in_w)
-                ex.stdin_w = transport
+            output_done, stdin = await start_stdio_pipes(pipes, opened, ex.hub, None)
+            if stdin is not None:
+                ex.stdin_w = stdin
     except RuntimeError_ as e:
         raise fail(*_exec_error(e.message, argv0)) from None
     finally:

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ from ..runtime.base import RuntimeError_
 from ..util.ids import short_id
 from .etcfiles import write_etc_files
 from .models import ContainerRecord
-from .stdio import STDERR, STDOUT, pump_output
+from .stdio import open_stdio_pipes, start_stdio_pipes
 
 if TYPE_CHECKING:
     from .manager import ContainerManager, Live
@@ -99,39 +100,15 @@ async def launch(mgr: ContainerManager, rec: ContainerRecord, lv: Live) -> Proce
         if rec.config.tty:
             return await _launch_tty(mgr, rec, lv, rt, bundle, files_dir, driver)
         # stdio: our ends are read by the pumps; the container's ends go to the runtime
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        opened += [out_r, out_w, err_r, err_w]
-        if rec.config.open_stdin:
-            in_r, in_w = os.pipe2(os.O_CLOEXEC)
-            opened += [in_r, in_w]
-        else:
-            in_r = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
-            in_w = -1
-            opened.append(in_r)
-        lv.log_writer = driver.open_writer(files_dir, rec.id, dict(rec.host_config.log_config.config or {}))
-        writer = lv.log_writer
-
-        def emit(stream: str, data: bytes, ts: int) -> None:
-            writer.write(LogRecord(stream, data, ts))  # type: ignore[arg-type]
-
-        pid_file = bundle / "init.pid"
-        pid_file.unlink(missing_ok=True)
+        pipes = open_stdio_pipes(rec.config.open_stdin, opened)
+        emit, pid_file = _open_log_and_pid_file(lv, rec, driver, files_dir, bundle)
         try:
-            await rt.create(rec.id, bundle, pid_file=pid_file, stdio=(in_r, out_w, err_w))
+            await rt.create(rec.id, bundle, pid_file=pid_file, stdio=pipes.child)
         except RuntimeError_ as e:
             raise _start_error(rt.name, e.message) from None
-        for fd in (in_r, out_w, err_w):
-            os.close(fd)
-            opened.remove(fd)
-        output_done = await pump_output({STDOUT: out_r, STDERR: err_r}, lv.hub, emit)
-        opened.remove(out_r)
-        opened.remove(err_r)
-        if in_w >= 0:
-            loop = asyncio.get_running_loop()
-            transport, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(in_w, "wb", buffering=0))
-            opened.remove(in_w)
-            lv.stdin_w = transport
+        output_done, stdin = await start_stdio_pipes(pipes, opened, lv.hub, emit)
+        if stdin is not None:
+            lv.stdin_w = stdin
         pid = int(pid_file.read_text().strip())
         exit_future = engine.exits.watch(pid)
         try:
@@ -154,13 +131,10 @@ async def launch(mgr: ContainerManager, rec: ContainerRecord, lv: Live) -> Proce
         raise
 
 
-async def _launch_tty(mgr: ContainerManager, rec: ContainerRecord, lv: Live, rt: Any, bundle: Path,
-                      files_dir: Path, driver: Any) -> Process:
-    """`Tty`: the runtime makes the pty and sends us its master through the console socket; the
-    output is raw (one stream), stdin goes to the master. Cleanup on failure is the caller's."""
-    from .tty import ConsoleSocket, setup_console
-
-    engine = mgr.engine
+def _open_log_and_pid_file(lv: Live, rec: ContainerRecord, driver: Any, files_dir: Path,
+                           bundle: Path) -> tuple[Callable[[str, bytes, int], None], Path]:
+    """Open the container's log writer (on `lv`, so teardown closes it) and clear the runtime's
+    pid file; returns the pumps' log sink and the pid file's path."""
     lv.log_writer = driver.open_writer(files_dir, rec.id, dict(rec.host_config.log_config.config or {}))
     writer = lv.log_writer
 
@@ -169,6 +143,17 @@ async def _launch_tty(mgr: ContainerManager, rec: ContainerRecord, lv: Live, rt:
 
     pid_file = bundle / "init.pid"
     pid_file.unlink(missing_ok=True)
+    return emit, pid_file
+
+
+async def _launch_tty(mgr: ContainerManager, rec: ContainerRecord, lv: Live, rt: Any, bundle: Path,
+                      files_dir: Path, driver: Any) -> Process:
+    """`Tty`: the runtime makes the pty and sends us its master through the console socket; the
+    output is raw (one stream), stdin goes to the master. Cleanup on failure is the caller's."""
+    from .tty import ConsoleSocket, setup_console
+
+    engine = mgr.engine
+    emit, pid_file = _open_log_and_pid_file(lv, rec, driver, files_dir, bundle)
     cs = ConsoleSocket()
     try:
         receiving = asyncio.ensure_future(cs.receive())

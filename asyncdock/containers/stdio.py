@@ -6,6 +6,7 @@ import asyncio
 import os
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 STDIN, STDOUT, STDERR = 0, 1, 2
 _NAMES = {STDOUT: "stdout", STDERR: "stderr"}
@@ -115,3 +116,54 @@ async def pump_output(fds: dict[int, int], hub: OutputHub,
         await loop.connect_read_pipe(lambda on_data=on_data, fut=fut: _PipeReader(on_data, fut), pipe)
         done.append(fut)
     return done
+
+
+class StdioPipes(NamedTuple):
+    """A process's stdio as pipes: our ends (read by the pumps, stdin written by attach) and the
+    process's ends (given to the runtime). Without stdin the process reads /dev/null."""
+
+    in_r: int
+    in_w: int  # -1 without stdin
+    out_r: int
+    out_w: int
+    err_r: int
+    err_w: int
+
+    @property
+    def child(self) -> tuple[int, int, int]:
+        return self.in_r, self.out_w, self.err_w
+
+
+def open_stdio_pipes(with_stdin: bool, opened: list[int]) -> StdioPipes:
+    """Make the pipes; every fd goes into `opened` (the caller closes what is left on failure)."""
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    opened += [out_r, out_w, err_r, err_w]
+    if with_stdin:
+        in_r, in_w = os.pipe2(os.O_CLOEXEC)
+        opened += [in_r, in_w]
+    else:
+        in_r = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        in_w = -1
+        opened.append(in_r)
+    return StdioPipes(in_r, in_w, out_r, out_w, err_r, err_w)
+
+
+async def start_stdio_pipes(pipes: StdioPipes, opened: list[int], hub: OutputHub,
+                            log_emit: Callable[[str, bytes, int], None] | None,
+                            ) -> tuple[list[asyncio.Future[None]], asyncio.WriteTransport | None]:
+    """Once the runtime holds the process's ends: close ours of those, start the output pumps and
+    wrap stdin. Returns the pumps' EOF futures and the stdin transport (None without stdin); the
+    fds taken over leave `opened`."""
+    for fd in pipes.child:
+        os.close(fd)
+        opened.remove(fd)
+    output_done = await pump_output({STDOUT: pipes.out_r, STDERR: pipes.err_r}, hub, log_emit)
+    opened.remove(pipes.out_r)
+    opened.remove(pipes.err_r)
+    stdin: asyncio.WriteTransport | None = None
+    if pipes.in_w >= 0:
+        loop = asyncio.get_running_loop()
+        stdin, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(pipes.in_w, "wb", buffering=0))
+        opened.remove(pipes.in_w)
+    return output_done, stdin

@@ -9,6 +9,8 @@ from typing import Any
 
 import msgspec
 
+from ..containers.models import HealthConfig as _HealthConfig
+
 # Media types
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -91,15 +93,11 @@ class _Probe(msgspec.Struct):
     layers: list[Any] | None = None
 
 
-class HealthConfig(msgspec.Struct, rename="pascal", omit_defaults=True):
-    """Durations are nanoseconds, as Docker stores them."""
+class HealthConfig(_HealthConfig):
+    """Durations are nanoseconds, as Docker stores them. Image configs also carry StartInterval
+    (API 1.44); container create requests at our API version do not (Docker drops it below 1.44)."""
 
-    test: list[str] | None = None
-    interval: int = 0
-    timeout: int = 0
-    start_period: int = 0
     start_interval: int = 0
-    retries: int = 0
 
 
 class ContainerConfig(msgspec.Struct, rename="pascal"):

@@ -79,6 +79,9 @@ class FileOptions:
 # Keys Docker's file drivers accept besides their own; we accept and ignore them (they only
 # add "attrs" to records, which nothing in our API reads back yet).
 COMMON_ATTR_KEYS = frozenset({"labels", "labels-regex", "env", "env-regex", "tag"})
+# Every --log-opt key json-file and local accept (Docker's two file drivers take the same set;
+# their defaults, rules and messages differ and stay in each driver).
+FILE_OPT_KEYS = frozenset({"max-size", "max-file", "compress"}) | COMMON_ATTR_KEYS
 
 
 def rotated_path(path: Path, n: int) -> Path:

@@ -93,13 +93,18 @@ class NetworkManager:
                         netns.remove(p)
                     except OSError as e:
                         log.warning("removing leftover netns %s: %s", p, e)
-            for d in self.drivers.values():
-                try:
-                    d.cleanup(list(self.store.networks.values()))
-                except Exception as e:
-                    log.warning("network driver cleanup: %s", e)
+            self._cleanup_drivers()
 
         await asyncio.to_thread(work)
+
+    def _cleanup_drivers(self) -> None:
+        """Every driver removes what it has outside the known networks (blocking: a worker
+        thread's job). A failing driver does not stop the others."""
+        for d in self.drivers.values():
+            try:
+                d.cleanup(list(self.store.networks.values()))
+            except Exception as e:
+                log.warning("network driver cleanup: %s", e)
 
     async def _ensure_builtin(self) -> None:
         have = {n.name for n in self.store.networks.values() if n.builtin}
@@ -128,15 +133,7 @@ class NetworkManager:
             except Exception:
                 log.exception("releasing network of %s", short_id(cid))
         self.dns.close()
-
-        def work() -> None:
-            for d in self.drivers.values():
-                try:
-                    d.cleanup(list(self.store.networks.values()))
-                except Exception as e:
-                    log.warning("network driver cleanup: %s", e)
-
-        await asyncio.to_thread(work)
+        await asyncio.to_thread(self._cleanup_drivers)
 
     # ------------------------------------------------------------------ lookup
     def find(self, ref: str) -> Network | None:

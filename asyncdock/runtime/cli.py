@@ -59,6 +59,15 @@ def last_error_line(text: str) -> str:
     return fallback
 
 
+def last_logged_error(log_file: Path) -> str:
+    """last_error_line of the runtime's --log file; "" when it is unreadable or absent."""
+    try:
+        text = log_file.read_text(errors="replace")
+    except OSError:
+        text = ""
+    return last_error_line(text)
+
+
 def _parse_log_line(line: str) -> tuple[str, str]:
     if line.startswith("{"):
         try:
@@ -208,11 +217,7 @@ class CLIRuntime:
                     from None
             raise
         if rc != 0:
-            try:
-                text = log_file.read_text(errors="replace")
-            except OSError:
-                text = ""
-            raise RuntimeError_(last_error_line(text) or
+            raise RuntimeError_(last_logged_error(log_file) or
                                 f"{self.name} create failed with exit code {rc}", returncode=rc)
         log_file.unlink(missing_ok=True)
 

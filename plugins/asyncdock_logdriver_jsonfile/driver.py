@@ -5,7 +5,7 @@ from pathlib import Path
 
 from asyncdock.errors import InvalidParameter
 from asyncdock.logs.files import (
-    COMMON_ATTR_KEYS,
+    FILE_OPT_KEYS,
     FileLogDriver,
     FileOptions,
     parse_go_bool,
@@ -15,7 +15,6 @@ from asyncdock.logs.files import (
 
 from .codec import JSONLineCodec
 
-_KEYS = frozenset({"max-size", "max-file", "compress"}) | COMMON_ATTR_KEYS
 
 
 class JSONFileDriver(FileLogDriver):
@@ -30,7 +29,7 @@ class JSONFileDriver(FileLogDriver):
         limit, one file. `compress` is validated as Docker does but rotated files are kept
         uncompressed."""
         for key in opts:
-            if key not in _KEYS:
+            if key not in FILE_OPT_KEYS:
                 raise InvalidParameter(f"unknown log opt '{key}' for json-file log driver")
         try:
             max_size = -1

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from asyncdock.errors import InvalidParameter
 from asyncdock.logs.files import (
-    COMMON_ATTR_KEYS,
+    FILE_OPT_KEYS,
     FileLogDriver,
     FileOptions,
     parse_go_bool,
@@ -15,7 +15,6 @@ from asyncdock.logs.files import (
 
 from .codec import LocalCodec
 
-_KEYS = frozenset({"max-size", "max-file", "compress"}) | COMMON_ATTR_KEYS
 DEFAULT_MAX_SIZE = 20 * 1024 * 1024
 DEFAULT_MAX_FILE = 5
 
@@ -37,7 +36,7 @@ class LocalDriver(FileLogDriver):
         Docker, so `max-file=1` alone is refused as Docker refuses it; rotated files are kept
         uncompressed regardless. A max-size of 0 means no rotation."""
         for key in opts:
-            if key not in _KEYS:
+            if key not in FILE_OPT_KEYS:
                 raise InvalidParameter(f"unknown log opt '{key}' for log driver local")
         max_size, max_file, compress = DEFAULT_MAX_SIZE, DEFAULT_MAX_FILE, True
         if "max-size" in opts:
