@@ -17,9 +17,12 @@ from common import Conn, api, ensure_image, interleave, parser, report, sockets 
 from floor import single_runs  # noqa: E402
 
 
-async def cycle(sock: str, image: str) -> float:
+async def cycle(sock: str, image: str, network: str = "") -> float:
     t0 = time.perf_counter()
-    status, body = await api(sock, "POST", "/v1.41/containers/create", {"Image": image, "Cmd": ["true"]})
+    body_in: dict[str, object] = {"Image": image, "Cmd": ["true"]}
+    if network:
+        body_in["HostConfig"] = {"NetworkMode": network}
+    status, body = await api(sock, "POST", "/v1.41/containers/create", body_in)
     if status != 201:
         raise SystemExit(f"create: {status} {body}")
     cid = body["Id"]
@@ -40,13 +43,15 @@ async def cycle(sock: str, image: str) -> float:
 async def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--floor", choices=["crun", "runc"])
+    p.add_argument("--network", default="", help="NetworkMode for both engines (e.g. none: Docker here runs "
+                                                  "with its bridge off, so `none` compares like with like)")
     p.set_defaults(runs=20)
     args = p.parse_args()
     engines = sockets(args)
     for sock in engines.values():
         await ensure_image(sock, args.image)
-        await cycle(sock, args.image)  # warm-up
-    results = await interleave(engines, args.runs, lambda label, sock: cycle(sock, args.image))
+        await cycle(sock, args.image, args.network)  # warm-up
+    results = await interleave(engines, args.runs, lambda label, sock: cycle(sock, args.image, args.network))
     extra = {}
     if args.floor:
         floor = [t * 1000 for t in await single_runs(args.floor, args.runs)]
@@ -54,7 +59,8 @@ async def main() -> None:
         f = statistics.median(floor)
         print(f"floor: bare {args.floor} run median {f:.1f} ms; asyncdock/floor = "
               f"{statistics.median(results['asyncdock']) / f:.2f}")
-    report("api-run", "ms", results, extra=extra)
+    report("api-run" + (f"-{args.network}" if args.network else ""), "ms", results,
+           extra={**extra, "network": args.network or "default"})
 
 
 if __name__ == "__main__":

@@ -53,12 +53,16 @@ def argv(runtime: str, root: Path, bundle: Path, cid: str, detach: bool) -> list
 async def one_run(runtime: str, root: Path, bundle: Path, detach: bool = False) -> float:
     cid = "floor-" + uuid.uuid4().hex[:12]
     t0 = time.perf_counter()
-    proc = await asyncio.create_subprocess_exec(*argv(runtime, root, bundle, cid, detach),
-                                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, err = await proc.communicate()
+    # The runtime's errors go to a file: a detached container inherits the runtime's stdio, and a
+    # pipe it holds would never reach EOF.
+    errlog = bundle / f"{cid}.err"
+    with open(errlog, "wb") as err:
+        proc = await asyncio.create_subprocess_exec(*argv(runtime, root, bundle, cid, detach),
+                                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        await proc.wait()
     dt = time.perf_counter() - t0
     if proc.returncode != 0:
-        raise SystemExit(f"{runtime} run failed: {err.decode().strip()}")
+        raise SystemExit(f"{runtime} run failed: {errlog.read_text().strip()}")
     if not detach:
         await (await asyncio.create_subprocess_exec(runtime, "--root", str(root), "delete", "-f", cid,
                                                      stderr=subprocess.DEVNULL)).wait()

@@ -27,8 +27,29 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def engine_rss(pids: list[int], container_pids: set[int]) -> int:
-    """Engine pids plus every descendant that is not inside a container (helpers)."""
+def matching_pids(pattern: str) -> list[int]:
+    """Helper processes that are not the engine's descendants (containerd shims re-parent to
+    PID 1), found by their command line."""
+    import re
+
+    if not pattern:
+        return []
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/cmdline", "rb") as f:
+                    if re.search(pattern, f.read().replace(b"\0", b" ").decode(errors="replace")):
+                        out.append(int(d))
+            except OSError:
+                continue
+    return out
+
+
+def engine_rss(pids: list[int], container_pids: set[int], helpers: str = "") -> int:
+    """Engine pids plus every descendant that is not inside a container (helpers), plus the
+    processes matching `helpers`."""
+    pids = list(pids) + matching_pids(helpers)
     children: dict[int, list[int]] = {}
     for d in os.listdir("/proc"):
         if d.isdigit():
@@ -52,8 +73,8 @@ def engine_rss(pids: list[int], container_pids: set[int]) -> int:
     return total
 
 
-async def measure(sock: str, pids: list[int], image: str, n: int) -> tuple[float, float]:
-    idle = engine_rss(pids, set()) / 1024
+async def measure(sock: str, pids: list[int], image: str, n: int, helpers: str = "") -> tuple[float, float]:
+    idle = engine_rss(pids, set(), helpers) / 1024
     ids = []
     for _ in range(n):
         status, body = await api(sock, "POST", "/v1.41/containers/create",
@@ -65,7 +86,7 @@ async def measure(sock: str, pids: list[int], image: str, n: int) -> tuple[float
     for cid in ids:
         _, info = await api(sock, "GET", f"/v1.41/containers/{cid}/json")
         cpids.add(info["State"]["Pid"])
-    loaded = engine_rss(pids, cpids) / 1024
+    loaded = engine_rss(pids, cpids, helpers) / 1024
     for cid in ids:
         await api(sock, "DELETE", f"/v1.41/containers/{cid}?force=1")
     return idle, (loaded - idle) / n
@@ -76,6 +97,8 @@ async def main() -> None:
     p.add_argument("--pid", type=int, required=True, help="asyncdock daemon pid")
     p.add_argument("--vs-pids", default="", help="comma-separated pids of the other engine")
     p.add_argument("--containers", type=int, default=20)
+    p.add_argument("--vs-helpers", default="",
+                   help="regex of the other engine's helper processes outside its tree, e.g. containerd-shim")
     p.set_defaults(runs=1)
     args = p.parse_args()
     engines = sockets(args)
@@ -87,7 +110,8 @@ async def main() -> None:
     for _ in range(args.runs):
         for label, sock in engines.items():
             await ensure_image(sock, args.image)
-            i, c = await measure(sock, pids[label], args.image, args.containers)
+            i, c = await measure(sock, pids[label], args.image, args.containers,
+                                 args.vs_helpers if label == "other" else "")
             idle[label].append(i)
             per[label].append(c)
     report("memory-idle", "MiB", idle)

@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 
 from ..config import DaemonConfig
 from ..containers.status import parse_docker_time
-from ..content.store import ContentStore, DigestMismatch, IngestWriter
+from ..content.store import ContentStore, DigestMismatch, IngestLocked, IngestWriter
 from ..errors import EngineError
 from ..events import EventBus, LayerProgress
 from ..registry.auth import AuthConfig
@@ -46,6 +46,9 @@ from . import progress as pm
 from .models import LAYER_TYPES, ContainerConfig, Descriptor, ImageConfig, Platform, decode_config
 from .pipe import DEFAULT_PIPE_LIMIT, CountingReader, LayerPipe, PipeClosed, TeeReader
 from .store import ImageRecord, ImageStore, LayerBlob, chain_ids
+
+# How long a pull waits for a cancelled transfer of the same blob to let go of its ingest.
+INGEST_RELEASE_WAIT = 30.0
 
 log = logging.getLogger(__name__)
 
@@ -508,10 +511,23 @@ class Puller:
                 if stream:
                     self._unpacks.release()
 
+    async def _open_ingest(self, desc: Descriptor) -> IngestWriter:
+        """The blob's ingest. A transfer that was just cancelled (its client hung up) may still
+        be closing it in its worker thread after giving up its place in `_blobs`: wait for that
+        instead of failing this pull."""
+        deadline = time.monotonic() + INGEST_RELEASE_WAIT
+        while True:
+            try:
+                return await asyncio.to_thread(
+                    self.content.ingest, ContentStore.ref_for(desc.digest), desc.digest, desc.size or None)
+            except IngestLocked:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+
     async def _transfer(self, job: LayerJob, repo: Repository, stream: bool) -> _Outcome | None:
         desc = job.desc
-        writer: IngestWriter = await asyncio.to_thread(
-            self.content.ingest, ContentStore.ref_for(desc.digest), desc.digest, desc.size or None)
+        writer = await self._open_ingest(desc)
         resumed = writer.offset > 0
         loop = asyncio.get_running_loop()
         pipe = LayerPipe(self._pipe_limit)

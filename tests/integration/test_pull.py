@@ -474,3 +474,36 @@ def test_rmi_removes_snapshots_and_blobs(tmp_path: Path, registry: Any) -> None:
         assert h.content.list() == [] and await h.snapshotter.list() == []
 
     run(tmp_path, body)
+
+
+def test_pull_waits_for_a_cancelled_transfer_to_release_the_ingest(tmp_path: Path, registry: Any) -> None:
+    """A transfer whose client went away may still hold the blob's ingest for a moment after it
+    gave up its place: a new pull of the same blob waits for it instead of failing."""
+    from asyncdock.content.store import ContentStore, IngestLocked
+
+    async def body(h: Harness) -> None:
+        ref = registry.ref("library/busybox")
+        repo = await h.registry.repository(parse_pull_reference(ref), None)
+        layer = (await repo.resolve()).manifest.layers[0]
+        digest, size = layer.digest, layer.size
+        held = await asyncio.to_thread(h.content.ingest, ContentStore.ref_for(digest), digest, size)
+        refused = asyncio.Event()
+        real_ingest = h.content.ingest
+
+        def spy(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return real_ingest(*args, **kwargs)
+            except IngestLocked:
+                h.loop.call_soon_threadsafe(refused.set)
+                raise
+
+        h.loop = asyncio.get_running_loop()
+        h.content.ingest = spy  # type: ignore[method-assign]
+        pull = asyncio.ensure_future(h.pull(ref))
+        await asyncio.wait_for(refused.wait(), 20)  # the pull met the held ingest ...
+        assert not pull.done()  # ... and waits instead of failing
+        await asyncio.to_thread(held.close)
+        rec = await asyncio.wait_for(pull, 30)
+        assert h.content.exists(digest) and rec.id
+
+    run(tmp_path, body)
