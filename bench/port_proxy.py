@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -111,13 +112,18 @@ async def run_ours(ns_ip: str, seconds: float, conc: int) -> tuple[int, list[flo
 
 async def run_docker_proxy(binary: str, ns_ip: str, seconds: float, conc: int) -> tuple[int, list[float]]:
     port = free_port()
-    proc = await asyncio.create_subprocess_exec(binary, "-proto", "tcp", "-host-ip", "127.0.0.1", "-host-port",
-                                                str(port), "-container-ip", ns_ip, "-container-port", "80")
+    # dockerd starts docker-proxy with a pipe on fd 3 where the proxy reports that it listens;
+    # without one, the proxy's own listening socket lands on fd 3 and is closed by that report.
+    # (subprocess closes every fd above 2 after preexec_fn, so the shell opens fd 3 instead.)
+    proc = await asyncio.create_subprocess_exec(
+        "sh", "-c", 'exec "$0" "$@" 3>/dev/null', binary, "-proto", "tcp", "-host-ip", "127.0.0.1",
+        "-host-port", str(port), "-container-ip", ns_ip, "-container-port", "80")
     try:
         await wait_port(port)
         return await load(port, seconds, conc)
     finally:
-        proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
         await proc.wait()
 
 
