@@ -36,6 +36,14 @@ from .auth import (AuthConfig, AuthError, Challenge, TokenCache, basic_header, f
 from .platforms import host_platform, select_manifest
 from .reference import DEFAULT_DOMAIN, Reference
 
+
+class PullUnauthorized(Unauthorized):
+    """The registry refused a pull for want of (valid) credentials. dockerd answers these with a
+    plain error (500): a 401 from the pull endpoint makes the docker CLI prompt for a login and
+    retry, which hangs where there is no terminal. `docker login` (POST /auth) keeps its 401."""
+
+    status = 500
+
 log = logging.getLogger(__name__)
 
 HUB_ENDPOINT = "https://registry-1.docker.io"
@@ -312,7 +320,7 @@ class Repository:
                     token, lifetime = await fetch_token(self.client.session(), ch, scopes, self.auth,
                                                         ssl=self.endpoint.ssl)
                 except AuthError as e:
-                    raise Unauthorized(str(e)) from None
+                    raise PullUnauthorized(str(e)) from None
                 self.client.tokens.put(key, token, lifetime)
             return "Bearer " + token
         return None
@@ -338,7 +346,7 @@ class Repository:
                 return resp
             if chosen.scheme == "basic" and (self.auth is None or self.auth.credentials() is None):
                 resp.release()
-                raise Unauthorized(f"{method.capitalize()} \"{url}\": no basic auth credentials")
+                raise PullUnauthorized(f"{method.capitalize()} \"{url}\": no basic auth credentials")
             resp.release()
             self.client._challenges[base] = chosen
             ch = chosen
@@ -382,7 +390,7 @@ class Repository:
             return NotFound(f"pull access denied for {ref.familiar_name}, repository does not exist or may "
                             f"require 'docker login': denied: {msg}")
         if status == 401:
-            return Unauthorized(f"Get \"{url}\": unauthorized: {message or 'authentication required'}")
+            return PullUnauthorized(f"Get \"{url}\": unauthorized: {message or 'authentication required'}")
         if code:
             return RegistryError(_errcode_text(code, message), status if status < 500 else 500)
         return RegistryError(f"Get \"{url}\": unexpected status {status} from the registry", 500)
