@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 
 from ...errors import InvalidParameter, Unavailable
 from ..filters import bool_filter, match_label, parse_filters
@@ -15,19 +14,6 @@ def _mgr(req: Request) -> Any:
     if mgr is None:
         raise Unavailable("networking is not available")
     return mgr
-
-
-async def _body(req: Request) -> dict[str, Any]:
-    raw = await req.body()
-    if not raw.strip():
-        return {}
-    try:
-        data = msgspec.json.decode(raw)
-    except msgspec.DecodeError as e:
-        raise InvalidParameter(f"invalid JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise InvalidParameter("invalid JSON: expected an object")
-    return data
 
 
 async def list_networks(req: Request) -> Response:
@@ -68,7 +54,7 @@ async def inspect_network(req: Request) -> Response:
 
 async def create_network(req: Request) -> Response:
     mgr = _mgr(req)
-    body = await _body(req)
+    body = await req.json(dict[str, Any]) or {}
     net = await mgr.create(str(body.get("Name") or ""), str(body.get("Driver") or "bridge"),
                            options=body.get("Options") or {}, labels=body.get("Labels") or {},
                            ipam_cfg=body.get("IPAM") or None, internal=bool(body.get("Internal")),
@@ -83,7 +69,7 @@ async def remove_network(req: Request) -> Response:
 
 
 async def connect(req: Request) -> Response:
-    body = await _body(req)
+    body = await req.json(dict[str, Any]) or {}
     if not body.get("Container"):
         raise InvalidParameter("container is required")
     await _mgr(req).connect(req.match["id"], str(body["Container"]), body.get("EndpointConfig"))
@@ -91,7 +77,7 @@ async def connect(req: Request) -> Response:
 
 
 async def disconnect(req: Request) -> Response:
-    body = await _body(req)
+    body = await req.json(dict[str, Any]) or {}
     if not body.get("Container"):
         raise InvalidParameter("container is required")
     await _mgr(req).disconnect(req.match["id"], str(body["Container"]), bool(body.get("Force")))
