@@ -10,7 +10,9 @@ from tests.support.daemon import Daemon
 def test_pull_and_run_a_120_layer_image(shared_daemon: Daemon, registry: Any) -> None:
     ref = registry.ref("library/deep120")
     out = shared_daemon.docker("pull", ref).stdout
-    assert out.count("Pull complete") == 120 and "Status: Downloaded newer image" in out
+    # every layer ends in Docker's way: pulled, or (the busybox base, on a shared daemon) present
+    assert out.count("Pull complete") + out.count("Already exists") == 120
+    assert out.count("Pull complete") >= 119 and "Status: Downloaded newer image" in out
     layers = shared_daemon.docker("image", "inspect", "-f", "{{len .RootFS.Layers}}", ref).stdout.strip()
     assert layers == "120"
     # the bottom layer's busybox and the top layer's marker are both visible in one overlay
