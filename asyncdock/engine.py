@@ -176,11 +176,10 @@ class Engine:
             wanted = "overlayfs"
         if not wanted:
             wanted = "overlayfs"
-            module = __import__(regs["overlayfs"].factory.__module__, fromlist=["supported"]) if "overlayfs" in regs else None
-            supported = getattr(module, "supported", None)
-            if supported is not None:
-                ok = await asyncio.to_thread(supported)
-                if not ok:
+            reg = regs.get(wanted)
+            if reg is not None and reg.usable is not None:
+                # asked on the data-root's own file system: overlay cannot use every one as upper
+                if not await asyncio.to_thread(reg.usable, self.data_root / "snapshots"):
                     log.warning("overlay is not usable here; using the copy snapshotter")
                     wanted = "copy"
         if wanted not in regs:

@@ -33,6 +33,9 @@ class Registration:
     id: str
     factory: Callable[[InitContext], Any]
     description: str = ""
+    # Whether the plugin can work on this host, given the directory it would keep its state in
+    # (blocking; None: always). The engine asks before it picks a default.
+    usable: Callable[[Path], bool] | None = None
 
 
 def discover(group: str) -> dict[str, Registration]:

@@ -103,4 +103,5 @@ def _factory(ctx: InitContext) -> OverlaySnapshotter:
 
 
 plugin = Registration(kind="snapshotter", id="overlayfs", factory=_factory,
-                      description="overlayfs snapshots; independent layers, parallel unpack")
+                      description="overlayfs snapshots; independent layers, parallel unpack",
+                      usable=supported)
