@@ -29,9 +29,6 @@ _VERSION_PREFIX = re.compile(r"^/v(\d+)\.(\d+)(/.*)$")
 # One module per resource; each has register(router).
 ROUTE_MODULES = ("system", "images", "containers", "exec", "container_io", "events", "networks", "volumes", "unimplemented")
 
-# Parts of Docker's API that later issues build: answered 501 with a message naming them.
-# (method, pattern, what)
-NOT_YET: tuple[tuple[str, str, str], ...] = ()
 
 
 class App:
