@@ -22,8 +22,8 @@ _DEFAULT_DNS = ("8.8.8.8", "8.8.4.4")
 
 
 def host_gateway_ip() -> str:
-    """`host-gateway` in --add-host: the host's address a container can reach. Until our bridge
-    exists (networks issue) it is the host's primary address."""
+    """`host-gateway` in --add-host when the network manager has no bridge address to offer:
+    the host's primary address."""
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.connect(("192.0.2.1", 9))  # TEST-NET-1: nothing is sent by a UDP connect
@@ -37,7 +37,7 @@ def hosts_file(rec: ContainerRecord, net: Any = None) -> str:
     for entry in rec.host_config.extra_hosts or []:
         name, _, ip = entry.partition(":")
         if ip == "host-gateway":
-            ip = net.host_gateway_ip() if net is not None else host_gateway_ip()
+            ip = (net.host_gateway_ip() if net is not None else "") or host_gateway_ip()
         lines.append(f"{ip}\t{name}\n")
     if net is not None:
         # the container's own address(es) and name, as Docker writes them
