@@ -130,6 +130,8 @@ class Engine:
             self._janitor.cancel()
         if self.containers is not None:
             await self.containers.shutdown()
+        for rt in self.runtimes.values():
+            rt.close()
         # --- networks issue: after the containers stopped; removes bridges, veths, netns,
         # our nftables chains and proxies, and restores IPv4 forwarding
         if self.networks is not None:

@@ -14,8 +14,9 @@ MIN_DOCKER_MAJOR=28
 
 # Runtimes, the registry and image tools the tests drive for real; apache2-utils for htpasswd
 # (bcrypt, the only hash distribution's htpasswd auth accepts); util-linux for mount/umount/flock.
+# gcc and libc6-dev build the crun plugin's small C helper (hide_cgroup2.c).
 APT_PACKAGES=(runc crun tini busybox-static docker-registry skopeo umoci iptables nftables iproute2
-              apache2-utils util-linux openssl curl make)
+              apache2-utils util-linux openssl curl make gcc libc6-dev)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -64,6 +65,16 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
     || die "$VENV uses Python < 3.11; remove it and install python3 >= 3.11"
+
+# The crun plugin hides a hybrid host's cgroup2 mount through this helper (one small exec per
+# `crun create` instead of a fork of the whole engine); rebuilt when its source is newer.
+HELPER_SRC="$ROOT/plugins/asyncdock_runtime_crun/hide_cgroup2.c"
+HELPER="$VENV/bin/asyncdock-hide-cgroup2"
+if [[ ! -x "$HELPER" || "$HELPER_SRC" -nt "$HELPER" ]]; then
+    log "building $HELPER"
+    cc -O2 -Wall -Wextra -o "$HELPER.tmp" "$HELPER_SRC"
+    mv -f "$HELPER.tmp" "$HELPER"
+fi
 
 want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
 have="$(cat "$STAMP" 2>/dev/null || true)"

@@ -67,6 +67,17 @@ async def select_runtimes(
     """(default name, runtimes by name, probe results by name). `work_dir` holds the probes'
     throw-away bundles; `rootfs` is a directory with /bin/busybox."""
     runtimes = build_runtimes(config, registrations)
+    try:
+        return await _select(config, runtimes, work_dir, rootfs)
+    except BaseException:
+        for rt in runtimes.values():
+            rt.close()
+        raise
+
+
+async def _select(
+    config: DaemonConfig, runtimes: dict[str, OCIRuntime], work_dir: Path, rootfs: Path,
+) -> tuple[str, dict[str, OCIRuntime], dict[str, ProbeResult]]:
     names = list(runtimes)
     results = await asyncio.gather(*(runtimes[n].probe(Path(work_dir), Path(rootfs))
                                      for n in names))

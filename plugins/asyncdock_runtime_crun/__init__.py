@@ -5,15 +5,23 @@ supported, drop all controllers from cgroupv2") as soon as it sees a cgroup2 mou
 /sys/fs/cgroup/unified holding a controller. It works fine with the v1 controllers alone, so
 on such hosts crun runs in a mount namespace of its own with that mount detached.
 Options:
+  pin_binary             run crun from a read-only bind mount of itself (default true; made by
+                         the start-up probe, see asyncdock.runtime.pinned): saves crun's
+                         self-copy on every command.
   hide_cgroup2           "auto" (default: only on hybrid hosts), "always" or "never".
   hide_cgroup2_commands  "create" (default) or "all".
+  hide_helper            "auto" (default: the built helper if there is one), a path, or "none"
+                         (preexec_fn, and unshare(1) for exec).
 
 Only `create` needs it: crun records the container's cgroups in its state then, and start,
 kill, pause, resume, update, exec and delete work from that record (measured with crun 1.8.1 on
-a hybrid host). Hiding costs ~5-10 ms per command -- mostly because a preexec_fn makes Python
-fork() the whole engine instead of vfork()ing -- so the other commands run plainly and are
-retried hidden only if one of them fails with the hybrid-mode error. "all" hides every command
-(exec through unshare(1)) for crun versions that would need it.
+a hybrid host). Hiding costs an extra exec per command, so the other commands run plainly and
+are retried hidden only if one of them fails with the hybrid-mode error. "all" hides every command
+for crun versions that would need it.
+
+The namespace is made by a small C helper (hide_cgroup2.c, built at set-up), or, where it
+is not built, by a preexec_fn (a full fork of the engine, ~5 ms more per create) and, for the
+`exec` the engine spawns itself, util-linux's unshare(1) and a shell.
 
 The namespace is made per command, from the engine's current one, so every mount the engine
 made before `create` (the rootfs, volumes) is there. "/" is made a recursive *slave* rather
@@ -25,12 +33,16 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from asyncdock.plugins import InitContext, Registration
 from asyncdock.runtime.cgroups import UNIFIED, cgroup_mode
 from asyncdock.runtime.cli import CLIRuntime, find_binary
+
+from .seccomp_cache import SeccompCache
 
 CLONE_NEWNS = 0x00020000
 MS_REC = 0x4000
@@ -59,6 +71,26 @@ def _make_hide_cgroup2(target: Path) -> Callable[[], None]:
     return hide
 
 
+HELPER = "asyncdock-hide-cgroup2"
+
+
+def find_helper() -> str | None:
+    """The C helper that hides the cgroup2 mount (hide_cgroup2.c, built by scripts/setup.sh
+    next to the venv's python), or None: then a preexec_fn does it."""
+    beside = Path(sys.executable).parent / HELPER
+    if os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which(HELPER)
+
+
+def _helper(option: object) -> str | None:
+    if option in (None, "", "auto"):
+        return find_helper()
+    if option == "none":
+        return None
+    return str(option)
+
+
 def _hidden_commands(option: object) -> str:
     if option in (None, "", "create"):
         return "create"
@@ -79,38 +111,60 @@ def wants_hiding(option: object) -> bool:
 
 class CrunRuntime(CLIRuntime):
     def __init__(self, *, name: str, path: str, root: Path, runtime_args: list[str],
-                 hide_cgroup2: bool, hide_commands: str = "create") -> None:
+                 hide_cgroup2: bool, hide_commands: str = "create",
+                 helper: str | None = None) -> None:
         super().__init__(name=name, path=path, root=root, runtime_args=runtime_args)
         self.hide_cgroup2 = hide_cgroup2
         self.hide_all = hide_commands == "all"
         self._hide = _make_hide_cgroup2(UNIFIED) if hide_cgroup2 else None
+        self.helper = helper if hide_cgroup2 else None
         self._unshare = find_binary("unshare")
         self._sh = find_binary("sh")
+        self.seccomp_cache = SeccompCache(self.root)
+
+    def prepare_spec(self, container_id: str, spec: dict[str, object]) -> None:
+        self.seccomp_cache.apply(container_id, spec)  # type: ignore[arg-type]
+
+    def _created(self, container_id: str, *, ok: bool) -> None:
+        if ok:
+            self.seccomp_cache.created(container_id)
+        else:
+            self.seccomp_cache.failed(container_id)
+
+    def _hides(self, command: str, retry: bool) -> bool:
+        return self.hide_cgroup2 and (command == "create" or retry or self.hide_all)
 
     def _preexec(self, command: str, retry: bool) -> Callable[[], None] | None:
-        if command == "create" or retry or self.hide_all:
+        if self._hides(command, retry) and self.helper is None:
             return self._hide
         return None
 
     def _retryable(self, command: str, message: str) -> bool:
-        return self._hide is not None and "hybrid mode" in message
+        return self.hide_cgroup2 and "hybrid mode" in message
 
-    def _wrap_argv(self, command: str, argv: list[str]) -> list[str]:
-        if not (self.hide_cgroup2 and self.hide_all):
+    def _wrap_argv(self, command: str, argv: list[str], retry: bool = False) -> list[str]:
+        if not self._hides(command, retry):
             return argv
-        # The engine spawns `crun exec` itself, so the namespace is made by util-linux's
-        # unshare(1) and a shell; `exec` keeps crun's pid the one the engine got.
+        if self.helper is not None:
+            return [self.helper, str(UNIFIED), *argv]
+        if command != "exec":
+            return argv  # the preexec_fn hides it
+        # No helper, and the engine spawns `crun exec` itself: the namespace is made by
+        # util-linux's unshare(1) and a shell; `exec` keeps crun's pid the one the engine got.
         return [self._unshare, "--mount", "--propagation", "slave", "--", self._sh, "-c",
                 f'umount -l {UNIFIED} && exec "$@"', "sh", *argv]
 
 
 def factory(ctx: InitContext) -> CrunRuntime:
     opts = ctx.options
-    return CrunRuntime(name=str(opts.get("name") or "crun"),
+    rt = CrunRuntime(name=str(opts.get("name") or "crun"),
                        path=str(opts.get("path") or find_binary("crun")),
                        root=Path(ctx.root), runtime_args=list(opts.get("runtime_args") or ()),
                        hide_cgroup2=wants_hiding(opts.get("hide_cgroup2", "auto")),
-                       hide_commands=_hidden_commands(opts.get("hide_cgroup2_commands")))
+                       hide_commands=_hidden_commands(opts.get("hide_cgroup2_commands")),
+                       helper=_helper(opts.get("hide_helper")))
+    rt.wants_pin = opts.get("pin_binary", True) not in (False, "false", "no", "0")
+    return rt
 
 
 plugin = Registration(kind="runtime", id="crun", factory=factory,

@@ -92,11 +92,18 @@ def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-# crun twice: as configured by default (only `create` in the cgroup2-hiding namespace on hybrid
-# hosts) and with every command hidden (exec through unshare(1)).
-@pytest.fixture(params=["runc", "crun", "crun-hide-all"])
+# crun three times: as configured by default (only `create` in the cgroup2-hiding namespace on
+# hybrid hosts, made by the C helper), with every command hidden, and with every command hidden
+# without the helper (preexec_fn, and unshare(1) for exec).
+CRUN_OPTIONS: dict[str, dict[str, str]] = {
+    "crun-hide-all": {"hide_cgroup2_commands": "all"},
+    "crun-no-helper": {"hide_cgroup2_commands": "all", "hide_helper": "none"},
+}
+
+
+@pytest.fixture(params=["runc", "crun", "crun-hide-all", "crun-no-helper"])
 def runtime(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OCIRuntime]:
-    options = {"hide_cgroup2_commands": "all"} if request.param == "crun-hide-all" else {}
+    options = CRUN_OPTIONS.get(request.param, {})
     reg = REGISTRATIONS[request.param.partition("-")[0]]
     rt = reg.factory(InitContext(root=tmp_path / "state", options=options))
     assert isinstance(rt, OCIRuntime)
@@ -106,6 +113,7 @@ def runtime(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OCIRunti
     # Whatever a failed test left behind.
     for cid in asyncio.run(rt.list()):
         asyncio.run(rt.delete(cid, force=True))
+    rt.close()
 
 
 @dataclass
@@ -126,6 +134,7 @@ class Harness:
         self.work = work
         self.exits = ExitWatcher()
         self.futures: dict[int, asyncio.Future[int]] = {}
+        self.last_spec: dict[str, Any] = {}
 
     def watch(self, pid: int) -> None:
         """As the engine does: watch the init as soon as its pid is known, keep the future."""
@@ -141,7 +150,10 @@ class Harness:
         cid = f"adtest-{uuid.uuid4().hex[:12]}"
         bundle = self.work / cid
         bundle.mkdir()
-        (bundle / "config.json").write_text(json.dumps(build_spec(self.spec_input(args, cid, **kw))))
+        spec = build_spec(self.spec_input(args, cid, **kw))
+        self.rt.prepare_spec(cid, spec)
+        self.last_spec = spec
+        (bundle / "config.json").write_text(json.dumps(spec))
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
@@ -404,6 +416,34 @@ def test_seccomp(h: Harness, tmp_path: Path) -> None:
     asyncio.run(body())
 
 
+def test_seccomp_filters_reused_per_profile(h: Harness, tmp_path: Path) -> None:
+    """A compiled filter is reused for the next container with the same profile (crun: through
+    its precompiled-BPF annotation) and never handed to a container with another profile."""
+    deny_mkdir = tmp_path / "deny-mkdir.json"
+    deny_mkdir.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}))
+    script = "mkdir /dev/shm/d 2>/dev/null && echo made || echo denied"
+    annotation = "run.oci.seccomp_bpf_data"
+
+    async def body() -> None:
+        for round_ in range(2):
+            assert (await h.sh(script)).stdout == "made\n"
+            default_annotations = dict(h.last_spec.get("annotations") or {})
+            assert (await h.sh(script, seccomp=str(deny_mkdir))).stdout == "denied\n"
+            custom_annotations = dict(h.last_spec.get("annotations") or {})
+            if h.rt.name == "crun":
+                # compiled by crun the first time, loaded from the cache the second
+                assert (annotation in default_annotations) == (round_ == 1)
+                assert (annotation in custom_annotations) == (round_ == 1)
+        if h.rt.name == "crun":
+            assert default_annotations[annotation] != custom_annotations[annotation]
+            assert len(h.rt.seccomp_cache) == 2  # type: ignore[attr-defined]
+        # unconfined carries no filter, cached or not
+        await h.sh("true", seccomp="unconfined")
+        assert annotation not in (h.last_spec.get("annotations") or {})
+    asyncio.run(body())
+
+
 def test_network_none_has_only_lo(h: Harness) -> None:
     r = asyncio.run(h.sh("ls /sys/class/net", network="none"))
     assert r.stdout.split() == ["lo"]
@@ -489,6 +529,8 @@ def test_select_runtimes(rootfs: Path, tmp_path: Path) -> None:
         })
         default, runtimes, probes = await select_runtimes(config, REGISTRATIONS,
                                                           tmp_path / "work", rootfs)
+        for rt in runtimes.values():
+            rt.close()
         assert set(runtimes) == {"runc", "crun", "my-crun", "ghost"}
         assert default == "crun" and probes["crun"].ok and probes["runc"].ok
         assert isinstance(runtimes["my-crun"], asyncdock_runtime_crun.CrunRuntime)
@@ -496,7 +538,10 @@ def test_select_runtimes(rootfs: Path, tmp_path: Path) -> None:
         assert (probes["ghost"].ok, probes["ghost"].error) == (False, "not installed")
 
         config.default_runtime = "runc"
-        assert (await select_runtimes(config, REGISTRATIONS, tmp_path / "work", rootfs))[0] == "runc"
+        default, runtimes, _ = await select_runtimes(config, REGISTRATIONS, tmp_path / "work", rootfs)
+        for rt in runtimes.values():
+            rt.close()
+        assert default == "runc"
         config.default_runtime = "ghost"
         with pytest.raises(RuntimeUnavailable, match="not installed"):
             await select_runtimes(config, REGISTRATIONS, tmp_path / "work", rootfs)
@@ -512,7 +557,10 @@ def test_crun_without_hiding_fails_clearly_on_hybrid(rootfs: Path, tmp_path: Pat
         pytest.skip("needs a hybrid cgroup host and crun")
     rt = asyncdock_runtime_crun.plugin.factory(
         InitContext(root=tmp_path / "state", options={"hide_cgroup2": "never"}))
-    result = asyncio.run(rt.probe(tmp_path / "work", rootfs))
+    try:
+        result = asyncio.run(rt.probe(tmp_path / "work", rootfs))
+    finally:
+        rt.close()
     assert not result.ok and "hybrid" in result.error
 
 
@@ -637,3 +685,62 @@ def test_find_executable(rootfs: Path) -> None:
     assert (e.value.message, e.value.exit_code) == ('exec: "/bin/notexec": permission denied', 126)
     with pytest.raises(ExecutableError):
         find_executable(rootfs, "/etc", "/bin", "/")
+
+
+def test_crun_runs_from_a_read_only_pin(rootfs: Path, tmp_path: Path) -> None:
+    """crun runs from a read-only bind mount of its binary (so it skips its self-copy on every
+    command); the pin cannot be written through, and close() takes it away."""
+    if shutil.which("crun") is None:
+        pytest.skip("crun is not installed")
+    rt = asyncdock_runtime_crun.plugin.factory(InitContext(root=tmp_path / "state", options={}))
+    assert rt.exe == rt.path  # the engine's start-up probe pins it
+    try:
+        assert asyncio.run(rt.probe(tmp_path / "work", rootfs)).ok
+        pin = Path(rt.exe)
+        assert pin != Path(rt.path) and pin.parent == tmp_path
+        assert _mount_point(pin) == "ro"
+        with pytest.raises(OSError) as e:
+            open(pin, "ab").close()
+        assert e.value.errno in (30, 26)  # EROFS; ETXTBSY first while some crun runs
+        assert asyncio.run(rt.version()) == asyncio.run(rt.version())  # runs fine from there
+        assert subprocess.run([rt.exe, "--version"], capture_output=True).returncode == 0
+    finally:
+        rt.close()
+    assert not pin.exists() and _mount_point(pin) is None and rt.exe == rt.path
+    unpinned = asyncdock_runtime_crun.plugin.factory(
+        InitContext(root=tmp_path / "state2", options={"pin_binary": False}))
+    try:
+        assert asyncio.run(unpinned.probe(tmp_path / "work", rootfs)).ok
+        assert unpinned.exe == unpinned.path
+    finally:
+        unpinned.close()
+
+
+def _mount_point(path: Path) -> str | None:
+    """"ro"/"rw" of the mount at `path`, None if none is (os.path.ismount cannot see a bind
+    mount of a file from the same file system)."""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if fields[4] == str(path):
+            return fields[5].split(",")[0]
+    return None
+
+
+def test_crun_hides_cgroup2_through_the_built_helper(tmp_path: Path) -> None:
+    """scripts/setup.sh builds the helper; the default crun runtime then spawns `create` through
+    it (no preexec_fn, so no fork of the whole engine) and the other commands plainly."""
+    from asyncdock.runtime.cgroups import cgroup_mode
+    if cgroup_mode() != "hybrid" or shutil.which("crun") is None:
+        pytest.skip("needs a hybrid cgroup host and crun")
+    rt = asyncdock_runtime_crun.plugin.factory(InitContext(root=tmp_path / "state", options={}))
+    helper = asyncdock_runtime_crun.find_helper()
+    assert helper is not None and rt.helper == helper
+    argv = rt._wrap_argv("create", ["crun", "create", "x"])
+    assert argv == [helper, "/sys/fs/cgroup/unified", "crun", "create", "x"]
+    assert rt._preexec("create", False) is None
+    assert rt._wrap_argv("start", ["crun", "start", "x"]) == ["crun", "start", "x"]
+    r = subprocess.run([helper, "/sys/fs/cgroup/unified", "/bin/sh", "-c",
+                        "grep -c ' /sys/fs/cgroup/unified ' /proc/self/mountinfo; exit 3"],
+                       capture_output=True, text=True)
+    assert (r.returncode, r.stdout) == (3, "0\n")  # hidden inside, and the status passes through
+    assert Path("/sys/fs/cgroup/unified").is_mount()  # still there outside
