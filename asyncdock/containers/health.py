@@ -119,7 +119,7 @@ class HealthMonitor:
             if h.failing_streak >= self.retries:
                 h.status = UNHEALTHY
         st.health = h
-        self.mgr._save(self.rec)
+        self.mgr._save_state(self.rec)
         if h.status != old:
             self.mgr._event(self.rec, f"health_status: {h.status}")
 

@@ -4,6 +4,7 @@ crash of the daemon."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import shutil
@@ -68,7 +69,7 @@ def _start_error(runtime: str, message: str) -> LaunchError:
 
 
 async def launch(mgr: ContainerManager, rec: ContainerRecord, lv: Live) -> Process:
-    from ..snapshots.mount import is_mounted, mount
+    from ..snapshots.mount import is_mounted
 
     engine = mgr.engine
     rt = engine.runtimes[rec.runtime]
@@ -78,7 +79,7 @@ async def launch(mgr: ContainerManager, rec: ContainerRecord, lv: Live) -> Proce
     rootfs.mkdir(parents=True, exist_ok=True)
     if not await asyncio.to_thread(is_mounted, rootfs):
         mounts = await engine.snapshotter.mounts(rec.id)
-        await asyncio.to_thread(mount, mounts, rootfs)
+        await asyncio.to_thread(_mount_rootfs, mounts, rootfs, rec.host_config.auto_remove)
     opened: list[int] = []
     try:
         # The network side first: a published port already in use fails the start before the
@@ -95,6 +96,7 @@ async def launch(mgr: ContainerManager, rec: ContainerRecord, lv: Live) -> Proce
             spec = await asyncio.to_thread(_build_spec, mgr, rec, rootfs, files_dir, binds, sandbox.netns)
         except ExecutableError as e:
             raise _start_error(rt.name, f"unable to start container process: {e.message}") from None
+        rt.prepare_spec(rec.id, spec)
         (bundle / "config.json").write_bytes(msgspec.json.encode(spec))
         driver = engine.logdrivers[rec.host_config.log_config.type]
         if rec.config.tty:
@@ -129,6 +131,26 @@ async def launch(mgr: ContainerManager, rec: ContainerRecord, lv: Live) -> Proce
         await _release_net_and_volumes(mgr, rec)
         await _release_rootfs(mgr, rec)
         raise
+
+
+def _mount_rootfs(mounts: list[Any], rootfs: Path, throwaway: bool) -> None:
+    """Mount the container's snapshot. A --rm container's writable layer is deleted with it,
+    so its overlay is `volatile` (Linux 5.10+, as Podman does for --rm): no sync of the upper
+    layer at unmount, which is on every such container's exit path. Plain mount where the
+    kernel refuses the option."""
+    from ..snapshots.base import Mount
+    from ..snapshots.mount import MountError, mount
+
+    if throwaway and any(m.type == "overlay" for m in mounts):
+        quick = [Mount(m.type, m.source, (*m.options, "volatile")) if m.type == "overlay" else m
+                 for m in mounts]
+        try:
+            mount(quick, rootfs)
+            return
+        except MountError as e:
+            if e.errno != errno.EINVAL:
+                raise
+    mount(mounts, rootfs)
 
 
 def _open_log_and_pid_file(lv: Live, rec: ContainerRecord, driver: Any, files_dir: Path,
@@ -221,6 +243,10 @@ async def _force_delete(rt: Any, cid: str) -> None:
         await rt.kill(cid, 9, all_processes=True)
     except Exception:
         pass
+    await _delete(rt, cid)
+
+
+async def _delete(rt: Any, cid: str) -> None:
     try:
         await rt.delete(cid, force=True)
     except Exception as e:
@@ -243,17 +269,55 @@ async def _release_rootfs(mgr: ContainerManager, rec: ContainerRecord) -> None:
 
 async def teardown(mgr: ContainerManager, rec: ContainerRecord, proc: Process) -> bool:
     """After the init exited: was it an OOM kill (asked before delete removes the cgroup),
-    then runtime state, rootfs mount and bundle go. Returns OOMKilled."""
+    then network, volumes, rootfs mount and bundle go; the runtime's state and the cgroups go
+    in the background (see release_runtime). Returns OOMKilled."""
     from ..runtime.cgroups import oom_killed
 
     try:
         oom = await asyncio.to_thread(oom_killed, proc.cgroups_path)
     except OSError:
         oom = False
-    await _force_delete(mgr.engine.runtimes[rec.runtime], rec.id)
+    rt = mgr.engine.runtimes[rec.runtime]
+    if rec.host_config.pid_mode:
+        # Sharing another pid namespace: processes the init left behind survive it and may
+        # still use the rootfs, so they are killed (and the state deleted) before it goes.
+        await _force_delete(rt, rec.id)
+        mgr.defer_runtime_cleanup(rec.id, asyncio.to_thread(remove_cgroup_dirs, proc.cgroups_path))
+    else:
+        mgr.defer_runtime_cleanup(rec.id, release_runtime(rt, rec.id, proc.cgroups_path))
     await _release_net_and_volumes(mgr, rec)
     await _release_rootfs(mgr, rec)
     return oom
+
+
+async def release_runtime(rt: Any, cid: str, cgroups: str) -> None:
+    """The runtime's record of an exited container, then its cgroup directories.
+
+    Off the exit path: nothing the user waits for needs them gone (the kernel killed every
+    process of the container's own pid namespace with its init, so there is no `kill --all`
+    either), and the next start of the same container waits for this first. A crash before it
+    ran is cleaned up at the next daemon start (cleanup_leftovers)."""
+    await _delete(rt, cid)
+    await asyncio.to_thread(remove_cgroup_dirs, cgroups)
+
+
+def remove_cgroup_dirs(cgroups_path: str) -> None:
+    """The runtime's delete removes the container's cgroups; a kill during create or a crash may
+    leave empty ones behind. Children first (a v1 directory can only go when it is empty)."""
+    if not cgroups_path:
+        return
+    from ..runtime.cgroups import existing_cgroup_dirs
+
+    try:
+        dirs = existing_cgroup_dirs(cgroups_path)
+    except OSError:
+        return
+    for d in dirs:
+        for sub, _, _ in sorted(os.walk(d), key=lambda t: -len(t[0])):
+            try:
+                os.rmdir(sub)
+            except OSError:
+                pass
 
 
 async def cleanup_leftovers(mgr: ContainerManager, records: list[ContainerRecord]) -> None:

@@ -1,6 +1,7 @@
 """Container records on disk (one atomic JSON per container) and Docker's lookup rules."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 from collections.abc import Iterator
@@ -63,19 +64,27 @@ class ContainerStore:
     def name_taken(self, name: str) -> bool:
         return name in self._names
 
-    def add(self, rec: ContainerRecord) -> None:
+    async def add(self, rec: ContainerRecord) -> None:
+        """Write a new record durably, then list it. The write (two fsyncs) runs in a thread:
+        under a burst of creates, fsyncs in the event loop would stall every other request."""
+        await asyncio.to_thread(self.save, rec)
         self._by_id[rec.id] = rec
-        self.save(rec)
 
     def save(self, rec: ContainerRecord, *, durable: bool = True) -> None:
         d = self.dir(rec.id)
-        d.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(d / RECORD, _encoder.encode(rec), durable=durable)
+        data = _encoder.encode(rec)
+        try:
+            atomic_write_bytes(d / RECORD, data, durable=durable)
+        except FileNotFoundError:  # the first save: the directory is made on demand only
+            d.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(d / RECORD, data, durable=durable)
 
-    def remove(self, rec: ContainerRecord) -> None:
+    async def remove(self, rec: ContainerRecord) -> None:
+        """Unlist the record (at once: its name is free again), then delete its directory in a
+        thread (records, /etc files, logs: many unlinks)."""
         self._by_id.pop(rec.id, None)
         self.release_name(rec.name, rec.id)
-        shutil.rmtree(self.dir(rec.id), ignore_errors=True)
+        await asyncio.to_thread(shutil.rmtree, self.dir(rec.id), ignore_errors=True)
 
     def get(self, ref: str) -> ContainerRecord:
         """Full ID, then exact name, then unique ID prefix (Docker's order)."""

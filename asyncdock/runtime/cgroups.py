@@ -6,6 +6,7 @@ crun do with an absolute `linux.cgroupsPath` under the cgroupfs manager.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -28,7 +29,24 @@ def _unescape(field: str) -> str:
     return field.encode().decode("unicode_escape") if "\\" in field else field
 
 
-def hierarchies(mountinfo: str = "/proc/self/mountinfo") -> list[Hierarchy]:
+MOUNTINFO = "/proc/self/mountinfo"
+
+
+def hierarchies(mountinfo: str = MOUNTINFO) -> list[Hierarchy]:
+    """The cgroup hierarchies mounted on the host. The host's are read once: they do not change
+    while the daemon runs, and mountinfo grows with every container's mounts, so parsing it at
+    each container start and exit would cost more the more containers run."""
+    if mountinfo == MOUNTINFO:
+        return list(_host_hierarchies())
+    return _parse_hierarchies(mountinfo)
+
+
+@functools.cache
+def _host_hierarchies() -> tuple[Hierarchy, ...]:
+    return tuple(_parse_hierarchies(MOUNTINFO))
+
+
+def _parse_hierarchies(mountinfo: str) -> list[Hierarchy]:
     found: list[Hierarchy] = []
     with open(mountinfo) as f:
         for line in f:
@@ -51,7 +69,7 @@ def hierarchies(mountinfo: str = "/proc/self/mountinfo") -> list[Hierarchy]:
     return found
 
 
-def cgroup_mode(mountinfo: str = "/proc/self/mountinfo") -> CgroupMode:
+def cgroup_mode(mountinfo: str = MOUNTINFO) -> CgroupMode:
     """v2: /sys/fs/cgroup is cgroup2. hybrid: v1 controllers plus a cgroup2 mount at
     /sys/fs/cgroup/unified (what crun refuses). v1: no cgroup2 anywhere relevant."""
     hs = hierarchies(mountinfo)
