@@ -62,6 +62,7 @@ class Endpoint(msgspec.Struct, kw_only=True):
     netns_path: str
     ifname: str = ""           # inside the container (eth0, eth1, ...)
     host_ifname: str = ""      # the host end of the veth
+    host_ifindex: int = 0      # its ifindex once made (what the kernel's link events name)
     ip: str = ""
     prefix_len: int = 0
     gateway: str = ""
@@ -86,7 +87,11 @@ class NetworkDriver(Protocol):
 
     def join(self, net: Network, ep: Endpoint, *, default_route: bool) -> None: ...
 
-    def leave(self, net: Network, ep: Endpoint) -> None: ...
+    def leave(self, net: Network, ep: Endpoint) -> None:
+        """Remove the endpoint now. A driver whose class sets `links_go_with_netns = True` (the
+        host end dies with the container's netns, as a veth does) is not asked when the whole
+        sandbox goes: the manager waits for the kernel's RTM_DELLINK of ep.host_ifindex, and
+        calls leave only if that does not come in time."""
 
     def cleanup(self, known: list[Network]) -> None:
         """Remove what a previous run of ours left (after a crash)."""

@@ -4,11 +4,10 @@ addresses inside a network."""
 from __future__ import annotations
 
 import ipaddress
-import json
-import subprocess
 from collections.abc import Iterable, Iterator
 
 from ..errors import Forbidden, InvalidParameter
+from .netlink import RTN_BROADCAST, Netlink
 
 IPv4Net = ipaddress.IPv4Network
 
@@ -21,27 +20,21 @@ def default_pools() -> Iterator[IPv4Net]:
 
 
 def host_routes() -> list[IPv4Net]:
-    """Every IPv4 destination in every routing table except default routes and our bridges'."""
+    """Every IPv4 destination in every routing table except default routes and broadcast ones
+    (`ip -4 route show table all`, asked over netlink in-process). Blocking."""
     try:
-        out = subprocess.run(["ip", "-j", "-4", "route", "show", "table", "all"], capture_output=True,
-                             text=True, timeout=10).stdout
-        routes = json.loads(out or "[]")
-    except (OSError, ValueError, subprocess.SubprocessError):
+        with Netlink() as nl:
+            routes = nl.routes4()
+    except OSError:
         return []
     nets: list[IPv4Net] = []
     for r in routes:
-        dst = r.get("dst", "")
-        if not dst or dst == "default":
-            continue
-        if r.get("type") in ("broadcast",):
+        if not r.dst or r.dst_len == 0 or r.type == RTN_BROADCAST:
             continue
         try:
-            net = ipaddress.IPv4Network(dst, strict=False)
+            nets.append(ipaddress.IPv4Network(f"{r.dst}/{r.dst_len}", strict=False))
         except ValueError:
             continue
-        if net.prefixlen == 0:
-            continue
-        nets.append(net)
     return nets
 
 

@@ -7,6 +7,7 @@ The container start path calls (see docs in the integration recipe):
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import ipaddress
 import logging
@@ -22,6 +23,7 @@ from ..util.ids import new_id, short_id
 from . import ipam, netns
 from .base import IPAM, Endpoint, IPAMConfig, Network
 from .dns import DNS_ADDR, EmbeddedDNS
+from .linkreaper import LinkReaper
 from .portproxy import Proxy, ProxyBindError, make_proxy
 from .store import Attachment, ContainerNet, NetworkStore
 
@@ -69,6 +71,8 @@ class NetworkManager:
         self.pools: dict[str, ipam.Pool] = {}
         self.sandboxes: dict[str, Sandbox] = {}
         self.dns = EmbeddedDNS(self._resolve)
+        # veths of stopped containers, deleted by the kernel with their netns (see linkreaper)
+        self.reaper = LinkReaper()
         self._lock = asyncio.Lock()
         self._started = False
 
@@ -79,9 +83,14 @@ class NetworkManager:
             root = Path(self.engine.exec_root) / "network" / name
             opts = {"tag": self.tag, "default_bridge": getattr(cfg, "bridge", "") or "adock0"}
             self.drivers[name] = reg.factory(plugins.InitContext(root, opts))
-        await asyncio.to_thread(self.store.load)
-        await self._cleanup_leftovers()
-        await self._ensure_builtin()
+        self.reaper.start()
+        try:
+            await asyncio.to_thread(self.store.load)
+            await self._cleanup_leftovers()
+            await self._ensure_builtin()
+        except BaseException:
+            await self.reaper.close()
+            raise
         self._started = True
 
     async def _cleanup_leftovers(self) -> None:
@@ -133,6 +142,10 @@ class NetworkManager:
             except Exception:
                 log.exception("releasing network of %s", short_id(cid))
         self.dns.close()
+        # The containers have stopped: their netns (and veths) are on their way out. Links
+        # still there after this are deleted explicitly, then by the drivers' cleanup anyway.
+        await self.reaper.settle(timeout=2.0)
+        await self.reaper.close()
         await asyncio.to_thread(self._cleanup_drivers)
 
     # ------------------------------------------------------------------ lookup
@@ -244,6 +257,7 @@ class NetworkManager:
         async with self._lock:
             if self.active_endpoints(net):
                 raise errors.Forbidden(f"error while removing network: network {net.name} id {net.id} has active endpoints")
+            await self.reaper.settle(net.id)  # veths of stopped containers still on their way out
             await asyncio.to_thread(self.drivers[net.driver].delete_network, net)
             await asyncio.to_thread(self.store.delete_network, net)
             self.pools.pop(net.id, None)
@@ -428,7 +442,15 @@ class NetworkManager:
         if net.builtin and net.driver == "bridge":
             await self._recheck_default_subnet(net)
         pool = self._pool(net)
-        ip = pool.allocate(a.ipv4)
+        try:
+            ip = pool.allocate(a.ipv4)
+        except errors.Forbidden:
+            # A stopped container's address is free again once its veth is gone: wait for that
+            # (an immediate `run --ip X` after a `run --rm --ip X` must not fail), then retry.
+            if not self.reaper.pending(net.id):
+                raise
+            await self.reaper.settle(net.id)
+            ip = pool.allocate(a.ipv4)
         try:
             ifname = f"eth{len(sb.endpoints)}"
             ep = Endpoint(id=new_id(), network_id=net.id, network_name=net.name, container_id=c.id,
@@ -540,20 +562,32 @@ class NetworkManager:
         await self._stop_proxies(sb)
         if sb.dns:
             self.dns.stop(cid)
+        ours = sb.netns.startswith("/")
         for net_id, ep in list(sb.endpoints.items()):
-            await self._leave(sb, net_id, ep, events=events)
-        if sb.netns.startswith("/"):
+            await self._leave(sb, net_id, ep, events=events, with_netns=ours)
+        if ours:
             await asyncio.to_thread(netns.remove, Path(sb.netns))
 
-    async def _leave(self, sb: Sandbox, net_id: str, ep: Endpoint, *, events: bool = True) -> None:
+    async def _leave(self, sb: Sandbox, net_id: str, ep: Endpoint, *, events: bool = True,
+                     with_netns: bool = False) -> None:
+        """Take an endpoint out. `with_netns`: the sandbox's netns is unpinned right after, so
+        a driver whose links die with it is not asked to delete them (about 30 ms of kernel
+        time each, serialised): the reaper waits for the kernel's batch and frees the address
+        then."""
         net = self.store.networks.get(net_id)
         sb.endpoints.pop(net_id, None)
         if net is None:
             return
-        try:
-            await asyncio.to_thread(self.drivers[net.driver].leave, net, ep)
-        finally:
-            self._pool(net).release(ep.ip)
+        driver = self.drivers[net.driver]
+        pool = self._pool(net)
+        if with_netns and getattr(driver, "links_go_with_netns", False) and ep.host_ifindex and self.reaper.watching:
+            self.reaper.expect(ep.host_ifindex, ep.host_ifname, net.id, functools.partial(driver.leave, net, ep),
+                               functools.partial(pool.release, ep.ip))
+        else:
+            try:
+                await asyncio.to_thread(driver.leave, net, ep)
+            finally:
+                pool.release(ep.ip)
         if events:
             self.bus.event("network", "disconnect", net.id,
                            {"container": ep.container_id, "name": net.name, "type": net.driver})

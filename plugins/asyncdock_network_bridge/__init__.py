@@ -5,18 +5,16 @@ while a bridge exists (restored after). Every link we make carries the ifalias `
 so that what a crashed run left can be found and removed without touching anything else."""
 from __future__ import annotations
 
-import json
 import logging
 import os
-import subprocess
 import threading
-from pathlib import Path
 from typing import Any
 
 from asyncdock.errors import SystemError_
-from asyncdock.networks import firewall
+from asyncdock.networks import firewall, netns
 from asyncdock.networks.base import Endpoint, Network
-from asyncdock.networks.netns import NetnsError, ip_batch
+from asyncdock.networks.netlink import Netlink, NetlinkError
+from asyncdock.networks.netns import NetnsError
 from asyncdock.plugins import InitContext, Registration
 
 log = logging.getLogger(__name__)
@@ -28,6 +26,10 @@ DEFAULT_BRIDGE = "adock0"
 class BridgeDriver:
     name = "bridge"
     needs_endpoint = True
+    # The host end of an endpoint is a veth: the kernel deletes it with its peer when the
+    # container's netns dies, in one batch for every netns dying at once. The manager then
+    # waits for that (NetworkManager.release) instead of asking us to delete it.
+    links_go_with_netns = True
 
     def __init__(self, ctx: InitContext) -> None:
         self.root = ctx.root
@@ -46,20 +48,10 @@ class BridgeDriver:
     def check(self) -> None:
         if self._checked:
             return
-        probe = f"adprobe{os.getpid() % 100000}"
         try:
-            ip_batch([f"link add {probe} type bridge", f"link del {probe}"])
+            netns.run_in_fresh(_probe_link_kinds)
         except NetnsError as e:
-            subprocess.run(["ip", "link", "del", probe], capture_output=True)
-            raise SystemError_(f"bridge networking is unavailable: the kernel has no bridge support "
-                               f"(CONFIG_BRIDGE): {e.strerror}") from None
-        probe_veth = f"adprobev{os.getpid() % 10000}"
-        try:
-            ip_batch([f"link add {probe_veth} type veth peer name {probe_veth}p", f"link del {probe_veth}"])
-        except NetnsError as e:
-            subprocess.run(["ip", "link", "del", probe_veth], capture_output=True)
-            raise SystemError_(f"bridge networking is unavailable: the kernel has no veth support "
-                               f"(CONFIG_VETH): {e.strerror}") from None
+            raise SystemError_(f"bridge networking is unavailable: {e.strerror}") from None
         try:
             firewall.check()
         except firewall.FirewallError as e:
@@ -73,10 +65,11 @@ class BridgeDriver:
 
     def pick_default_bridge(self, net: Network) -> str:
         """adock0, or the first adockN no other daemon holds."""
+        with Netlink() as nl:  # the links of this thread's netns (sysfs shows its mounter's)
+            taken = {lk.name: lk.alias for lk in nl.links()}
         for i in range(100):
             name = self.default_bridge if i == 0 else f"{self.default_bridge.rstrip('0123456789')}{i}"
-            alias = _ifalias(name)
-            if not Path(f"/sys/class/net/{name}").exists() or alias == f"{self.alias}net:{net.id[:12]}":
+            if name not in taken or taken[name] == f"{self.alias}net:{net.id[:12]}":
                 return name
         raise SystemError_("no free name for the default bridge")
 
@@ -102,28 +95,35 @@ class BridgeDriver:
             net.bridge = self.pick_default_bridge(net)
         br = self.bridge_name(net)
         subnet = net.subnet()
-        plen = subnet.split("/")[1]
-        exists = subprocess.run(["ip", "link", "show", "dev", br], capture_output=True).returncode == 0
-        if exists:
-            alias = _ifalias(br)
-            if alias != f"{self.alias}net:{net.id[:12]}":
-                raise SystemError_(f"a network interface named {br} exists and is not ours: refusing to use it")
-            subprocess.run(["ip", "link", "del", br], capture_output=True)
-        try:
-            ip_batch([f"link add {br} type bridge", f"link set {br} alias {self.alias}net:{net.id[:12]}",
-                      f"link set {br} mtu {net.mtu}", f"addr add {net.gateway()}/{plen} dev {br}",
-                      f"link set {br} up"])
-        except NetnsError as e:
-            subprocess.run(["ip", "link", "del", br], capture_output=True)
-            raise SystemError_(f"creating bridge {br}: {e.strerror}") from None
-        masq = net.options.get("com.docker.network.bridge.enable_ip_masquerade", "true") != "false"
-        self._up[net.id] = firewall.BridgeRule(br, subnet, masquerade=masq, internal=net.internal)
-        try:
-            self._sync_firewall()
-        except Exception:
-            self._up.pop(net.id, None)
-            subprocess.run(["ip", "link", "del", br], capture_output=True)
-            raise
+        plen = int(subnet.split("/")[1])
+        with Netlink() as nl:
+            old = nl.link(br)
+            if old is not None:
+                if old.alias != f"{self.alias}net:{net.id[:12]}":
+                    raise SystemError_(f"a network interface named {br} exists and is not ours: refusing to use it")
+                nl.del_link(old.index)
+            index = 0
+            try:
+                nl.add_bridge(br)
+                index = nl.index(br)
+                nl.set_link(index, alias=f"{self.alias}net:{net.id[:12]}")
+                # set after creation, as `ip link set mtu` did: the bridge then keeps this MTU
+                # rather than following its ports'
+                nl.set_link(index, mtu=net.mtu)
+                nl.add_addr4(index, net.gateway(), plen)
+                nl.set_link(index, up=True)
+            except NetlinkError as e:
+                if index:
+                    nl.del_link(index)
+                raise SystemError_(f"creating bridge {br}: {e.strerror}") from None
+            masq = net.options.get("com.docker.network.bridge.enable_ip_masquerade", "true") != "false"
+            self._up[net.id] = firewall.BridgeRule(br, subnet, masquerade=masq, internal=net.internal)
+            try:
+                self._sync_firewall()
+            except Exception:
+                self._up.pop(net.id, None)
+                _delete_ours(nl, br, self.alias)
+                raise
 
     def _sync_firewall(self) -> None:
         rules = list(self._up.values())
@@ -140,63 +140,106 @@ class BridgeDriver:
         with self._lock:
             br = self.bridge_name(net)
             self._up.pop(net.id, None)
-            if _ifalias(br).startswith(self.alias):
-                subprocess.run(["ip", "link", "del", br], capture_output=True)
+            with Netlink() as nl:
+                _delete_ours(nl, br, self.alias)
             self._sync_firewall()
 
     # ---- endpoints
     def join(self, net: Network, ep: Endpoint, *, default_route: bool) -> None:
+        """The veth pair in one request, its container end made directly inside the netns
+        (named, addressed by MAC, MTU set), the host end enslaved to the bridge and up; then,
+        from a netlink socket opened inside the netns, loopback up, the address, the link up,
+        the default route. Sets ep.host_ifindex."""
         self.check()
         with self._lock:
             self._ensure_bridge(net)
         br = self.bridge_name(net)
-        mtu = net.mtu
+        ns_fd = os.open(ep.netns_path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            ip_batch([f"link add {ep.host_ifname} mtu {mtu} type veth peer name {ep.ifname} mtu {mtu} "
-                      f"address {ep.mac} netns {ep.netns_path}",
-                      f"link set {ep.host_ifname} alias {self.alias}ep:{ep.container_id[:12]}",
-                      f"link set {ep.host_ifname} master {br}",
-                      f"link set {ep.host_ifname} up"])
-            cmds = ["link set lo up", f"addr add {ep.ip}/{ep.prefix_len} dev {ep.ifname}", f"link set {ep.ifname} up"]
-            if default_route:
-                cmds.append(f"route add default via {ep.gateway} dev {ep.ifname}")
-            ip_batch(cmds, ep.netns_path)
-        except NetnsError as e:
-            subprocess.run(["ip", "link", "del", ep.host_ifname], capture_output=True)
-            raise SystemError_(f"failed to set up network endpoint for {ep.container_name} on {net.name}: "
-                               f"{e.strerror}") from None
+            with Netlink() as nl:
+                created = False
+                try:
+                    ep.host_ifindex = nl.add_veth(ep.host_ifname, ep.ifname, mtu=net.mtu, master=nl.index(br),
+                                                  up=True, peer_mac=ep.mac, peer_netns_fd=ns_fd)
+                    created = True
+                    nl.set_link(ep.host_ifindex, alias=f"{self.alias}ep:{ep.container_id[:12]}")
+                    with netns.run_in(ns_fd, Netlink) as inner:
+                        inner.set_link(inner.index("lo"), up=True)
+                        index = inner.index(ep.ifname)
+                        inner.add_addr4(index, ep.ip, ep.prefix_len)
+                        inner.set_link(index, up=True)
+                        if default_route:
+                            inner.add_default_route4(ep.gateway, index)
+                except (NetlinkError, NetnsError) as e:
+                    if created:  # never a link of the same name that was there before
+                        try:
+                            nl.del_link(ep.host_ifindex)
+                        except NetlinkError as e2:
+                            log.warning("removing %s after a failed join: %s", ep.host_ifname, e2.strerror)
+                    ep.host_ifindex = 0
+                    raise SystemError_(f"failed to set up network endpoint for {ep.container_name} on {net.name}: "
+                                       f"{e.strerror}") from None
+        finally:
+            os.close(ns_fd)
 
     def leave(self, net: Network, ep: Endpoint) -> None:
-        subprocess.run(["ip", "link", "del", ep.host_ifname], capture_output=True)
+        """Delete the host end now (the peer goes with it). Only the link we made: same name,
+        and the same index when we know it (a name can be taken again once ours is gone)."""
+        with Netlink() as nl:
+            lk = nl.link(ep.host_ifname)
+            if lk is not None and (not ep.host_ifindex or lk.index == ep.host_ifindex):
+                nl.del_link(lk.index)
 
     # ---- shutdown / crash leftovers
     def cleanup(self, known: list[Network]) -> None:
         with self._lock:
-            for name in our_links(self.alias):
-                subprocess.run(["ip", "link", "del", name], capture_output=True)
+            with Netlink() as nl:
+                for index in our_links(self.alias, nl):
+                    try:
+                        nl.del_link(index)
+                    except NetlinkError as e:  # the others still go
+                        log.warning("removing link %d: %s", index, e.strerror)
             self._up.clear()
             firewall.remove_chains(self.tag)
             self.forwarding.restore()
 
 
-def _ifalias(name: str) -> str:
-    try:
-        return Path(f"/sys/class/net/{name}/ifalias").read_text().strip()
-    except OSError:
-        return ""
+def _probe_link_kinds() -> None:
+    """Make a bridge and a veth pair (in the throwaway netns run_in_fresh gives: the kernel
+    removes them with it, nothing ever appears on the host, no name can collide)."""
+    with Netlink() as nl:
+        try:
+            nl.add_bridge("adprobe")
+        except NetlinkError as e:
+            raise SystemError_(f"bridge networking is unavailable: the kernel has no bridge support "
+                               f"(CONFIG_BRIDGE): {e.strerror}") from None
+        try:
+            nl.add_veth("adprobev", "adprobevp")
+        except NetlinkError as e:
+            raise SystemError_(f"bridge networking is unavailable: the kernel has no veth support "
+                               f"(CONFIG_VETH): {e.strerror}") from None
 
 
-def our_links(prefix: str = ALIAS) -> list[str]:
-    """Links of ours in the host netns, bridges last (veths go with their bridge anyway)."""
+def _delete_ours(nl: Netlink, name: str, alias: str) -> None:
+    """Delete link `name` if it carries our alias prefix (never someone else's)."""
+    lk = nl.link(name)
+    if lk is not None and lk.alias.startswith(alias):
+        nl.del_link(lk.index)
+
+
+def our_links(prefix: str = ALIAS, nl: Netlink | None = None) -> list[int]:
+    """Indexes of our links in the host netns, bridges last (veths go with their bridge anyway)."""
+    own = nl is None
+    nl = nl or Netlink()
     try:
-        links = json.loads(subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True,
-                                          timeout=10).stdout or "[]")
-    except (ValueError, OSError, subprocess.SubprocessError):
+        found = [lk for lk in nl.links() if lk.alias.startswith(prefix)]
+    except NetlinkError:
         return []
-    found = [(str(lk.get("ifalias", "")), lk["ifname"]) for lk in links
-             if str(lk.get("ifalias", "")).startswith(prefix)]
-    veths = [n for a, n in found if ":net:" not in a]
-    bridges = [n for a, n in found if ":net:" in a]
+    finally:
+        if own:
+            nl.close()
+    veths = [lk.index for lk in found if ":net:" not in lk.alias]
+    bridges = [lk.index for lk in found if ":net:" in lk.alias]
     return veths + bridges
 
 
