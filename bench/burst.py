@@ -17,10 +17,14 @@ from common import api, ensure_image, interleave, parser, report, sockets  # noq
 from floor import bare_runs  # noqa: E402
 
 
-async def burst(sock: str, image: str, n: int) -> tuple[float, float]:
+async def burst(sock: str, image: str, n: int, network: str = "") -> tuple[float, float]:
+    body_in: dict[str, object] = {"Image": image, "Cmd": ["sleep", "600"],
+                                  "Labels": {"asyncdock.bench": "burst"}}
+    if network:
+        body_in["HostConfig"] = {"NetworkMode": network}
+
     async def create_start() -> str:
-        status, body = await api(sock, "POST", "/v1.41/containers/create",
-                                 {"Image": image, "Cmd": ["sleep", "600"], "Labels": {"asyncdock.bench": "burst"}})
+        status, body = await api(sock, "POST", "/v1.41/containers/create", body_in)
         if status != 201:
             raise SystemExit(f"create: {status} {body}")
         cid = body["Id"]
@@ -49,6 +53,8 @@ async def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--count", type=int, default=50)
     p.add_argument("--floor", choices=["crun", "runc"], help="also time N concurrent bare runtime runs")
+    p.add_argument("--network", default="", help="NetworkMode for both engines (none compares like "
+                   "with like with a Docker whose bridge is off; the bare runs have no network either)")
     args = p.parse_args()
     p.set_defaults(runs=3)
     engines = sockets(args)
@@ -57,7 +63,7 @@ async def main() -> None:
     downs: dict[str, list[float]] = {k: [] for k in engines}
 
     async def one(label: str, sock: str) -> float:
-        up, down = await burst(sock, args.image, args.count)
+        up, down = await burst(sock, args.image, args.count, args.network)
         downs[label].append(down)
         return up
 
@@ -69,8 +75,12 @@ async def main() -> None:
         extra["floor_rate"] = floor
         print(f"floor: {args.count} concurrent bare {args.floor} runs: median "
               f"{sorted(floor)[len(floor) // 2]:.1f}/s")
-    report(f"burst{args.count}-create-start", "containers/s", ups, higher_is_better=True, extra=extra)
-    report(f"burst{args.count}-kill-remove", "containers/s", downs, higher_is_better=True)
+    suffix = f"-{args.network}" if args.network else ""
+    extra["network"] = args.network or "default"
+    report(f"burst{args.count}-create-start{suffix}", "containers/s", ups, higher_is_better=True,
+           extra=extra)
+    report(f"burst{args.count}-kill-remove{suffix}", "containers/s", downs, higher_is_better=True,
+           extra={"network": extra["network"]})
 
 
 if __name__ == "__main__":

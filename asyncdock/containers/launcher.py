@@ -223,7 +223,8 @@ def _build_spec(mgr: ContainerManager, rec: ContainerRecord, rootfs: Path, files
     from .specinput import spec_input
     from .spec import build_spec
 
-    return build_spec(spec_input(mgr, rec, rootfs, files_dir, cgroups_path(rec), binds=binds, netns=netns))
+    return build_spec(spec_input(mgr, rec, rootfs, files_dir, cgroups_path(rec), binds=binds, netns=netns),
+                      mgr.seccomp_profiles)
 
 
 async def _release_net_and_volumes(mgr: ContainerManager, rec: ContainerRecord) -> None:

@@ -86,6 +86,9 @@ class ContainerManager:
         self._live: dict[str, Live] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._cleanups: dict[str, asyncio.Task[Any]] = {}  # container id -> deferred cleanup
+        from .seccomp import DefaultProfiles
+
+        self.seccomp_profiles = DefaultProfiles()
         self._shutting_down = False
         self._backoff: dict[str, float] = {}
 

@@ -486,18 +486,19 @@ def _namespaces(inp: SpecInput) -> list[dict[str, Any]]:
 
 # --- the spec ------------------------------------------------------------------------------
 
-def _seccomp_for(inp: SpecInput, bounding: list[str]) -> dict[str, Any] | None:
+def _seccomp_for(inp: SpecInput, bounding: list[str],
+                 profiles: _seccomp.DefaultProfiles | None) -> dict[str, Any] | None:
     if inp.privileged or inp.seccomp == "unconfined":
         return None
     if inp.seccomp in ("", "default"):
-        return _seccomp.default_profile(bounding)
+        return profiles.get(bounding) if profiles is not None else _seccomp.default_profile(bounding)
     try:
         return _seccomp.convert_profile(_seccomp.load_profile(inp.seccomp), bounding)
     except (OSError, ValueError) as e:
         raise InvalidParameter(f"opening seccomp profile failed: {e}") from None
 
 
-def build_spec(inp: SpecInput) -> dict[str, Any]:
+def build_spec(inp: SpecInput, profiles: _seccomp.DefaultProfiles | None = None) -> dict[str, Any]:
     """config.json for this container."""
     if not inp.args:
         raise InvalidParameter("no command specified")
@@ -553,7 +554,7 @@ def build_spec(inp: SpecInput) -> dict[str, Any]:
     if not (inp.privileged or inp.systempaths_unconfined):
         linux["maskedPaths"] = list(MASKED_PATHS)
         linux["readonlyPaths"] = list(READONLY_PATHS)
-    sc = _seccomp_for(inp, caps)
+    sc = _seccomp_for(inp, caps, profiles)
     if sc is not None:
         linux["seccomp"] = sc
     prop = _rootfs_propagation(inp.binds)
