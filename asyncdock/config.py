@@ -23,7 +23,8 @@ class DaemonConfig(msgspec.Struct, rename="kebab", forbid_unknown_fields=False):
     insecure_registries: list[str] = msgspec.field(default_factory=list)
     registry_mirrors: list[str] = msgspec.field(default_factory=list)
     max_concurrent_downloads: int = 3
-    max_concurrent_unpacks: int = 0  # 0: the number of cores
+    # 0: max(cores, max-concurrent-downloads), so every download unpacks as it arrives
+    max_concurrent_unpacks: int = 0
     default_runtime: str = ""  # "": probe crun, then runc
     runtimes: dict[str, RuntimeConfig] = msgspec.field(default_factory=dict)
     storage_driver: str = ""  # "": overlayfs when the kernel has it, else copy
@@ -36,7 +37,7 @@ class DaemonConfig(msgspec.Struct, rename="kebab", forbid_unknown_fields=False):
 
     @property
     def unpack_limit(self) -> int:
-        return self.max_concurrent_unpacks or (os.cpu_count() or 1)
+        return self.max_concurrent_unpacks or max(os.cpu_count() or 1, self.max_concurrent_downloads)
 
 
 def load_config(path: str | os.PathLike[str] | None, **overrides: object) -> DaemonConfig:

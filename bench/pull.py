@@ -14,17 +14,29 @@ Docker and asyncdock alike.
 
 Prints median and p90 per engine and the per-pair ratio; writes everything to
 bench/results/pull-<UTC time>.json.
+
+`--floor DIR` also measures the floor the pull target is stated against (issue 7): each layer
+downloaded alone (into memory) and then unpacked alone by asyncdock's own unpacker into a fresh
+directory under DIR (put it on the data root's file system), three times. It reports the slowest
+layer's download+unpack and the total unpack CPU time over the cores, and the floor
+max(slowest layer, CPU / cores) with each engine's median over it.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import io
 import json
+import os
 import platform
+import shutil
 import statistics
 import sys
+import tempfile
 import time
+import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -166,6 +178,72 @@ async def run(args: argparse.Namespace, ref: str) -> dict[str, Any]:
             await e.close()
 
 
+MANIFEST_ACCEPT = ", ".join([
+    "application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"])
+
+
+def _get(url: str, accept: str | None = None) -> bytes:
+    req = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
+    with urllib.request.urlopen(req, timeout=60) as r:  # noqa: S310 - a loopback registry
+        return r.read()
+
+
+def _layers(ref: str) -> tuple[str, list[dict[str, Any]]]:
+    """The registry's base URL and the amd64/linux manifest's layer descriptors of `ref`
+    (host[:port]/repo:tag, plain http: the bench's loopback registry)."""
+    name, tag = split_ref(ref)
+    host, _, repo = name.partition("/")
+    if "/" not in repo and "." not in host and ":" not in host:
+        raise BenchError(f"--floor needs a registry host in the image reference, got {ref}")
+    base = f"http://{host}/v2/{repo}"
+    doc = json.loads(_get(f"{base}/manifests/{tag}", MANIFEST_ACCEPT))
+    if "manifests" in doc:
+        pick = next(m for m in doc["manifests"] if m.get("platform", {}).get("architecture") == "amd64"
+                    and m.get("platform", {}).get("os") == "linux")
+        doc = json.loads(_get(f"{base}/manifests/{pick['digest']}", MANIFEST_ACCEPT))
+    return base, doc["layers"]
+
+
+def measure_floor(ref: str, parent: Path, repeats: int = 3) -> dict[str, Any]:
+    """Per layer, alone: download time, unpack wall and CPU time (asyncdock's unpacker, one
+    thread, as the daemon runs it); medians over `repeats`."""
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "plugins"))
+    from asyncdock.snapshots.unpack import apply_layer
+    from asyncdock_snapshotter_overlay.dirstore import mark_topdir
+
+    base, layers = _layers(ref)
+    top = Path(tempfile.mkdtemp(prefix="pull-floor-", dir=parent))
+    mark_topdir(top)  # as the snapshotter does: fresh block groups, not the ones just emptied
+    per: list[dict[str, Any]] = []
+    try:
+        for desc in layers:
+            dl: list[float] = []
+            wall: list[float] = []
+            cpu: list[float] = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                blob = _get(f"{base}/blobs/{desc['digest']}")
+                dl.append(time.perf_counter() - t0)
+                dest = top / uuid.uuid4().hex
+                dest.mkdir()
+                c0, t1 = time.thread_time(), time.perf_counter()
+                apply_layer(io.BytesIO(blob), dest, whiteouts="overlay", media_type=desc.get("mediaType", ""))
+                wall.append(time.perf_counter() - t1)
+                cpu.append(time.thread_time() - c0)
+            per.append({"digest": desc["digest"], "size": desc["size"], "download_s": statistics.median(dl),
+                        "unpack_s": statistics.median(wall), "unpack_cpu_s": statistics.median(cpu)})
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+    cores = os.cpu_count() or 1
+    slowest = max(per, key=lambda x: x["download_s"] + x["unpack_s"])
+    cpu_total = sum(x["unpack_cpu_s"] for x in per)
+    floor = max(slowest["download_s"] + slowest["unpack_s"], cpu_total / cores)
+    return {"layers": per, "cores": cores, "slowest_layer_s": slowest["download_s"] + slowest["unpack_s"],
+            "slowest_layer": slowest["digest"], "unpack_cpu_total_s": cpu_total, "floor_s": floor}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--host", required=True, help="Unix socket of the engine under test (A)")
@@ -173,6 +251,8 @@ def main() -> int:
     p.add_argument("--image", help="image to pull (default: start a registry with the bench image)")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--keep", action="store_true", help="leave the image pulled at the end")
+    p.add_argument("--floor", metavar="DIR", type=Path,
+                   help="also measure the floor (each layer downloaded and unpacked alone) under DIR")
     args = p.parse_args()
     if args.runs < 1:
         p.error("--runs must be at least 1")
@@ -181,6 +261,17 @@ def main() -> int:
         print(f"image: {ref}")
         try:
             summary = asyncio.run(run(args, ref))
+            if args.floor is not None:
+                fl = measure_floor(ref, args.floor)
+                summary["floor"] = fl
+                for x in fl["layers"]:
+                    print(f"layer {x['digest'][7:19]} {x['size'] / 1e6:6.2f} MB: download {x['download_s']:.3f}s, "
+                          f"unpack {x['unpack_s']:.3f}s (cpu {x['unpack_cpu_s']:.3f}s)")
+                print(f"floor: max(slowest layer {fl['slowest_layer_s']:.3f}s, unpack cpu {fl['unpack_cpu_total_s']:.3f}s"
+                      f" / {fl['cores']} cores) = {fl['floor_s']:.3f}s")
+                for label, res in summary.items():
+                    if isinstance(res, dict) and "median_s" in res:
+                        print(f"{label}: median / floor = {res['median_s'] / fl['floor_s']:.2f}")
         except BenchError as e:
             print(f"bench/pull.py: {e}", file=sys.stderr)
             return 1

@@ -16,6 +16,9 @@ from pathlib import Path
 from ..content.store import IngestWriter
 
 DEFAULT_PIPE_LIMIT = 8 << 20
+# The worker is woken once this much is buffered (or at the end), not for every network chunk:
+# each wake-up is a futex round trip and a context switch, and chunks are often 16-64 KiB.
+WAKE_AT = 256 << 10
 
 
 class PipeClosed(Exception):
@@ -27,7 +30,9 @@ class LayerPipe:
         self._loop = asyncio.get_running_loop()
         self._limit = limit
         self._cond = threading.Condition()
-        self._chunks: deque[memoryview] = deque()
+        self._chunks: deque[bytes] = deque()
+        self._wake_at = min(WAKE_AT, max(1, limit // 2))
+        self._reader_waiting = False
         self._size = 0
         self._eof = False
         self._error: BaseException | None = None
@@ -44,9 +49,10 @@ class LayerPipe:
                 if self._reader_gone:
                     raise PipeClosed()
                 if self._size < self._limit:
-                    self._chunks.append(memoryview(data))
+                    self._chunks.append(data)
                     self._size += len(data)
-                    self._cond.notify()
+                    if self._reader_waiting and self._size >= self._wake_at:
+                        self._cond.notify()
                     return
                 self._producer_waiting = True
                 self._space.clear()
@@ -71,10 +77,17 @@ class LayerPipe:
 
     # ---- blocking consumer
     def read(self, n: int) -> bytes:
-        """Up to n bytes (at least 1 unless at EOF); blocks while the pipe is empty."""
+        """Up to n bytes (at least 1 unless at EOF); blocks while the pipe is empty. Whole
+        chunks are handed over as they came (no copy)."""
         with self._cond:
-            while not self._chunks and not self._eof:
-                self._cond.wait()
+            if not self._chunks and not self._eof:
+                # Sleep until a useful amount is there (see WAKE_AT), or the end.
+                self._reader_waiting = True
+                try:
+                    while self._size < self._wake_at and not self._eof:
+                        self._cond.wait()
+                finally:
+                    self._reader_waiting = False
             if not self._chunks:
                 if self._error is not None:
                     raise self._error
@@ -88,7 +101,7 @@ class LayerPipe:
                 self._chunks[0] = head[n:]
             self._size -= len(out)
             self._wake_producer()
-            return bytes(out)
+            return out
 
     def reader_done(self) -> None:
         """The worker stops reading (done or failed): unblock and refuse the producer."""
@@ -145,17 +158,11 @@ class TeeReader:
         return b""
 
     def read(self, n: int = -1) -> bytes:
+        """Up to n bytes, b"" only at the end: a short read hands over what the pipe has
+        instead of copying chunks together (the decoders read in a loop anyway)."""
         if n is None or n < 0:
-            n = 1 << 62
-        parts: list[bytes] = []
-        need = n
-        while need:
-            data = self._read_some(min(need, 1 << 20))
-            if not data:
-                break
-            parts.append(data)
-            need -= len(data)
-        out = parts[0] if len(parts) == 1 else b"".join(parts)
+            n = 1 << 20
+        out = self._read_some(n)
         self.consumed += len(out)
         return out
 

@@ -1,6 +1,7 @@
 """The parallel, streaming pull.
 
-Every missing layer downloads at once (up to `max-concurrent-downloads`). While a layer's bytes
+Every missing layer downloads at once (up to `max-concurrent-downloads`, smallest blob first:
+see SizeOrderedSlots). While a layer's bytes
 arrive they go through a bounded pipe to a worker thread that writes them to the layer's
 resumable ingest (hashing them) and feeds them to `apply_layer`, which unpacks into the layer's
 own staging snapshot: download and unpack overlap instead of adding up. With a snapshotter whose
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 import os
 import time
@@ -146,6 +149,72 @@ class Emitter:
 
 
 # ---------------------------------------------------------------------------------------------
+# Download slots
+
+
+class SizeOrderedSlots:
+    """A semaphore for downloads that serves its waiters smallest blob first (then in order of
+    arrival).
+
+    A pull asks for all its layers at once; granting the slots from a callback, after every
+    layer job of that pull has queued, lets the small blobs go first. They cost little
+    bandwidth and finish at once, and their unpacking (often the slow part: a small layer can
+    hold thousands of files) then overlaps the big downloads instead of trailing them. In
+    manifest order, a small last layer waited for every big one before it.
+    """
+
+    def __init__(self, slots: int) -> None:
+        self._free = slots
+        self._queue: list[tuple[int, int, asyncio.Future[None], Callable[[], None] | None]] = []
+        self._seq = itertools.count()
+        self._scheduled = False
+
+    async def acquire(self, size: int, on_wait: Callable[[], None] | None = None) -> None:
+        """Wait for a slot; `on_wait` is called once if the first grant round passes us by."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._queue, (size, next(self._seq), fut, on_wait))
+        self._schedule()
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # granted as we were cancelled: pass it on
+            else:
+                fut.cancel()  # skipped by _grant
+            raise
+
+    def release(self) -> None:
+        self._free += 1
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._grant)
+
+    def _grant(self) -> None:
+        self._scheduled = False
+        while self._free > 0 and self._queue:
+            _, _, fut, _ = heapq.heappop(self._queue)
+            if fut.done():
+                continue
+            self._free -= 1
+            fut.set_result(None)
+        for i, (size, seq, fut, on_wait) in enumerate(self._queue):
+            if on_wait is not None and not fut.done():
+                self._queue[i] = (size, seq, fut, None)  # same key: the heap stays valid
+                on_wait()
+
+    @contextlib.asynccontextmanager
+    async def slot(self, size: int, on_wait: Callable[[], None] | None = None) -> Any:
+        await self.acquire(size, on_wait)
+        try:
+            yield
+        finally:
+            self.release()
+
+
+# ---------------------------------------------------------------------------------------------
 # Layer jobs
 
 @dataclass(eq=False)
@@ -191,6 +260,13 @@ class _Sink:
 class _Outcome:
     diff_id: str
     key: str
+    size: int | None = None  # the layer's apparent size, when the unpacker could tell
+
+
+class _Stats:
+    """Filled in by the default unpacker (see asyncdock.snapshots.unpack.LayerStats)."""
+
+    size: int | None = None
 
 
 class Puller:
@@ -204,13 +280,19 @@ class Puller:
         self.registry = registry if registry is not None else RegistryClient(config)
         self.bus = bus
         self._apply_layer = apply_layer
+        self._default_apply = apply_layer is None  # only ours reports the layer's size
         self._pipe_limit = pipe_limit
-        self._downloads = asyncio.Semaphore(max(1, config.max_concurrent_downloads))
-        self._unpacks = asyncio.Semaphore(max(1, config.unpack_limit))
+        self._downloads = SizeOrderedSlots(max(1, config.max_concurrent_downloads))
+        # Unset (0), the unpack limit is the number of cores but never fewer than the download
+        # slots: a download that finds no unpack slot is only stored, and unpacked after it
+        # ends instead of while it runs, which puts that layer's whole unpack on the critical
+        # path. An explicit max-concurrent-unpacks is obeyed as it is.
+        unpacks = config.unpack_limit
+        self._unpacks = asyncio.Semaphore(max(1, unpacks))
         # Enough threads for every streaming download plus every blob unpack at once, so a
         # worker never waits for a thread while holding a slot.
         self._executor = ThreadPoolExecutor(
-            max_workers=max(1, config.max_concurrent_downloads) + max(1, config.unpack_limit),
+            max_workers=max(1, config.max_concurrent_downloads) + max(1, unpacks),
             thread_name_prefix="asyncdock-pull")
         self._jobs: dict[str, LayerJob] = {}  # chain ID -> job in flight
         self._blobs: dict[str, asyncio.Future[None]] = {}  # digest -> download in flight
@@ -449,6 +531,8 @@ class Puller:
             raise
         job.committed.set()
         job.say(pm.layer_status("Pull complete", job.short))
+        if outcome.size is not None and self.snapshotter.independent_layers:
+            return outcome.size  # counted while unpacking: no walk over the tree
         return await self._layer_size(job.chain_id)
 
     async def _wait_parent(self, job: LayerJob) -> None:
@@ -498,9 +582,8 @@ class Puller:
     async def _download(self, job: LayerJob, repo: Repository) -> _Outcome | None:
         """Download the blob; stream it into a staging snapshot when an unpack slot is free
         (returns the outcome), else only into the content store (returns None)."""
-        if self._downloads.locked():
-            job.say(pm.layer_status("Waiting", job.short))
-        async with self._downloads:
+        async with self._downloads.slot(job.desc.size or 0,
+                                        lambda: job.say(pm.layer_status("Waiting", job.short))):
             parent_ready = job.parent is None or job.parent.committed.is_set()
             stream = (self.snapshotter.independent_layers or parent_ready) and not self._unpacks.locked()
             if stream:
@@ -546,13 +629,14 @@ class Puller:
 
         key: str | None = None
         tee: TeeReader | None = None
+        stats = _Stats()
         try:
             if stream:
                 key = self._staging_key(job)
                 await self.snapshotter.prepare(key, None if self.snapshotter.independent_layers else job.parent_chain)
                 tee = TeeReader(pipe, writer)
                 worker = loop.run_in_executor(self._executor, self._tee_unpack, tee, pipe, writer,
-                                              self.snapshotter.upper_dir(key), desc.mediaType, notify)
+                                              self.snapshotter.upper_dir(key), desc.mediaType, notify, stats)
             else:
                 worker = loop.run_in_executor(self._executor, self._tee_store, pipe, writer, notify)
         except BaseException:
@@ -596,7 +680,7 @@ class Puller:
             return None
         assert key is not None
         job.say(pm.layer_progress("Extracting", job.short, desc.size, desc.size))
-        return _Outcome(diff_id, key)
+        return _Outcome(diff_id, key, stats.size)
 
     async def _extracting(self, job: LayerJob, position: Callable[[], int]) -> None:
         """Extracting progress while the worker finishes (short: it ran during the download)."""
@@ -608,13 +692,17 @@ class Puller:
                 last = current
                 job.say(pm.layer_progress("Extracting", job.short, current, job.desc.size))
 
+    def _apply(self, reader: Any, dest: Path, media_type: str, stats: _Stats) -> str:
+        kw: dict[str, Any] = {"stats": stats} if self._default_apply else {}
+        return self.apply_layer(reader, dest, whiteouts=self.snapshotter.whiteouts,
+                                media_type=media_type or LAYER_TYPES[1], **kw)
+
     def _tee_unpack(self, tee: TeeReader, pipe: LayerPipe, writer: IngestWriter, dest: Path, media_type: str,
-                    notify: Callable[[BaseException | None], None]) -> str:
+                    notify: Callable[[BaseException | None], None], stats: _Stats) -> str:
         """Worker: store the download in the ingest and unpack it, in one pass."""
         try:
             try:
-                diff_id = self.apply_layer(tee, dest, whiteouts=self.snapshotter.whiteouts,
-                                           media_type=media_type or LAYER_TYPES[1])
+                diff_id = self._apply(tee, dest, media_type, stats)
                 tee.drain()
             except BaseException as e:
                 if tee.error is None and not isinstance(e, PullAborted):
@@ -661,24 +749,24 @@ class Puller:
             key = self._staging_key(job)
             parent = None if self.snapshotter.independent_layers else job.parent_chain
             await self.snapshotter.prepare(key, parent)
+            stats = _Stats()
             try:
                 reader = CountingReader(self.content.path(job.desc.digest))
                 ticker = asyncio.create_task(self._extracting(job, lambda: reader.consumed))
                 try:
                     diff_id = await self._in_thread(self._unpack_file, reader, self.snapshotter.upper_dir(key),
-                                                    job.desc.mediaType)
+                                                    job.desc.mediaType, stats)
                 finally:
                     ticker.cancel()
             except BaseException:
                 await self._drop_staging(key)
                 raise
         job.say(pm.layer_progress("Extracting", job.short, job.desc.size, job.desc.size))
-        return _Outcome(diff_id, key)
+        return _Outcome(diff_id, key, stats.size)
 
-    def _unpack_file(self, reader: CountingReader, dest: Path, media_type: str) -> str:
+    def _unpack_file(self, reader: CountingReader, dest: Path, media_type: str, stats: _Stats) -> str:
         try:
-            return self.apply_layer(reader, dest, whiteouts=self.snapshotter.whiteouts,
-                                    media_type=media_type or LAYER_TYPES[1])
+            return self._apply(reader, dest, media_type, stats)
         finally:
             reader.close()
 

@@ -3,6 +3,12 @@ worker thread, one hop per layer.
 
 The reader is consumed strictly forward (it may be a pipe fed by a download still running), and
 the diff ID is hashed over the uncompressed bytes as they are produced, so a layer is read once.
+The tar is parsed by our own lean reader (tarstream.py) and gzip is inflated by ISA-L when the
+`isal` package is there (several times faster than zlib), else by zlib.
+
+Per file the work is one open (with the final permission bits when the umask lets them through),
+the writes, one futimens and one close: chown and chmod are issued only when the kernel would not
+already have given the file the owner and mode the layer asks for (learned once per directory).
 
 Security model: the tar is hostile. Every entry is created relative to a directory fd that was
 opened component by component with O_NOFOLLOW from `dest`, so a symlink planted by the layer (or
@@ -13,23 +19,30 @@ from __future__ import annotations
 
 import base64
 import errno
-import hashlib
 import logging
 import os
 import shutil
 import stat
-import tarfile
 import urllib.parse
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Any, BinaryIO, Literal
+
+from .tarstream import BLK, CHR, DIR, FIFO, LNK, REG, SYM, ChunkStream, Member, TarError, TarReader
+
+try:  # ISA-L's inflate: same API as zlib's decompressobj, several times faster
+    from isal import isal_zlib as _inflate_mod
+
+    _INFLATE_ERRORS: tuple[type[BaseException], ...] = (zlib.error, _inflate_mod.error)
+except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fallback
+    _inflate_mod = zlib  # type: ignore[assignment]
+    _INFLATE_ERRORS = (zlib.error,)
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20  # compressed bytes read from the source per call
 _OUT_MAX = 1 << 20  # cap on one decompress() output, so a zip bomb cannot balloon memory
-_COPY = 1 << 20  # file data copy buffer
 
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_META_PREFIX = ".wh..wh."
@@ -70,7 +83,7 @@ def compression_of(media_type: str) -> str | None:
 
 def _gunzip(reader: BinaryIO, first: bytes) -> Iterator[bytes]:
     """Inflate a gzip stream, including concatenated members (pigz, some registries)."""
-    d = zlib.decompressobj(wbits=47)  # 32 + 15: gzip or zlib header, max window
+    d = _inflate_mod.decompressobj(wbits=47)  # 32 + 15: gzip or zlib header, max window
     pending = first
     started = False
     while True:
@@ -90,10 +103,10 @@ def _gunzip(reader: BinaryIO, first: bytes) -> Iterator[bytes]:
                 while reader.read(_CHUNK):
                     pass
                 return
-            d = zlib.decompressobj(wbits=47)
+            d = _inflate_mod.decompressobj(wbits=47)
         try:
             out = d.decompress(pending, _OUT_MAX)
-        except zlib.error as e:
+        except _INFLATE_ERRORS as e:
             raise LayerError(f"invalid gzip data: {e}") from None
         pending = d.unused_data if d.eof else d.unconsumed_tail
         if out:
@@ -137,92 +150,16 @@ def _plain(reader: BinaryIO, first: bytes) -> Iterator[bytes]:
         yield b
 
 
-class _TarSource:
-    """The uncompressed tar stream as a forward-only file for tarfile, hashing as it decodes.
-
-    It offers tell() and a forward-only seek() so tarfile can read it in its plain "r:" mode:
-    the "r|" mode's internal buffer re-copies its whole remainder on every 512-byte header read,
-    which dominates on layers with many small files. tarfile never seeks backwards when it only
-    iterates with next() and reads each member's data in order.
-    """
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buf = b""
-        self._off = 0
-        self._pos = 0
-        self._hash = hashlib.sha256()
-        self._eof = False
-
-    def _fill(self) -> bool:
-        if self._eof:
-            return False
-        for chunk in self._chunks:
-            if chunk:
-                self._hash.update(chunk)
-                self._buf = chunk
-                self._off = 0
-                return True
-        self._eof = True
-        return False
-
-    def read(self, n: int = -1) -> bytes:
-        if n is None or n < 0:
-            n = 1 << 62
-        parts: list[bytes] = []
-        need = n
-        # Whole requests matter: tarfile takes a short 512-byte header read for the end.
-        while need:
-            avail = len(self._buf) - self._off
-            if not avail:
-                if not self._fill():
-                    break
-                avail = len(self._buf)
-            if need >= avail:
-                parts.append(self._buf[self._off:] if self._off else self._buf)
-                self._buf, self._off = b"", 0
-                need -= avail
-            else:
-                parts.append(self._buf[self._off:self._off + need])
-                self._off += need
-                need = 0
-        data = parts[0] if len(parts) == 1 else b"".join(parts)  # b"" at the end
-        self._pos += len(data)
-        return data
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        if whence == 1:
-            pos += self._pos
-        elif whence != 0:
-            raise OSError("layer stream cannot seek from its end")
-        if pos < self._pos:
-            raise OSError("layer stream cannot seek backwards")
-        while pos > self._pos:
-            if not self.read(min(pos - self._pos, _COPY)):
-                break
-        return self._pos
-
-    def seekable(self) -> bool:
-        return False
-
-    def drain(self) -> None:
-        """Hash whatever follows the end-of-archive blocks: it is part of the diff ID."""
-        while self._fill():
-            self._pos += len(self._buf) - self._off
-            self._buf, self._off = b"", 0
-
-    def digest(self) -> str:
-        return "sha256:" + self._hash.hexdigest()
-
-
-def _open_stream(reader: BinaryIO, media_type: str) -> _TarSource:
+def _open_stream(reader: BinaryIO, media_type: str) -> ChunkStream:
     first = reader.read(_CHUNK)
+    while 0 < len(first) < 4:  # reads may be short: sniffing needs the magic bytes
+        more = reader.read(_CHUNK)
+        if not more:
+            break
+        first += more
     kind = compression_of(media_type) or _sniff(first)
     decode = {"gzip": _gunzip, "zstd": _unzstd, "tar": _plain}[kind]
-    return _TarSource(decode(reader, first))
+    return ChunkStream(decode(reader, first))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,31 +182,42 @@ class _DirCursor:
     entries reuse the whole chain and cost no open() at all. Only children of the current tip
     are ever removed (whiteouts, replaced entries), so a cached fd never points at a directory
     that the extraction replaced.
+
+    Per directory of the chain it also remembers the owner the kernel gives to what is created
+    in it (learned from the first entry made there: setgid directories, `grpid` mounts and
+    id-mapped mounts all decide that), so entries that already have the owner the layer asks
+    for are not chowned.
     """
 
     def __init__(self, root_fd: int) -> None:
         self.root_fd = root_fd
         self.names: list[str] = []
         self.fds: list[int] = []
+        self.owners: list[tuple[int, int] | None] = []
+        self.root_owner: tuple[int, int] | None = None
 
     def close(self) -> None:
         for fd in self.fds:
             os.close(fd)
         self.names.clear()
         self.fds.clear()
+        self.owners.clear()
 
     def _truncate(self, keep: int) -> None:
         for fd in self.fds[keep:]:
             os.close(fd)
-        del self.names[keep:], self.fds[keep:]
+        del self.names[keep:], self.fds[keep:], self.owners[keep:]
 
     def resolve(self, comps: list[str], *, create: bool) -> int | None:
         """fd of the directory `comps` (relative to dest). Missing directories are created with
         mode 0755 if `create`, else None is returned. A non-directory on the way is an error."""
+        names = self.names
         keep = 0
-        limit = min(len(self.names), len(comps))
-        while keep < limit and self.names[keep] == comps[keep]:
+        limit = min(len(names), len(comps))
+        while keep < limit and names[keep] == comps[keep]:
             keep += 1
+        if keep == len(comps) and keep == len(names):
+            return self.fds[-1] if self.fds else self.root_fd
         self._truncate(keep)
         fd = self.fds[-1] if self.fds else self.root_fd
         for comp in comps[keep:]:
@@ -288,6 +236,7 @@ class _DirCursor:
                     f"({e.strerror})") from None
             self.names.append(comp)
             self.fds.append(nfd)
+            self.owners.append(None)
             fd = nfd
         return fd
 
@@ -295,6 +244,16 @@ class _DirCursor:
         """Adopt a just-created directory's fd as the new tip (its parent must be the tip)."""
         self.names.append(name)
         self.fds.append(fd)
+        self.owners.append(None)
+
+    def tip_owner(self) -> tuple[int, int] | None:
+        return self.owners[-1] if self.owners else self.root_owner
+
+    def set_tip_owner(self, owner: tuple[int, int]) -> None:
+        if self.owners:
+            self.owners[-1] = owner
+        else:
+            self.root_owner = owner
 
 
 def _lstat(name: str, dir_fd: int) -> os.stat_result | None:
@@ -315,27 +274,45 @@ def _remove(name: str, dir_fd: int, st: os.stat_result | None = None) -> None:
         os.unlink(name, dir_fd=dir_fd)
 
 
+def _process_umask() -> int | None:
+    """The umask, read without changing it (os.umask() would race with other threads); None
+    when the kernel does not say (then every file is chmodded)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _has_default_acl(fd: int) -> bool:
+    """A default ACL on a directory replaces the umask for what is created in it."""
+    try:
+        os.getxattr(fd, "system.posix_acl_default")
+    except OSError:
+        return False  # ENODATA (none), ENOTSUP (no ACLs here)
+    return True
+
+
 # ---------------------------------------------------------------------------------------------
 # Extraction
 
 
-def _xattrs(member: tarfile.TarInfo) -> list[tuple[str, bytes]]:
+def _xattrs(member: Member) -> list[tuple[str, bytes]]:
     if not member.pax_headers:
         return []
     out: list[tuple[str, bytes]] = []
     for key, value in member.pax_headers.items():
         if key.startswith("SCHILY.xattr."):
-            # tarfile decodes PAX values as UTF-8 with surrogateescape; this gives the raw bytes
+            # PAX values are decoded as UTF-8 with surrogateescape; this gives the raw bytes
             # back (security.capability is binary).
             out.append((key[13:], value.encode("utf-8", "surrogateescape")))
         elif key.startswith("LIBARCHIVE.xattr."):
             out.append((urllib.parse.unquote(key[17:]), base64.b64decode(value + "==")))
     # A layer must not forge overlayfs' own metadata (opaque dirs, redirects, metacopy).
     return [(k, v) for k, v in out if not k.startswith("trusted.overlay.")]
-
-
-def _ns(t: float | int) -> int:
-    return int(t * 1_000_000_000) if isinstance(t, float) else int(t) * 1_000_000_000
 
 
 class _Extractor:
@@ -352,6 +329,17 @@ class _Extractor:
         # "delete" mode: paths this layer wrote, which an opaque marker must not remove.
         self.written: set[str] = set()
         self.xattr_warned = False
+        # Permission bits a new file keeps as given to open(): those outside the umask, unless a
+        # default ACL decides instead. In "delete" mode the lower layers' directories may carry
+        # default ACLs we did not see being set, so every file is chmodded there.
+        umask = _process_umask()
+        self.acl_risk = whiteouts == "delete" or umask is None or _has_default_acl(self.root_fd)
+        self.umask = 0o777 if umask is None else umask
+        # "overlay" mode (dest starts empty): the apparent size of what the layer wrote, as
+        # Docker reports a layer's size (st_size of every non-directory, hard-linked inodes
+        # once). Every name is new, so a plain sum is exact until something is replaced or
+        # removed; then None, and the caller walks the tree instead.
+        self.size: int | None = 0 if whiteouts == "overlay" else None
 
     def close(self) -> None:
         self.cur.close()
@@ -359,10 +347,10 @@ class _Extractor:
 
     # -- per-entry -----------------------------------------------------------------------------
 
-    def entry(self, m: tarfile.TarInfo, src: _TarSource) -> None:
+    def entry(self, m: Member, tr: TarReader) -> None:
         comps = _components(m.name)
         if not comps:
-            if not m.isdir():
+            if m.type != DIR:
                 raise LayerError(f"layer entry {m.name!r} names the root but is not a directory")
             self._root_dir(m)
             return
@@ -379,68 +367,82 @@ class _Extractor:
                 if path in self.written:
                     break
                 self.written.add(path)
-        if m.isreg():
-            self._file(pfd, base, m, src)
-        elif m.isdir():
+        t = m.type
+        if t == REG:
+            self._file(pfd, base, m, tr)
+        elif t == DIR:
             self._dir(pfd, comps, m)
-        elif m.issym():
+        elif t == SYM:
             self._symlink(pfd, base, m)
-        elif m.islnk():
+        elif t == LNK:
             self._hardlink(pfd, base, m)
-        elif m.ischr() or m.isblk() or m.isfifo():
+        elif t == CHR or t == BLK or t == FIFO:
             self._node(pfd, base, m)
         else:
-            log.debug("skipping layer entry %r of tar type %r", m.name, m.type)
+            log.debug("skipping layer entry %r of tar type %r", m.name, t)
 
-    def _create(self, pfd: int, name: str, make: Callable[[], object]) -> None:
+    def _create(self, pfd: int, name: str, make: Callable[[], Any]) -> Any:
         """Run make(); if the name is taken, remove what is there and try once more."""
         try:
-            make()
+            return make()
         except FileExistsError:
+            self.size = None
             _remove(name, pfd)
-            make()
+            return make()
 
-    def _file(self, pfd: int, name: str, m: tarfile.TarInfo, src: _TarSource) -> None:
-        fd: int | None = None
+    def _owner_in_tip(self, probe: Callable[[], os.stat_result]) -> tuple[int, int]:
+        """The (uid, gid) the kernel gives new entries in the cursor's tip directory; `probe`
+        stats one just created there the first time."""
+        owner = self.cur.tip_owner()
+        if owner is None:
+            st = probe()
+            owner = (st.st_uid, st.st_gid)
+            self.cur.set_tip_owner(owner)
+        return owner
 
-        def make() -> None:
-            nonlocal fd
-            fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=pfd)
-
-        self._create(pfd, name, make)
-        assert fd is not None
+    def _file(self, pfd: int, name: str, m: Member, tr: TarReader) -> None:
+        mode = m.mode & 0o7777
         try:
-            src.seek(m.offset_data)
-            if m.sparse:
-                for offset, size in m.sparse:
-                    os.lseek(fd, offset, os.SEEK_SET)
-                    self._copy(src, fd, size, m)
-                os.ftruncate(fd, m.size)
-            else:
-                self._copy(src, fd, m.size, m)
-            self._meta_fd(fd, m)
+            fd = os.open(name, _FILE_FLAGS, mode & 0o777, dir_fd=pfd)
+        except FileExistsError:
+            self.size = None
+            _remove(name, pfd)
+            fd = os.open(name, _FILE_FLAGS, mode & 0o777, dir_fd=pfd)
+        if self.size is not None:
+            self.size += m.size
+        try:
+            try:
+                if m.sparse is not None:
+                    for offset, size in m.sparse:
+                        os.lseek(fd, offset, os.SEEK_SET)
+                        tr.write_data(fd, size)
+                    os.ftruncate(fd, m.size)
+                elif m.size:
+                    tr.write_data(fd, m.size)
+            except TarError:
+                raise LayerError(f"layer ends inside the data of {m.name!r}") from None
+            # Order matters: chown clears set-id bits and security.capability, so chmod and
+            # xattrs come after it; times come last because the others touch ctime only.
+            chowned = False
+            if self.privileged and (m.uid, m.gid) != self._owner_in_tip(lambda: os.fstat(fd)):
+                os.fchown(fd, m.uid, m.gid)
+                chowned = True
+            if chowned or self.acl_risk or mode & 0o7000 or mode & self.umask:
+                os.fchmod(fd, mode)
+            if m.pax_headers:
+                self._set_xattrs(fd, m)
+            os.utime(fd, ns=self._times(m))
         finally:
             os.close(fd)
 
-    @staticmethod
-    def _copy(src: _TarSource, fd: int, size: int, m: tarfile.TarInfo) -> None:
-        left = size
-        while left:
-            buf = src.read(min(left, _COPY))
-            if not buf:
-                raise LayerError(f"layer ends inside the data of {m.name!r}")
-            left -= len(buf)
-            view = memoryview(buf)
-            while view:
-                view = view[os.write(fd, view):]
-
-    def _dir(self, pfd: int, comps: list[str], m: tarfile.TarInfo) -> None:
+    def _dir(self, pfd: int, comps: list[str], m: Member) -> None:
         name = comps[-1]
         try:
             os.mkdir(name, 0o700, dir_fd=pfd)
         except FileExistsError:
             st = _lstat(name, pfd)
             if st is not None and not stat.S_ISDIR(st.st_mode):
+                self.size = None
                 _remove(name, pfd, st)
                 os.mkdir(name, 0o700, dir_fd=pfd)
         dfd = os.open(name, _DIR_FLAGS, dir_fd=pfd)
@@ -452,22 +454,27 @@ class _Extractor:
         t = self._times(m)
         self.dirs.append((comps, m.mode & 0o7777, t[0], t[1]))
 
-    def _root_dir(self, m: tarfile.TarInfo) -> None:
+    def _root_dir(self, m: Member) -> None:
         if self.privileged:
             os.fchown(self.root_fd, m.uid, m.gid)
         self._set_xattrs(self.root_fd, m)
         t = self._times(m)
         self.dirs.append(([], m.mode & 0o7777, t[0], t[1]))
+        self.cur.root_owner = None  # a chown of a setgid root changes what its children get
 
-    def _symlink(self, pfd: int, name: str, m: tarfile.TarInfo) -> None:
+    def _symlink(self, pfd: int, name: str, m: Member) -> None:
         self._create(pfd, name, lambda: os.symlink(m.linkname, name, dir_fd=pfd))
-        if self.privileged:
+        if self.size is not None:
+            self.size += len(os.fsencode(m.linkname))
+        if self.privileged and (m.uid, m.gid) != self._owner_in_tip(
+                lambda: os.stat(name, dir_fd=pfd, follow_symlinks=False)):
             os.chown(name, m.uid, m.gid, dir_fd=pfd, follow_symlinks=False)
-        # No dir_fd for setxattr: go through the (verified) parent's /proc fd link instead.
-        self._set_xattrs(lambda: f"/proc/self/fd/{pfd}/{name}", m)
+        if m.pax_headers:
+            # No dir_fd for setxattr: go through the (verified) parent's /proc fd link instead.
+            self._set_xattrs(lambda: f"/proc/self/fd/{pfd}/{name}", m)
         os.utime(name, ns=self._times(m), dir_fd=pfd, follow_symlinks=False)
 
-    def _hardlink(self, pfd: int, name: str, m: tarfile.TarInfo) -> None:
+    def _hardlink(self, pfd: int, name: str, m: Member) -> None:
         tcomps = _components(m.linkname)
         lcomps = _components(m.name)
         if tcomps == lcomps:
@@ -475,31 +482,38 @@ class _Extractor:
         if not tcomps or tcomps[:len(lcomps)] == lcomps:
             # Replacing the link's path would first delete its own target.
             raise LayerError(f"hard link {m.name!r} -> {m.linkname!r} points inside itself")
-        # Resolve the target's directory with the same no-symlink walk. Keep our own fd for
-        # the link's parent: the cursor moves to the target's chain.
-        pfd_dup = os.dup(pfd)
+        if tcomps[:-1] == lcomps[:-1]:
+            # Same directory (busybox's applets, for one): the cursor stays where it is.
+            tfd, pfd_link, dup = pfd, pfd, None
+        else:
+            # Resolve the target's directory with the same no-symlink walk. Keep our own fd
+            # for the link's parent: the cursor moves to the target's chain.
+            dup = os.dup(pfd)
+            pfd_link = dup
         try:
-            tfd = self.cur.resolve(tcomps[:-1], create=False)
-            if tfd is None or _lstat(tcomps[-1], tfd) is None:
-                raise LayerError(f"hard link {m.name!r} -> {m.linkname!r}: target not in the layer")
+            if dup is not None:
+                tfd = self.cur.resolve(tcomps[:-1], create=False)  # type: ignore[assignment]
             tname = tcomps[-1]
+            if tfd is None or _lstat(tname, tfd) is None:
+                raise LayerError(f"hard link {m.name!r} -> {m.linkname!r}: target not in the layer")
 
             def make() -> None:
                 # follow_symlinks=False: linkat without AT_SYMLINK_FOLLOW links a symlink itself.
-                os.link(tname, name, src_dir_fd=tfd, dst_dir_fd=pfd_dup, follow_symlinks=False)
+                os.link(tname, name, src_dir_fd=tfd, dst_dir_fd=pfd_link, follow_symlinks=False)
 
             try:
-                self._create(pfd_dup, name, make)
+                self._create(pfd_link, name, make)  # the inode was counted at its first name
             except (PermissionError, IsADirectoryError) as e:
                 raise LayerError(f"hard link {m.name!r} -> {m.linkname!r}: {e.strerror}") from None
         finally:
-            os.close(pfd_dup)
+            if dup is not None:
+                os.close(dup)
 
-    def _node(self, pfd: int, name: str, m: tarfile.TarInfo) -> None:
-        if m.isfifo():
+    def _node(self, pfd: int, name: str, m: Member) -> None:
+        if m.type == FIFO:
             self._create(pfd, name, lambda: os.mkfifo(name, 0o600, dir_fd=pfd))
         else:
-            kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK
+            kind = stat.S_IFCHR if m.type == CHR else stat.S_IFBLK
             dev = os.makedev(m.devmajor, m.devminor)
             try:
                 self._create(pfd, name, lambda: os.mknod(name, kind | 0o600, dev, dir_fd=pfd))
@@ -521,21 +535,11 @@ class _Extractor:
     # -- metadata ------------------------------------------------------------------------------
 
     @staticmethod
-    def _times(m: tarfile.TarInfo) -> tuple[int, int]:
-        mtime = _ns(m.mtime)
-        atime = m.pax_headers.get("atime") if m.pax_headers else None
-        return (_ns(float(atime)) if atime else mtime, mtime)
+    def _times(m: Member) -> tuple[int, int]:
+        mtime = m.mtime_ns
+        return (mtime if m.atime_ns is None else m.atime_ns, mtime)
 
-    def _meta_fd(self, fd: int, m: tarfile.TarInfo) -> None:
-        # Order matters: chown clears set-id bits and security.capability, so chmod and xattrs
-        # come after it; times come last because the others touch ctime only.
-        if self.privileged:
-            os.fchown(fd, m.uid, m.gid)
-        os.fchmod(fd, m.mode & 0o7777)
-        self._set_xattrs(fd, m)
-        os.utime(fd, ns=self._times(m))
-
-    def _set_xattrs(self, target: int | Callable[[], str], m: tarfile.TarInfo) -> None:
+    def _set_xattrs(self, target: int | Callable[[], str], m: Member) -> None:
         xattrs = _xattrs(m)
         if not xattrs:
             return
@@ -553,6 +557,8 @@ class _Extractor:
                 if not self.xattr_warned:
                     log.warning("could not set xattr %s on %r: %s", key, m.name, e.strerror)
                     self.xattr_warned = True
+            if key == "system.posix_acl_default":
+                self.acl_risk = True  # files created under this dir take the ACL, not the umask
 
     # -- whiteouts -----------------------------------------------------------------------------
 
@@ -608,12 +614,21 @@ class _Extractor:
             os.utime(fd, ns=(atime, mtime))
 
 
+class LayerStats:
+    """What apply_layer tells besides the diff ID. `size`: in "overlay" mode, the apparent size
+    of what the layer wrote (st_size of every non-directory, hard-linked inodes once: what
+    Docker reports as a layer's size), or None when it could not count it exactly."""
+
+    size: int | None = None
+
+
 def apply_layer(reader: BinaryIO, dest: Path, *, whiteouts: Literal["overlay", "delete"],
-                media_type: str) -> str:
+                media_type: str, stats: LayerStats | Any | None = None) -> str:
     """Extract the layer read from `reader` into `dest`; return its diff ID ("sha256:<hex>").
 
     `whiteouts="overlay"`: dest is an empty upper dir; whiteouts become overlayfs whiteouts.
     `whiteouts="delete"`: dest holds the parent's tree; whiteouts remove from it.
+    `stats`, if given, receives a LayerStats' fields.
     Raises LayerError for a malformed layer or one that tries to escape dest.
     """
     if whiteouts not in ("overlay", "delete"):
@@ -621,23 +636,21 @@ def apply_layer(reader: BinaryIO, dest: Path, *, whiteouts: Literal["overlay", "
     src = _open_stream(reader, media_type)
     ex = _Extractor(Path(dest), whiteouts)
     try:
-        try:
-            tf = tarfile.TarFile(fileobj=src, mode="r")  # type: ignore[arg-type]
-        except tarfile.ReadError as e:
-            raise LayerError(f"not a tar stream: {e}") from None
-        with tf:
-            while True:
-                try:
-                    m = tf.next()
-                except tarfile.TarError as e:
-                    raise LayerError(f"corrupt layer tar: {e}") from None
-                if m is None:
-                    break
-                # tarfile keeps every member it has seen; a layer can have a million.
-                tf.members.clear()
-                ex.entry(m, src)
+        tr = TarReader(src)
+        seen = False
+        while True:
+            try:
+                m = tr.next()
+            except TarError as e:
+                raise LayerError(f"corrupt layer tar: {e}" if seen else f"not a tar stream: {e}") from None
+            if m is None:
+                break
+            seen = True
+            ex.entry(m, tr)
         ex.finish()
         src.drain()
     finally:
         ex.close()
+    if stats is not None:
+        stats.size = ex.size
     return src.digest()

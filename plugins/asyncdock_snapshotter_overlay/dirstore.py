@@ -14,12 +14,24 @@ Crash safety: a directory is created under a temporary name and renamed to its i
 metadata that names it is written; a removal writes the metadata first and deletes the
 directory after. A crash therefore leaves, at worst, a directory no record names, which
 `cleanup()` removes. The metadata never names a missing directory.
+
+Placement (ext4 without a journal): creating an inode there scans past every inode of its block
+group deleted in the last minutes (`recently_deleted`), so unpacking thousands of files where
+thousands were just deleted costs O(n^2): 5,000 files took 2-4 s instead of 0.25 s in a pull
+that followed an image removal, every time, because every snapshot was made beside the ones
+removed before it. `snapshots/` therefore carries ext4's top-dir flag (`mark_topdir`): each new
+snapshot starts in a lightly used block group of its own. It is not a guarantee (a group
+another process just emptied can be chosen), but it measured best: median pulls of 0.55 s
+against 0.9-1.8 s for snapshots made in a rotation of fixed, probed placement directories.
 """
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import logging
 import os
 import shutil
+import struct
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -34,6 +46,14 @@ from asyncdock.snapshots.base import Mount, SnapshotInfo
 from asyncdock.util.atomic import atomic_write_json
 
 Kind = Literal["active", "view", "committed"]
+
+log = logging.getLogger(__name__)
+
+# <linux/fs.h>: FS_IOC_GETFLAGS / FS_IOC_SETFLAGS (declared with `long`, but every file system
+# reads and writes an int) and FS_TOPDIR_FL, chattr's +T.
+_FS_IOC_GETFLAGS = 0x80086601
+_FS_IOC_SETFLAGS = 0x40086602
+_FS_TOPDIR_FL = 0x00020000
 
 
 class Record(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
@@ -57,6 +77,30 @@ def _rmtree(path: Path) -> None:
         shutil.rmtree(path)
     except FileNotFoundError:
         pass
+
+
+def mark_topdir(path: Path) -> bool:
+    """Set ext4's "top of directory hierarchy" flag (chattr +T) on `path`: each directory made
+    in it then starts in a lightly used block group (the Orlov allocator's choice for top-level
+    directories) instead of its parent's.
+
+    Best effort: other file systems ignore or refuse the flag, and lose nothing."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        flags = struct.unpack("i", fcntl.ioctl(fd, _FS_IOC_GETFLAGS, b"\0" * 4))[0]
+        if flags & _FS_TOPDIR_FL:
+            return True
+        fcntl.ioctl(fd, _FS_IOC_SETFLAGS, struct.pack("i", flags | _FS_TOPDIR_FL))
+        return True
+    except OSError as e:
+        # ENOTTY / EOPNOTSUPP: a file system without these flags (tmpfs, overlay, ...).
+        log.debug("cannot set the top-dir flag on %s: %s", path, e.strerror)
+        return False
+    finally:
+        os.close(fd)
 
 
 def disk_usage(path: Path) -> int:
@@ -102,9 +146,14 @@ class DirSnapshotter(ABC):
         # users of the host must not reach through the snapshot tree.
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._snaps_dir.mkdir(mode=0o700, exist_ok=True)
+        mark_topdir(self._snaps_dir)
         self._meta_path = self.root / "metadata.json"
         self._durable = durable
         self._lock = asyncio.Lock()
+        # group commit of metadata writes (see _save)
+        self._version = 0  # changes made in memory
+        self._written = 0  # changes known to be on disk
+        self._writing: asyncio.Future[None] | None = None
         # new-* dirs of creations in flight in this process (one daemon per data root):
         # cleanup() must not take them.
         self._inflight: set[str] = set()
@@ -119,11 +168,37 @@ class DirSnapshotter(ABC):
             return Metadata()
 
     async def _save(self, meta: Metadata) -> None:
-        """Write `meta` and make it current. Callers build a new Metadata (never mutate the
-        current one in place), so a failed write leaves memory and disk in agreement."""
-        await anyio.to_thread.run_sync(
-            lambda: atomic_write_json(self._meta_path, meta, durable=self._durable))
+        """Make `meta` current and return once it (or a later state) is on disk."""
+        await self._flush(self._apply(meta))
+
+    def _apply(self, meta: Metadata) -> int:
+        """Make `meta` current now; returns the version _flush() must see written.
+
+        Group commit: the whole metadata file is rewritten and fsynced on every change, so when
+        many containers are created or removed at once, the changes made while one write is in
+        flight all go to disk in the next single write instead of one write each (a burst of
+        50 creates spent ~350 ms queued here). Callers build a new Metadata (never mutate the
+        current one in place), apply it under the lock, flush outside it, and undo their own
+        change if the flush raises."""
         self._meta = meta
+        self._version += 1
+        return self._version
+
+    async def _flush(self, wanted: int) -> None:
+        while self._written < wanted:
+            if self._writing is None:
+                self._writing = asyncio.ensure_future(self._write_current())
+            # shielded: a cancelled caller must not cancel the write others wait for
+            await asyncio.shield(self._writing)
+
+    async def _write_current(self) -> None:
+        meta, version = self._meta, self._version
+        try:
+            await anyio.to_thread.run_sync(
+                lambda: atomic_write_json(self._meta_path, meta, durable=self._durable))
+            self._written = version
+        finally:
+            self._writing = None
 
     def _get(self, key: str) -> Record:
         rec = self._meta.snapshots.get(key)
@@ -191,19 +266,21 @@ class DirSnapshotter(ABC):
                     raise Conflict(f"snapshot {key} already exists")
                 if parent is not None and parent not in self._meta.snapshots:
                     raise NotFound(f"parent snapshot {parent} was removed")
-                meta = msgspec.structs.replace(self._meta, next_id=self._meta.next_id + 1,
-                                               snapshots=dict(self._meta.snapshots))
                 rec = Record(id=self._meta.next_id, kind=kind, parent=parent, created=time.time())
                 final = self._dir(rec)
                 if final.exists():  # left over from a crash before its metadata was written
                     await anyio.to_thread.run_sync(_rmtree, final)
                 os.rename(tmp, final)
-                meta.snapshots[key] = rec
-                try:
-                    await self._save(meta)
-                except BaseException:
-                    os.rename(final, tmp)
-                    raise
+                wanted = self._apply(msgspec.structs.replace(
+                    self._meta, next_id=self._meta.next_id + 1,
+                    snapshots={**self._meta.snapshots, key: rec}))
+            # The write itself outside the lock: concurrent creates share it (group commit).
+            try:
+                await self._flush(wanted)
+            except BaseException:
+                self._undo(key, rec)
+                os.rename(final, tmp)
+                raise
         except BaseException:
             await anyio.to_thread.run_sync(_rmtree, tmp)
             raise
@@ -248,14 +325,28 @@ class DirSnapshotter(ABC):
                 raise Conflict(f"snapshot {key} has {len(children)} child snapshot(s), e.g. {children[0]}")
             snaps = dict(self._meta.snapshots)
             del snaps[key]
-            await self._save(msgspec.structs.replace(self._meta, snapshots=snaps))
-            # Renamed before deletion so a crash mid-delete leaves an rm-* that cleanup() finds.
-            doomed = self._snaps_dir / f"rm-{rec.id}-{uuid.uuid4().hex[:8]}"
-            try:
-                os.rename(self._dir(rec), doomed)
-            except FileNotFoundError:
-                return
+            wanted = self._apply(msgspec.structs.replace(self._meta, snapshots=snaps))
+        try:
+            await self._flush(wanted)  # outside the lock: concurrent removals share the write
+        except BaseException:
+            if key not in self._meta.snapshots:
+                self._meta = msgspec.structs.replace(
+                    self._meta, snapshots={**self._meta.snapshots, key: rec})
+            raise
+        # Renamed before deletion so a crash mid-delete leaves an rm-* that cleanup() finds.
+        doomed = self._snaps_dir / f"rm-{rec.id}-{uuid.uuid4().hex[:8]}"
+        try:
+            os.rename(self._dir(rec), doomed)
+        except FileNotFoundError:
+            return
         await anyio.to_thread.run_sync(_rmtree, doomed)
+
+    def _undo(self, key: str, rec: Record) -> None:
+        """Take back a create whose metadata write failed (later changes stay)."""
+        if self._meta.snapshots.get(key) == rec:
+            snaps = dict(self._meta.snapshots)
+            del snaps[key]
+            self._meta = msgspec.structs.replace(self._meta, snapshots=snaps)
 
     async def stat(self, key: str) -> SnapshotInfo:
         return self._info(key, self._get(key))

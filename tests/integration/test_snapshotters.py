@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from asyncdock.errors import Conflict, InvalidParameter, NotFound
@@ -207,6 +208,42 @@ async def test_remove_active(snap: Snapshotter) -> None:
     (snap.upper_dir("a") / "f").write_bytes(b"x")
     await snap.remove("a")
     assert not await snap.exists("a")
+
+
+async def test_concurrent_changes_share_metadata_writes(snap: Snapshotter,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Group commit: 30 concurrent prepares, then 30 concurrent removals, each return only once
+    their change is on disk, in far fewer metadata writes than changes; a fresh instance (as
+    after a restart) reads exactly the final state."""
+    import asyncdock_snapshotter_overlay.dirstore as dirstore
+
+    writes: list[int] = []
+    real = dirstore.atomic_write_json
+
+    def counting(path: Any, obj: Any, **kw: Any) -> None:
+        writes.append(len(obj.snapshots))
+        real(path, obj, **kw)
+
+    monkeypatch.setattr(dirstore, "atomic_write_json", counting)
+    keys = [f"c{i}" for i in range(30)]
+
+    async def prepare_and_check(key: str) -> None:
+        await snap.prepare(key, None)
+        assert key in {i.name for i in await reopen(snap).list()}  # on disk on return
+
+    async with anyio.create_task_group() as tg:
+        for k in keys:
+            tg.start_soon(prepare_and_check, k)
+    assert sorted(i.name for i in await reopen(snap).list()) == sorted(keys)
+    assert len(writes) < len(keys)
+    writes.clear()
+    async with anyio.create_task_group() as tg:
+        for k in keys[:20]:
+            tg.start_soon(snap.remove, k)
+    assert sorted(i.name for i in await reopen(snap).list()) == sorted(keys[20:])
+    assert len(writes) < 20
+    assert sorted(p.name for p in (snap.root / "snapshots").iterdir()) == sorted(  # type: ignore[attr-defined]
+        str(snap._meta.snapshots[k].id) for k in keys[20:])  # type: ignore[attr-defined]
 
 
 async def test_usage(snap: Snapshotter) -> None:
