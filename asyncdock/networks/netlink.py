@@ -215,14 +215,7 @@ class Netlink:
         """(type, flags, body) of the replies to request `seq`, up to and including its ack
         or NLMSG_DONE. Raises NetlinkError on an error ack."""
         while True:
-            data = self.sock.recv(_RECV_SIZE)
-            off = 0
-            while off + _NLMSGHDR.size <= len(data):
-                length, mtype, mflags, mseq, _ = _NLMSGHDR.unpack_from(data, off)
-                if length < _NLMSGHDR.size:
-                    break
-                body = data[off + _NLMSGHDR.size:off + length]
-                off += _align(length)
+            for mtype, mflags, mseq, body in _messages(self.sock.recv(_RECV_SIZE)):
                 if mseq != seq:
                     continue  # a late reply to an earlier request (or a notification): not ours
                 if mtype == NLMSG_ERROR:
@@ -403,12 +396,17 @@ def _error(code: int, body: bytes, flags: int) -> NetlinkError:
 def parse_link_event(data: bytes) -> Iterator[tuple[int, Link]]:
     """(type, link) of the RTM_NEWLINK / RTM_DELLINK notifications in one datagram of a
     socket subscribed to RTNLGRP_LINK."""
-    off = 0
-    while off + _NLMSGHDR.size <= len(data):
-        length, mtype, _, _, _ = _NLMSGHDR.unpack_from(data, off)
-        if length < _NLMSGHDR.size:
-            break
-        body = data[off + _NLMSGHDR.size:off + length]
-        off += _align(length)
+    for mtype, _, _, body in _messages(data):
         if mtype in (RTM_NEWLINK, RTM_DELLINK) and len(body) >= _IFINFOMSG.size:
             yield mtype, _link(body)
+
+
+def _messages(data: bytes) -> Iterator[tuple[int, int, int, bytes]]:
+    """(type, flags, sequence, body) of each netlink message in one datagram."""
+    off = 0
+    while off + _NLMSGHDR.size <= len(data):
+        length, mtype, mflags, mseq, _ = _NLMSGHDR.unpack_from(data, off)
+        if length < _NLMSGHDR.size:
+            break
+        yield mtype, mflags, mseq, data[off + _NLMSGHDR.size:off + length]
+        off += _align(length)
