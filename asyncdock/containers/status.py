@@ -126,7 +126,8 @@ def is_zero_time(t: TimeLike) -> bool:
     if t is None:
         return True
     if isinstance(t, str):
-        return t == "" or parse_docker_time(t) == ZERO_TIME_NS
+        # the literal first: it is what every never-started container carries
+        return t == "" or t == ZERO_TIME or parse_docker_time(t) == ZERO_TIME_NS
     return t == 0 or t == ZERO_TIME_NS
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal as signal_mod
+import time
 from typing import Any
 
 import msgspec
@@ -66,22 +67,24 @@ async def list_containers(req: Request) -> Response:
             except errors.NotFound:
                 continue
     out = []
+    now = time.time_ns()  # one "now" for every STATUS text of the answer
     for rec in records:
         if not show_all and not (rec.state.running or rec.state.restarting) and "status" not in filters:
             continue
-        if not _match(rec, filters, ancestors, before, since):
+        if filters and not _match(rec, filters, ancestors, before, since):
             continue
         size = await _size(req, rec) if want_size else None
-        out.append(summary_of(req, rec, size=size))
+        out.append(summary_of(req, rec, size=size, now=now))
         if 0 < limit <= len(out):
             break
     return json_response(out)
 
 
-def summary_of(req: Request, rec: ContainerRecord, size: tuple[int, int] | None = None) -> dict[str, Any]:
+def summary_of(req: Request, rec: ContainerRecord, size: tuple[int, int] | None = None,
+               now: int | None = None) -> render.ListItem:
     net = req.engine.networks
     return render.summary(rec, size=size, ports=net.ports_list(rec.id, rec.config.exposed_ports),
-                          networks=net.networks_json(rec.id, rec.host_config.network_mode))
+                          networks=net.networks_json(rec.id, rec.host_config.network_mode), now=now)
 
 
 def _match(rec: ContainerRecord, f: dict[str, list[str]], ancestors: set[str] | None,
