@@ -286,8 +286,9 @@ async def teardown(mgr: ContainerManager, rec: ContainerRecord, proc: Process) -
         mgr.defer_runtime_cleanup(rec.id, asyncio.to_thread(remove_cgroup_dirs, proc.cgroups_path))
     else:
         mgr.defer_runtime_cleanup(rec.id, release_runtime(rt, rec.id, proc.cgroups_path))
-    await _release_net_and_volumes(mgr, rec)
-    await _release_rootfs(mgr, rec)
+    # independent (the volumes are mounted in the container's own mount namespace, not under
+    # the host's view of its rootfs): together, not in turn
+    await asyncio.gather(_release_net_and_volumes(mgr, rec), _release_rootfs(mgr, rec))
     return oom
 
 

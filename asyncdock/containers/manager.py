@@ -720,26 +720,32 @@ class ContainerManager:
 
     async def _destroy(self, rec: ContainerRecord, lv: Live, *, volumes: bool = False) -> None:
         rec.state.status = "removing"
-        try:
-            await self.engine.networks.container_removed(rec.id)
-            # anonymous volumes go with `rm -v` and with --rm, as Docker does
-            await self.engine.volumes.container_removed(rec.id, rec.mounts,
-                                                        remove_anonymous=volumes or rec.host_config.auto_remove)
-        except Exception as e:
-            log.warning("releasing networks/volumes of %s: %s", short_id(rec.id), e)
-        try:
-            await self.engine.snapshotter.remove(rec.id)
-        except errors.NotFound:
-            pass
-        except Exception as e:
-            log.warning("removing snapshot of %s: %s", short_id(rec.id), e)
         driver = self.engine.logdrivers.get(rec.host_config.log_config.type)
         if driver is not None:
             try:
                 driver.remove(self.store.dir(rec.id), rec.id)
             except OSError:
                 pass
-        await self.store.remove(rec)
+
+        async def attachments() -> None:
+            try:
+                await self.engine.networks.container_removed(rec.id)
+                # anonymous volumes go with `rm -v` and with --rm, as Docker does
+                await self.engine.volumes.container_removed(
+                    rec.id, rec.mounts, remove_anonymous=volumes or rec.host_config.auto_remove)
+            except Exception as e:
+                log.warning("releasing networks/volumes of %s: %s", short_id(rec.id), e)
+
+        async def snapshot() -> None:
+            try:
+                await self.engine.snapshotter.remove(rec.id)
+            except errors.NotFound:
+                pass
+            except Exception as e:
+                log.warning("removing snapshot of %s: %s", short_id(rec.id), e)
+
+        # Independent of each other (each in its own threads and files): together, not in turn.
+        await asyncio.gather(attachments(), snapshot(), self.store.remove(rec))
         self.engine.execs.forget_container(rec.id)
         self._live.pop(rec.id, None)
         self._event(rec, "destroy")
