@@ -93,11 +93,12 @@ def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # crun three times: as configured by default (only `create` in the cgroup2-hiding namespace on
-# hybrid hosts, made by the C helper), with every command hidden, and with every command hidden
-# without the helper (preexec_fn, and unshare(1) for exec).
+# hybrid hosts, made by the C helper; started through its exec fifo), with every command hidden,
+# and with every command hidden without the helper (preexec_fn, and unshare(1) for exec) and
+# started by `crun start`.
 CRUN_OPTIONS: dict[str, dict[str, str]] = {
     "crun-hide-all": {"hide_cgroup2_commands": "all"},
-    "crun-no-helper": {"hide_cgroup2_commands": "all", "hide_helper": "none"},
+    "crun-no-helper": {"hide_cgroup2_commands": "all", "hide_helper": "none", "fifo_start": "false"},
 }
 
 
@@ -744,3 +745,39 @@ def test_crun_hides_cgroup2_through_the_built_helper(tmp_path: Path) -> None:
                        capture_output=True, text=True)
     assert (r.returncode, r.stdout) == (3, "0\n")  # hidden inside, and the status passes through
     assert Path("/sys/fs/cgroup/unified").is_mount()  # still there outside
+
+
+def test_crun_fifo_start_and_its_fallback(rootfs: Path, tmp_path: Path) -> None:
+    """crun's start done in-process (the exec fifo write) runs the container as `crun start`
+    does; when the init is gone, the fallback to `crun start` reports crun's own error."""
+    if shutil.which("crun") is None:
+        pytest.skip("crun is not installed")
+    rt = asyncdock_runtime_crun.plugin.factory(InitContext(root=tmp_path / "state", options={}))
+    assert rt.fifo_start
+    work = tmp_path / "bundles"
+    work.mkdir()
+    h = Harness(rt, rootfs, work)
+
+    async def body() -> None:
+        cid, pid, fds = await h.create(["/bin/sh", "-c", "echo started"])
+        fifo = tmp_path / "state" / cid / "exec.fifo"
+        assert fifo.exists()
+        h.watch(pid)
+        await rt.start(cid)
+        assert not fifo.exists()
+        r = await h.finish(cid, pid, fds)
+        assert (r.code, r.stdout) == (0, "started\n")
+
+        cid, pid, fds = await h.create(["/bin/true"])
+        h.watch(pid)
+        os.kill(pid, signal.SIGKILL)
+        async with asyncio.timeout(TIMEOUT):
+            assert await h.futures.pop(pid) == 128 + signal.SIGKILL
+        with pytest.raises(RuntimeError_):
+            await rt.start(cid)
+        for fd in fds:
+            os.close(fd)
+        await h.delete(cid)
+    asyncio.run(body())
+    assert not asyncdock_runtime_crun._fifo_protocol_known("2.0")
+    assert asyncdock_runtime_crun._fifo_protocol_known("1.8.1")
