@@ -254,41 +254,52 @@ async def _delete(rt: Any, cid: str) -> None:
         log.debug("delete %s: %s", short_id(cid), e)
 
 
-async def _release_rootfs(mgr: ContainerManager, rec: ContainerRecord) -> None:
-    from ..snapshots.mount import is_mounted, unmount
+def _rootfs_released(mgr: ContainerManager, rec: ContainerRecord) -> None:
+    """Unmount the container's rootfs (nothing happens where it is not mounted) and remove its
+    bundle. Blocking: run it in a thread."""
+    from ..snapshots.mount import unmount
 
     bundle = mgr.bundles / rec.id
-    rootfs = bundle / "rootfs"
+    unmount(bundle / "rootfs")
+    shutil.rmtree(bundle, ignore_errors=True)
 
-    def work() -> None:
-        if is_mounted(rootfs):
-            unmount(rootfs)
-        shutil.rmtree(bundle, ignore_errors=True)
 
-    await asyncio.to_thread(work)
+async def _release_rootfs(mgr: ContainerManager, rec: ContainerRecord) -> None:
+    await asyncio.to_thread(_rootfs_released, mgr, rec)
 
 
 async def teardown(mgr: ContainerManager, rec: ContainerRecord, proc: Process) -> bool:
-    """After the init exited: was it an OOM kill (asked before delete removes the cgroup),
-    then network, volumes, rootfs mount and bundle go; the runtime's state and the cgroups go
-    in the background (see release_runtime). Returns OOMKilled."""
+    """After the init exited: was it an OOM kill (asked before the runtime's delete removes the
+    cgroup), then network, volumes, rootfs mount and bundle go; the runtime's state and the
+    cgroups go in the background (see release_runtime). Returns OOMKilled."""
     from ..runtime.cgroups import oom_killed
 
-    try:
-        oom = await asyncio.to_thread(oom_killed, proc.cgroups_path)
-    except OSError:
-        oom = False
+    def oom_check() -> bool:
+        try:
+            return oom_killed(proc.cgroups_path)
+        except OSError:
+            return False
+
     rt = mgr.engine.runtimes[rec.runtime]
     if rec.host_config.pid_mode:
         # Sharing another pid namespace: processes the init left behind survive it and may
         # still use the rootfs, so they are killed (and the state deleted) before it goes.
+        oom = await asyncio.to_thread(oom_check)
         await _force_delete(rt, rec.id)
         mgr.defer_runtime_cleanup(rec.id, asyncio.to_thread(remove_cgroup_dirs, proc.cgroups_path))
-    else:
-        mgr.defer_runtime_cleanup(rec.id, release_runtime(rt, rec.id, proc.cgroups_path))
+        await asyncio.gather(_release_net_and_volumes(mgr, rec), _release_rootfs(mgr, rec))
+        return oom
+
+    def oom_check_and_rootfs() -> bool:  # one thread hop for both
+        oom = oom_check()
+        _rootfs_released(mgr, rec)
+        return oom
+
     # independent (the volumes are mounted in the container's own mount namespace, not under
     # the host's view of its rootfs): together, not in turn
-    await asyncio.gather(_release_net_and_volumes(mgr, rec), _release_rootfs(mgr, rec))
+    oom, _ = await asyncio.gather(asyncio.to_thread(oom_check_and_rootfs),
+                                  _release_net_and_volumes(mgr, rec))
+    mgr.defer_runtime_cleanup(rec.id, release_runtime(rt, rec.id, proc.cgroups_path))
     return oom
 
 
