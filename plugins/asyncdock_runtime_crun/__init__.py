@@ -41,7 +41,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from asyncdock.plugins import InitContext, Registration
-from asyncdock.runtime.base import ProbeResult
+from asyncdock.runtime.base import ProbeResult, RuntimeError_
 from asyncdock.runtime.cgroups import UNIFIED, cgroup_mode
 from asyncdock.runtime.cli import CLIRuntime, find_binary
 
@@ -168,10 +168,13 @@ class CrunRuntime(CLIRuntime):
         await super().start(container_id)
 
     async def probe(self, work_dir: Path, rootfs: Path) -> ProbeResult:
-        result = await super().probe(work_dir, rootfs)
-        if not _fifo_protocol_known(result.version):
-            self.fifo_start = False
-        return result
+        # decided before the probe container is started (through start() itself)
+        if self.fifo_start and shutil.which(self.path) is not None:
+            try:
+                self.fifo_start = _fifo_protocol_known(await self.version())
+            except RuntimeError_:
+                self.fifo_start = False
+        return await super().probe(work_dir, rootfs)
 
     def _created(self, container_id: str, *, ok: bool) -> None:
         if ok:
