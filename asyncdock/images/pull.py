@@ -600,13 +600,24 @@ class Puller:
         instead of failing this pull."""
         deadline = time.monotonic() + INGEST_RELEASE_WAIT
         while True:
+            opening = asyncio.ensure_future(asyncio.to_thread(
+                self.content.ingest, ContentStore.ref_for(desc.digest), desc.digest, desc.size or None))
             try:
-                return await asyncio.to_thread(
-                    self.content.ingest, ContentStore.ref_for(desc.digest), desc.digest, desc.size or None)
+                return await asyncio.shield(opening)
             except IngestLocked:
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.05)
+            except asyncio.CancelledError:
+                # Cancelled while the thread opens it: the open still completes there, and the
+                # writer nobody will use must be closed, or the ingest stays locked for every
+                # later pull of this blob.
+                try:
+                    await _stopped(opening)
+                finally:
+                    if opening.done() and not opening.cancelled() and opening.exception() is None:
+                        opening.result().close()
+                raise
 
     async def _transfer(self, job: LayerJob, repo: Repository, stream: bool) -> _Outcome | None:
         desc = job.desc

@@ -507,3 +507,27 @@ def test_pull_waits_for_a_cancelled_transfer_to_release_the_ingest(tmp_path: Pat
         assert h.content.exists(digest) and rec.id
 
     run(tmp_path, body)
+
+
+def test_ingest_opened_for_a_cancelled_transfer_is_not_left_locked(tmp_path: Path) -> None:
+    """A transfer cancelled while its worker thread is opening the blob's ingest (a sibling
+    layer failed at that moment): the open completes in the thread, and the writer it made must
+    be closed, or every later pull of that blob waits for the lock and fails."""
+    from asyncdock.content.store import IngestLocked
+    from asyncdock.images.models import Descriptor
+
+    digest = "sha256:" + "ab" * 32
+    desc = Descriptor(mediaType="application/vnd.oci.image.layer.v1.tar+gzip", digest=digest, size=10)
+
+    async def body(h: Harness) -> None:
+        for _ in range(20):  # the cancel lands while the open runs in its thread
+            opening = asyncio.create_task(h.puller._open_ingest(desc))
+            await asyncio.sleep(0)
+            opening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                (await opening).close()  # an open that won the race is closed by its owner
+            try:
+                h.content.ingest(ContentStore.ref_for(digest), digest, 10).close()
+            except IngestLocked:
+                pytest.fail("the ingest of a cancelled transfer stayed locked")
+    run(tmp_path, body)
