@@ -212,36 +212,56 @@ async def test_remove_active(snap: Snapshotter) -> None:
 
 async def test_concurrent_changes_share_metadata_writes(snap: Snapshotter,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """Group commit: 30 concurrent prepares, then 30 concurrent removals, each return only once
-    their change is on disk, in far fewer metadata writes than changes; a fresh instance (as
-    after a restart) reads exactly the final state."""
+    """Group commit: while one metadata write is in flight, every change made meanwhile goes to
+    disk in the next single write. The first write is held until all 30 concurrent prepares
+    (then 20 removals) have made their change, so at most two writes happen; each call returns
+    only once its change is on disk, and a fresh instance (as after a restart) reads exactly
+    the final state."""
+    import threading
+
     import asyncdock_snapshotter_overlay.dirstore as dirstore
 
     writes: list[int] = []
-    real = dirstore.atomic_write_json
+    real_write = dirstore.atomic_write_json
+    real_apply = type(snap)._apply
+    hold = threading.Event()
+    state = {"applied": 0, "expect": 0}
 
     def counting(path: Any, obj: Any, **kw: Any) -> None:
+        if not writes:
+            hold.wait(30)  # the first write of a round waits for the round's other changes
         writes.append(len(obj.snapshots))
-        real(path, obj, **kw)
+        real_write(path, obj, **kw)
+
+    def applying(self: Any, meta: Any) -> int:
+        version = real_apply(self, meta)
+        state["applied"] += 1
+        if state["applied"] == state["expect"]:
+            hold.set()
+        return version
 
     monkeypatch.setattr(dirstore, "atomic_write_json", counting)
+    monkeypatch.setattr(type(snap), "_apply", applying)
     keys = [f"c{i}" for i in range(30)]
 
     async def prepare_and_check(key: str) -> None:
         await snap.prepare(key, None)
         assert key in {i.name for i in await reopen(snap).list()}  # on disk on return
 
+    state.update(applied=0, expect=len(keys))
     async with anyio.create_task_group() as tg:
         for k in keys:
             tg.start_soon(prepare_and_check, k)
     assert sorted(i.name for i in await reopen(snap).list()) == sorted(keys)
-    assert len(writes) < len(keys)
+    assert len(writes) <= 2 and writes[-1] == len(keys)  # instead of one write per change
     writes.clear()
+    hold.clear()
+    state.update(applied=0, expect=20)
     async with anyio.create_task_group() as tg:
         for k in keys[:20]:
             tg.start_soon(snap.remove, k)
     assert sorted(i.name for i in await reopen(snap).list()) == sorted(keys[20:])
-    assert len(writes) < 20
+    assert len(writes) <= 2 and writes[-1] == 10
     assert sorted(p.name for p in (snap.root / "snapshots").iterdir()) == sorted(  # type: ignore[attr-defined]
         str(snap._meta.snapshots[k].id) for k in keys[20:])  # type: ignore[attr-defined]
 
