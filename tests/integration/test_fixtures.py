@@ -445,3 +445,19 @@ def test_daemon_fixture(daemon: Daemon) -> None:
     assert daemon.docker("version", "--format", "{{.Server.Version}}").stdout.strip()
     assert daemon.client().ping() is True
     assert daemon.env["DOCKER_HOST"] == f"unix://{daemon.socket}"
+
+
+def test_teardown_removes_the_network_a_killed_daemon_left(daemon_factory: Any) -> None:
+    """A daemon killed with its bridge up leaves the bridge and its nftables chains in the
+    kernel; the teardown (cleanup_roots) removes exactly those, tagged for its data root."""
+    from tests.support import netcheck
+
+    d = daemon_factory(check_leaks=False)
+    d.docker("network", "create", "leftover-net")
+    tag = netcheck.daemon_tag(d.data_root)
+    assert netcheck.our_links(tag) and netcheck.our_chains(tag)
+    d.kill9()
+    left = cleanup_roots([d.data_root, d.exec_root])
+    assert any(item.startswith("link ") for item in left), left
+    assert any(item.startswith("nftables chain ") for item in left), left
+    assert netcheck.our_links(tag) == [] and netcheck.our_chains(tag) == []

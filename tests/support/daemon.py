@@ -366,4 +366,27 @@ def cleanup_roots(roots: Sequence[Path]) -> list[str]:
     for point in mounts_under(roots):
         left.append(f"mount {point}")
         subprocess.run(["umount", "-l", point], capture_output=True, timeout=30)
+    for root in roots:
+        left += remove_network_leftovers(root)
+    return left
+
+
+def remove_network_leftovers(data_root: Path) -> list[str]:
+    """Links and nftables chains tagged for the daemon of `data_root` (what a daemon killed and
+    never restarted leaves in the kernel); removes them and describes each. Another daemon's
+    things carry another tag and are left alone."""
+    from tests.support import netcheck
+
+    tag = netcheck.daemon_tag(data_root)
+    left: list[str] = []
+    for name in netcheck.our_links(tag):
+        left.append(f"link {name}")
+        subprocess.run(["ip", "link", "del", name], capture_output=True, timeout=30)
+    for chain in netcheck.our_chains(tag):
+        left.append(f"nftables chain {chain}")
+        subprocess.run(["nft", "delete", "chain", "ip", "asyncdock", chain], capture_output=True,
+                       timeout=30)
+    if left and not netcheck.all_chains():
+        # the table is ours too; gone once no daemon has chains in it
+        subprocess.run(["nft", "delete", "table", "ip", "asyncdock"], capture_output=True, timeout=30)
     return left

@@ -23,15 +23,16 @@ def link_exists(name: str) -> bool:
 
 
 def our_chains(tag: str) -> list[str]:
+    return [name for name in all_chains() if name.endswith(f"_{tag}")]
+
+
+def all_chains() -> list[str]:
+    """Every chain of the `ip asyncdock` table (whichever daemon made it)."""
     res = subprocess.run(["nft", "-j", "list", "table", "ip", "asyncdock"], capture_output=True, text=True)
     if res.returncode != 0:
         return []
-    out = []
-    for item in json.loads(res.stdout).get("nftables", []):
-        ch = item.get("chain")
-        if ch and ch["name"].endswith(f"_{tag}"):
-            out.append(ch["name"])
-    return out
+    return [item["chain"]["name"] for item in json.loads(res.stdout).get("nftables", [])
+            if item.get("chain")]
 
 
 def nft_tables() -> str:
