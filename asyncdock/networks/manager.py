@@ -370,6 +370,16 @@ class NetworkManager:
         self.store.save_container(c)
         return c
 
+    def _attached(self, container_ref: str) -> tuple[str, ContainerNet]:
+        """(id, network attachments) of the container `container_ref` names (connect and
+        disconnect accept a name, a full id or a prefix)."""
+        rec = self._container_record(container_ref)
+        cid = rec.id if rec is not None else container_ref
+        c = self._cnet(cid)
+        if c is None:
+            raise errors.NotFound(f"No such container: {container_ref}")
+        return cid, c
+
     def _container_record(self, cid: str) -> Any:
         mgr = getattr(self.engine, "containers", None)
         if mgr is None:
@@ -595,11 +605,7 @@ class NetworkManager:
     # ------------------------------------------------------------------ connect / disconnect
     async def connect(self, net_ref: str, container_ref: str, endpoint_config: Any = None) -> None:
         net = self.get(net_ref)
-        rec = self._container_record(container_ref)
-        cid = rec.id if rec is not None else container_ref
-        c = self._cnet(cid)
-        if c is None:
-            raise errors.NotFound(f"No such container: {container_ref}")
+        cid, c = self._attached(container_ref)
         if c.mode.startswith("container:") or c.mode == "host" or net.driver in ("host", "null"):
             raise errors.Forbidden("container sharing network namespace with another container or host cannot be "
                                    "connected to any other network")
@@ -622,11 +628,7 @@ class NetworkManager:
 
     async def disconnect(self, net_ref: str, container_ref: str, force: bool = False) -> None:
         net = self.get(net_ref)
-        rec = self._container_record(container_ref)
-        cid = rec.id if rec is not None else container_ref
-        c = self._cnet(cid)
-        if c is None:
-            raise errors.NotFound(f"No such container: {container_ref}")
+        cid, c = self._attached(container_ref)
         if net.driver == "host" and c.mode == "host":
             raise errors.Forbidden("container cannot be disconnected from host network or connected to host network")
         if all(a.network_id != net.id for a in c.attachments):
