@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import re
@@ -178,15 +179,10 @@ class VolumeManager:
         nocopy: set[str] = set()
         created: list[str] = []
         try:
-            for spec in binds or []:
-                mp, no_copy = self._parse_bind(spec)
-                if mp.destination in by_dest:
-                    raise errors.InvalidParameter(f"Duplicate mount point: {mp.destination}")
-                by_dest[mp.destination] = mp
-                if no_copy:
-                    nocopy.add(mp.destination)
-            for m in mounts or []:
-                mp, no_copy = self._parse_mount(m)
+            # lazily, in order: a duplicate is reported before a later entry is parsed
+            parsed = itertools.chain((self._parse_bind(spec) for spec in binds or []),
+                                     (self._parse_mount(m) for m in mounts or []))
+            for mp, no_copy in parsed:
                 if mp.destination in by_dest:
                     raise errors.InvalidParameter(f"Duplicate mount point: {mp.destination}")
                 by_dest[mp.destination] = mp
