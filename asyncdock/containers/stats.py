@@ -24,6 +24,18 @@ def _read(path: Path) -> str | None:
         return None
 
 
+def _pids(d: Path) -> dict[str, Any]:
+    """pids_stats from a pids cgroup directory (v1 controller or v2 group: same file names)."""
+    out: dict[str, Any] = {}
+    cur = _int(d / "pids.current")
+    if cur is not None:
+        out["current"] = cur
+    lim = _int(d / "pids.max")
+    if lim:
+        out["limit"] = lim
+    return out
+
+
 def _int(path: Path) -> int | None:
     text = _read(path)
     if text is None:
@@ -144,14 +156,7 @@ def sample(cgroups_path: str) -> dict[str, Any]:
             if failcnt:
                 memory_stats["failcnt"] = failcnt
         pids = dirs.get("pids")
-        pids_stats: dict[str, Any] = {}
-        if pids is not None:
-            cur = _int(pids / "pids.current")
-            if cur is not None:
-                pids_stats["current"] = cur
-            lim = _int(pids / "pids.max")
-            if lim:
-                pids_stats["limit"] = lim
+        pids_stats = _pids(pids) if pids is not None else {}
         blk = dirs.get("blkio")
         blkio = dict(empty_blkio)
         if blk is not None:
@@ -175,13 +180,7 @@ def sample(cgroups_path: str) -> dict[str, Any]:
         if limit_cap and (limit == 0 or limit > limit_cap):
             limit = limit_cap
         memory_stats = {"usage": _int(d / "memory.current") or 0, "stats": _kv(d / "memory.stat"), "limit": limit}
-        pids_stats = {}
-        cur = _int(d / "pids.current")
-        if cur is not None:
-            pids_stats["current"] = cur
-        lim = _int(d / "pids.max")
-        if lim:
-            pids_stats["limit"] = lim
+        pids_stats = _pids(d)
         blkio = dict(empty_blkio)
         svc_bytes: list[dict[str, Any]] = []
         svc_ios: list[dict[str, Any]] = []
