@@ -245,9 +245,7 @@ async def _stream_helper(proc: asyncio.subprocess.Process, out: Any) -> None:
             await out.write(chunk)
         await proc.wait()
     except BaseException:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await _kill(proc)
         raise
     finally:
         err = await err_task
@@ -329,9 +327,7 @@ async def serve_archive_put(req: Any, rec: ContainerRecord) -> Any:
                 proc.stdin.close()
             await proc.wait()
         except BaseException:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+            await _kill(proc)
             raise
         err = (await err_task).decode(errors="replace").strip()
         if proc.returncode:
@@ -353,3 +349,10 @@ async def serve_export(req: Any, rec: ContainerRecord) -> Any:
         await _stream_helper(proc, out)
     mgr._event(rec, "export")
     return out
+
+
+async def _kill(proc: asyncio.subprocess.Process) -> None:
+    """The helper of a transfer that failed or was cancelled: gone before the error goes on."""
+    if proc.returncode is None:
+        proc.kill()
+        await proc.wait()
