@@ -32,6 +32,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+from .address import LoopbackRegistryAddress
+
 FaultMode = Literal["corrupt-blob", "cut-after", "ignore-range", "stall"]
 _MODES: tuple[str, ...] = ("corrupt-blob", "cut-after", "ignore-range", "stall")
 
@@ -81,7 +83,7 @@ class ProxyStats:
                           list(self.range_requests), collections.Counter(self.faults), list(self.paths))
 
 
-class FaultProxy:
+class FaultProxy(LoopbackRegistryAddress):
     def __init__(self, upstream: str, *, name: str = "fault-proxy") -> None:
         """`upstream`: "HOST:PORT" of the registry behind the proxy."""
         self.upstream = upstream
@@ -96,19 +98,6 @@ class FaultProxy:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._release: asyncio.Event | None = None
-
-    # -- addresses ---------------------------------------------------------------------------
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
-
-    def ref(self, name: str, tag: str = "latest") -> str:
-        repo = name if "/" in name else f"library/{name}"
-        return f"{self.host}/{repo}:{tag}"
 
     # -- control (any thread) ----------------------------------------------------------------
     def set_fault(self, spec: str | Fault | None, *, digests: set[str] | frozenset[str] | list[str] | None = None,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .address import LoopbackRegistryAddress
 from .process import WaitTimeout, free_port, spawn, tail, terminate, wait_until
 from .token_server import TokenServer
 
@@ -42,7 +43,7 @@ class TokenAuth:
     rootcertbundle: Path
 
 
-class Registry:
+class Registry(LoopbackRegistryAddress):
     """One docker-registry process. Use as a context manager or call start()/stop().
 
     Attributes once started: `port`, `host` ("127.0.0.1:PORT", what goes in image refs and in
@@ -73,20 +74,6 @@ class Registry:
         self.port = 0
         self.images: dict[str, Any] = {}  # filled by the conftest: name -> imagebuild.BuiltImage
         self._proc: subprocess.Popen[bytes] | None = None
-
-    # -- addresses ---------------------------------------------------------------------------
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
-
-    def ref(self, name: str, tag: str = "latest") -> str:
-        """`ref("busybox")` -> "127.0.0.1:PORT/library/busybox:latest"; names with a "/" are kept."""
-        repo = name if "/" in name else f"library/{name}"
-        return f"{self.host}/{repo}:{tag}"
 
     @property
     def username(self) -> str | None:
