@@ -318,6 +318,12 @@ class DirSnapshotter(ABC):
             await self._save(msgspec.structs.replace(self._meta, snapshots=snaps))
 
     async def remove(self, key: str) -> None:
+        """Remove a snapshot. A committed snapshot or a view is gone from the metadata on disk
+        before its directory goes. An active one (a container's writable layer, a pull's
+        staging layer) is not waited for: its removal reaches the disk with the next metadata
+        write (or close()), so removing a container costs no metadata write of its own. After
+        a crash the metadata may still list it, without its directory; active snapshots that
+        nothing refers to are their owner's to remove at start-up (see cleanup())."""
         async with self._lock:
             rec = self._get(key)
             children = [k for k, r in self._meta.snapshots.items() if r.parent == key]
@@ -326,13 +332,14 @@ class DirSnapshotter(ABC):
             snaps = dict(self._meta.snapshots)
             del snaps[key]
             wanted = self._apply(msgspec.structs.replace(self._meta, snapshots=snaps))
-        try:
-            await self._flush(wanted)  # outside the lock: concurrent removals share the write
-        except BaseException:
-            if key not in self._meta.snapshots:
-                self._meta = msgspec.structs.replace(
-                    self._meta, snapshots={**self._meta.snapshots, key: rec})
-            raise
+        if rec.kind != "active":
+            try:
+                await self._flush(wanted)  # outside the lock: concurrent removals share the write
+            except BaseException:
+                if key not in self._meta.snapshots:
+                    self._meta = msgspec.structs.replace(
+                        self._meta, snapshots={**self._meta.snapshots, key: rec})
+                raise
         # Renamed before deletion so a crash mid-delete leaves an rm-* that cleanup() finds.
         doomed = self._snaps_dir / f"rm-{rec.id}-{uuid.uuid4().hex[:8]}"
         try:
@@ -340,6 +347,10 @@ class DirSnapshotter(ABC):
         except FileNotFoundError:
             return
         await anyio.to_thread.run_sync(_rmtree, doomed)
+
+    async def close(self) -> None:
+        """Write what is only in memory (removals of active snapshots)."""
+        await self._flush(self._version)
 
     def _undo(self, key: str, rec: Record) -> None:
         """Take back a create whose metadata write failed (later changes stay)."""
