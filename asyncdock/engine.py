@@ -116,7 +116,7 @@ class Engine:
 
         self.containers = ContainerManager(self)
         if hasattr(self.images, "set_in_use"):
-            self.images.set_in_use(self.containers.image_users)
+            self.images.set_in_use(self.containers.image_users, self.containers.reclaimed)
         await self.containers.recover()
         self._janitor = asyncio.get_running_loop().create_task(self._housekeeping())
         self._started = True
@@ -141,6 +141,8 @@ class Engine:
         # --- end networks issue
         if self.puller is not None and hasattr(self.puller, "close"):
             await self.puller.close()
+        if self.snapshotter is not None and hasattr(self.snapshotter, "close"):
+            await self.snapshotter.close()  # removals it has not written yet
         self.bus.event("daemon", "stop", self.engine_id, {"name": os.uname().nodename})
         await self.bus.close_journal()  # flush, fsync, mark the stop clean (numbering goes on)
 

@@ -175,6 +175,9 @@ async def container_root(mgr: Any, rec: ContainerRecord, *, for_export: bool = F
             yield Path(f"/proc/{lv.pid}/root")
             return
     async with lv.lock:
+        # the rootfs of a run that just ended may still be mounted (an overlay's upper layer
+        # cannot be mounted twice)
+        await mgr.exit_cleaned(rec.id)
         target = mgr.bundles / f"{rec.id}-cp-{uuid.uuid4().hex[:8]}"
         mounts = await mgr.engine.snapshotter.mounts(rec.id)
         target.mkdir(parents=True)

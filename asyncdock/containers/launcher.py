@@ -77,9 +77,13 @@ async def launch(mgr: ContainerManager, rec: ContainerRecord, lv: Live) -> Proce
     rootfs = bundle / "rootfs"
     files_dir = mgr.store.dir(rec.id)
     rootfs.mkdir(parents=True, exist_ok=True)
-    if not await asyncio.to_thread(is_mounted, rootfs):
-        mounts = await engine.snapshotter.mounts(rec.id)
-        await asyncio.to_thread(_mount_rootfs, mounts, rootfs, rec.host_config.auto_remove)
+    mounts = await engine.snapshotter.mounts(rec.id)
+
+    def ensure_rootfs() -> None:  # one thread hop for the check and the mount
+        if not is_mounted(rootfs):
+            _mount_rootfs(mounts, rootfs, rec.host_config.auto_remove)
+
+    await asyncio.to_thread(ensure_rootfs)
     opened: list[int] = []
     try:
         # The network side first: a published port already in use fails the start before the
@@ -89,11 +93,14 @@ async def launch(mgr: ContainerManager, rec: ContainerRecord, lv: Live) -> Proce
         hc = rec.host_config
         await net.publish(rec.id, hc.port_bindings, rec.config.exposed_ports, hc.publish_all_ports)
         binds = await engine.volumes.spec_binds(rec.id, rec.mounts)
-        await asyncio.to_thread(write_etc_files, rec, files_dir, net)
         from .spec import ExecutableError
 
+        def etc_files_and_spec() -> dict[str, Any]:  # one thread hop for both
+            write_etc_files(rec, files_dir, net)
+            return _build_spec(mgr, rec, rootfs, files_dir, binds, sandbox.netns)
+
         try:
-            spec = await asyncio.to_thread(_build_spec, mgr, rec, rootfs, files_dir, binds, sandbox.netns)
+            spec = await asyncio.to_thread(etc_files_and_spec)
         except ExecutableError as e:
             raise _start_error(rt.name, f"unable to start container process: {e.message}") from None
         rt.prepare_spec(rec.id, spec)
@@ -270,8 +277,9 @@ async def _release_rootfs(mgr: ContainerManager, rec: ContainerRecord) -> None:
 
 async def teardown(mgr: ContainerManager, rec: ContainerRecord, proc: Process) -> bool:
     """After the init exited: was it an OOM kill (asked before the runtime's delete removes the
-    cgroup), then network, volumes, rootfs mount and bundle go; the runtime's state and the
-    cgroups go in the background (see release_runtime). Returns OOMKilled."""
+    cgroup), then network and volumes go -- what other containers may be waiting for (an
+    address, a published port). The rootfs mount and bundle, the runtime's state and the cgroups
+    go in the background (see release_after_exit). Returns OOMKilled."""
     from ..runtime.cgroups import oom_killed
 
     def oom_check() -> bool:
@@ -286,32 +294,30 @@ async def teardown(mgr: ContainerManager, rec: ContainerRecord, proc: Process) -
         # still use the rootfs, so they are killed (and the state deleted) before it goes.
         oom = await asyncio.to_thread(oom_check)
         await _force_delete(rt, rec.id)
-        mgr.defer_runtime_cleanup(rec.id, asyncio.to_thread(remove_cgroup_dirs, proc.cgroups_path))
+        mgr.defer_exit_cleanup(rec.id, asyncio.to_thread(remove_cgroup_dirs, proc.cgroups_path))
         await asyncio.gather(_release_net_and_volumes(mgr, rec), _release_rootfs(mgr, rec))
         return oom
-
-    def oom_check_and_rootfs() -> bool:  # one thread hop for both
-        oom = oom_check()
-        _rootfs_released(mgr, rec)
-        return oom
-
-    # independent (the volumes are mounted in the container's own mount namespace, not under
-    # the host's view of its rootfs): together, not in turn
-    oom, _ = await asyncio.gather(asyncio.to_thread(oom_check_and_rootfs),
-                                  _release_net_and_volumes(mgr, rec))
-    mgr.defer_runtime_cleanup(rec.id, release_runtime(rt, rec.id, proc.cgroups_path))
+    oom = oom_check()  # one read of a cgroup file: cheaper than a thread hop
+    await _release_net_and_volumes(mgr, rec)
+    mgr.defer_exit_cleanup(rec.id, release_after_exit(mgr, rec, rt, proc.cgroups_path))
     return oom
 
 
-async def release_runtime(rt: Any, cid: str, cgroups: str) -> None:
-    """The runtime's record of an exited container, then its cgroup directories.
+async def release_after_exit(mgr: ContainerManager, rec: ContainerRecord, rt: Any, cgroups: str) -> None:
+    """The rootfs mount and bundle, the runtime's record of the exited container, then its
+    cgroup directories.
 
-    Off the exit path: nothing the user waits for needs them gone (the kernel killed every
-    process of the container's own pid namespace with its init, so there is no `kill --all`
-    either), and the next start of the same container waits for this first. A crash before it
-    ran is cleaned up at the next daemon start (cleanup_leftovers)."""
-    await _delete(rt, cid)
+    Off the exit path, as Docker 20.10 reports the exit before its Cleanup: nothing the user
+    waits for needs them gone. What does need them gone waits for this first (the next start
+    of the container, its removal before its snapshot goes, a copy from the stopped
+    container before it mounts the snapshot elsewhere). The kernel killed every process of the
+    container's own pid namespace with its init, so there is no `kill --all` either. A crash
+    before it ran is cleaned up at the next daemon start (cleanup_leftovers)."""
+    results = await asyncio.gather(_release_rootfs(mgr, rec), _delete(rt, rec.id), return_exceptions=True)
     await asyncio.to_thread(remove_cgroup_dirs, cgroups)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
 
 
 def remove_cgroup_dirs(cgroups_path: str) -> None:

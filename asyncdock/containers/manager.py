@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal as signal_mod
 import time
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import errors
-from ..util.ids import new_id, short_id
+from ..util.ids import is_full_id, new_id, short_id
 from . import names as names_mod
 from .models import ZERO_TIME, ContainerConfig, ContainerRecord, CreateRequest, HostConfig, LogConfig, State
 from .stdio import STDERR, STDOUT, OutputHub, pump_output
@@ -86,6 +87,7 @@ class ContainerManager:
         self._live: dict[str, Live] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._cleanups: dict[str, asyncio.Task[Any]] = {}  # container id -> deferred cleanup
+        self._reclaims: set[asyncio.Task[Any]] = set()  # snapshots of removed containers going
         from .seccomp import DefaultProfiles
 
         self.seccomp_profiles = DefaultProfiles()
@@ -137,10 +139,11 @@ class ContainerManager:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def defer_runtime_cleanup(self, cid: str, coro: Any) -> None:
-        """Run the runtime-side cleanup of an exited container in the background; the next
-        start of that container and the daemon's shutdown wait for it."""
-        task = self._spawn(_logged(coro, f"cleaning up the runtime state of {short_id(cid)}"))
+    def defer_exit_cleanup(self, cid: str, coro: Any) -> None:
+        """Run the cleanup of an exited container (rootfs mount, runtime state, cgroups) in the
+        background; the next start of that container, its removal and the daemon's shutdown
+        wait for it (exit_cleaned)."""
+        task = self._spawn(_logged(coro, f"cleaning up after the exit of {short_id(cid)}"))
         self._cleanups[cid] = task
 
         def done(t: asyncio.Task[Any]) -> None:
@@ -148,10 +151,35 @@ class ContainerManager:
                 del self._cleanups[cid]
         task.add_done_callback(done)
 
-    async def _runtime_cleaned(self, cid: str) -> None:
+    async def exit_cleaned(self, cid: str) -> None:
         task = self._cleanups.get(cid)
         if task is not None:
             await asyncio.shield(task)
+
+    async def reclaimed(self) -> None:
+        """Wait until the snapshots of removed containers are gone: the image layers under
+        them can only go after (the image store asks before it removes layers)."""
+        if self._reclaims:
+            await asyncio.wait(set(self._reclaims))
+
+    def _reclaim(self, cid: str, files: Path | None) -> None:
+        """Give a removed container's disk back in the background: its files and, once the
+        rootfs is unmounted, its snapshot. The container is already gone for every client
+        (record, name, network and volumes); a crash before this ran leaves a renamed
+        directory that the store's load() deletes and an active snapshot without a container,
+        which recover() removes."""
+        async def snapshot() -> None:
+            if files is not None:
+                await asyncio.to_thread(shutil.rmtree, files, ignore_errors=True)
+            await self.exit_cleaned(cid)
+            try:
+                await self.engine.snapshotter.remove(cid)
+            except errors.NotFound:
+                pass
+
+        task = self._spawn(_logged(snapshot(), f"removing the snapshot of {short_id(cid)}"))
+        self._reclaims.add(task)
+        task.add_done_callback(self._reclaims.discard)
 
     def _save(self, rec: ContainerRecord) -> None:
         self.store.save(rec)
@@ -213,19 +241,27 @@ class ContainerManager:
                 log_path=driver.log_path(self.store.dir(cid), cid),
             )
             top = self.engine.images.top_chain_id(image)
-            await self.engine.snapshotter.prepare(cid, top)
+            # The snapshot and the network record are independent writes (each fsynced): made
+            # together. The container's own record comes last, so a crash never leaves a
+            # record without its snapshot.
+            results = await asyncio.gather(
+                self.engine.snapshotter.prepare(cid, top),
+                self.engine.networks.container_created(cid, full, hc.network_mode, endpoints, hc.extra_hosts),
+                return_exceptions=True)
+            failed = [r for r in results if isinstance(r, BaseException)]
             try:
+                if failed:
+                    raise failed[0]
                 rec.mounts = await self._prepare_mounts(rec)
                 try:
-                    await self.engine.networks.container_created(cid, full, hc.network_mode, endpoints,
-                                                                 hc.extra_hosts)
                     await self.store.add(rec)
                 except BaseException:
-                    await self.engine.networks.container_removed(cid)
                     await self.engine.volumes.container_removed(cid, rec.mounts, remove_anonymous=True)
                     raise
             except BaseException:
-                await self.engine.snapshotter.remove(cid)
+                await self.engine.networks.container_removed(cid)
+                if not isinstance(results[0], BaseException):
+                    await self.engine.snapshotter.remove(cid)
                 raise
         except BaseException:
             self.store.release_name(full, cid)
@@ -367,7 +403,7 @@ class ContainerManager:
             lv.restart_timer = None
         rec.manually_stopped = False
         lv.hub = OutputHub() if lv.hub.closed else lv.hub
-        await self._runtime_cleaned(rec.id)  # the runtime must have forgotten the last run
+        await self.exit_cleaned(rec.id)  # the runtime must have forgotten the last run
         try:
             try:
                 proc = await launch(self, rec, lv)
@@ -727,25 +763,15 @@ class ContainerManager:
             except OSError:
                 pass
 
-        async def attachments() -> None:
-            try:
-                await self.engine.networks.container_removed(rec.id)
-                # anonymous volumes go with `rm -v` and with --rm, as Docker does
-                await self.engine.volumes.container_removed(
-                    rec.id, rec.mounts, remove_anonymous=volumes or rec.host_config.auto_remove)
-            except Exception as e:
-                log.warning("releasing networks/volumes of %s: %s", short_id(rec.id), e)
-
-        async def snapshot() -> None:
-            try:
-                await self.engine.snapshotter.remove(rec.id)
-            except errors.NotFound:
-                pass
-            except Exception as e:
-                log.warning("removing snapshot of %s: %s", short_id(rec.id), e)
-
-        # Independent of each other (each in its own threads and files): together, not in turn.
-        await asyncio.gather(attachments(), snapshot(), self.store.remove(rec))
+        doomed = self.store.remove(rec)
+        try:
+            await self.engine.networks.container_removed(rec.id)
+            # anonymous volumes go with `rm -v` and with --rm, as Docker does
+            await self.engine.volumes.container_removed(
+                rec.id, rec.mounts, remove_anonymous=volumes or rec.host_config.auto_remove)
+        except Exception as e:
+            log.warning("releasing networks/volumes of %s: %s", short_id(rec.id), e)
+        self._reclaim(rec.id, doomed)
         self.engine.execs.forget_container(rec.id)
         self._live.pop(rec.id, None)
         self._event(rec, "destroy")
@@ -817,6 +843,7 @@ class ContainerManager:
 
         records = self.store.load()
         await cleanup_leftovers(self, records)
+        await self._remove_orphan_snapshots({r.id for r in records})
         for rec in records:
             if rec.state.running or rec.state.paused:
                 await asyncio.to_thread(remove_cgroup_dirs, cgroups_path(rec))
@@ -844,6 +871,18 @@ class ContainerManager:
                 await self.start(rec)
             except errors.EngineError as e:
                 log.warning("could not restart %s: %s", short_id(rec.id), e)
+
+    async def _remove_orphan_snapshots(self, ids: set[str]) -> None:
+        """Active snapshots named like a container that no longer exists: a removal the daemon
+        did not finish (see _reclaim)."""
+        snap = self.engine.snapshotter
+        for info in await snap.list():
+            if info.kind == "active" and is_full_id(info.name) and info.name not in ids:
+                log.info("removing the snapshot of removed container %s", short_id(info.name))
+                try:
+                    await snap.remove(info.name)
+                except Exception as e:
+                    log.warning("removing the snapshot of %s: %s", short_id(info.name), e)
 
     async def shutdown(self) -> None:
         self._shutting_down = True
@@ -874,6 +913,8 @@ class ContainerManager:
                 await asyncio.wait({lv.monitor}, timeout=5)
         if self._cleanups:
             await asyncio.wait(set(self._cleanups.values()), timeout=10)
+        if self._reclaims:
+            await asyncio.wait(set(self._reclaims), timeout=30)
         for task in list(self._tasks):
             task.cancel()
 

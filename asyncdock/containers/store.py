@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from .models import ContainerRecord
 log = logging.getLogger(__name__)
 
 RECORD = "record.json"
+_TRASH = "rm-"  # prefix of a removed container's directory (ids are hex: no clash)
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(ContainerRecord)
 
@@ -32,6 +35,9 @@ class ContainerStore:
 
     def load(self) -> list[ContainerRecord]:
         for d in sorted(self.root.iterdir()):
+            if d.name.startswith(_TRASH):  # a removal the daemon did not finish
+                shutil.rmtree(d, ignore_errors=True)
+                continue
             f = d / RECORD
             if not f.exists():
                 if d.is_dir():
@@ -79,12 +85,19 @@ class ContainerStore:
             d.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(d / RECORD, data, durable=durable)
 
-    async def remove(self, rec: ContainerRecord) -> None:
-        """Unlist the record (at once: its name is free again), then delete its directory in a
-        thread (records, /etc files, logs: many unlinks)."""
+    def remove(self, rec: ContainerRecord) -> Path | None:
+        """Unlist the record (its name is free again) and rename its directory out of the way:
+        one rename, and the record is gone for the next load(). Returns that directory, whose
+        files (record, /etc files, logs) the caller deletes -- or the next load() after a
+        crash."""
         self._by_id.pop(rec.id, None)
         self.release_name(rec.name, rec.id)
-        await asyncio.to_thread(shutil.rmtree, self.dir(rec.id), ignore_errors=True)
+        doomed = self.root / f"{_TRASH}{rec.id}-{uuid.uuid4().hex[:8]}"
+        try:
+            os.rename(self.dir(rec.id), doomed)
+        except FileNotFoundError:
+            return None
+        return doomed
 
     def get(self, ref: str) -> ContainerRecord:
         """Full ID, then exact name, then unique ID prefix (Docker's order)."""

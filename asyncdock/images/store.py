@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -78,6 +78,7 @@ class ImageUse(NamedTuple):
 # The container store's answer: ImageUse tuples, bare container IDs (taken as stopped), or
 # container records (`.id` and `.state.running`).
 InUse = Callable[[str], Sequence[object]]
+Settled = Callable[[], Awaitable[None]]
 
 
 def _as_use(u: object) -> ImageUse:
@@ -154,15 +155,19 @@ class ImageStore:
         self.snapshotter = snapshotter
         self.bus = bus
         self._in_use: InUse = in_use or (lambda _id: ())
+        self._settled: Settled | None = None
         self._lock = asyncio.Lock()
         self._images: dict[str, ImageRecord] = {}
         self._refs: dict[str, str] = {}
         self._configs: dict[str, ImageConfig] = {}
         self._load()
 
-    def set_in_use(self, fn: InUse) -> None:
-        """Inject the container store's view: which containers use an image ID."""
+    def set_in_use(self, fn: InUse, settled: Settled | None = None) -> None:
+        """Inject the container store's view: which containers use an image ID, and a wait for
+        the snapshots of removed containers to be gone (they sit on the image's layers, and go
+        in the background)."""
         self._in_use = fn
+        self._settled = settled
 
     # ---- persistence
     def _load(self) -> None:
@@ -439,6 +444,8 @@ class ImageStore:
 
     async def _release_layers(self, rec: ImageRecord) -> list[str]:
         """Remove the image's snapshots (top first) and blobs that no other image shares."""
+        if self._settled is not None:
+            await self._settled()
         others_chains: set[str] = set()
         others_blobs: set[str] = set()
         for other in self._images.values():

@@ -196,3 +196,53 @@ def test_docker_py_flows(shared_daemon: Daemon) -> None:
     assert die["Actor"]["Attributes"]["exitCode"] == "3" and die["Actor"]["Attributes"]["name"] == name
     assert die["status"] == "die" and die["id"] == c.id and die["from"] == BUSYBOX
     client.close()
+
+
+def _snapshot_keys(d: Daemon) -> list[str]:
+    """The snapshots the stopped daemon's metadata lists."""
+    (meta,) = Path(d.data_root, "snapshots").glob("*/metadata.json")
+    return sorted(json.loads(meta.read_text()).get("snapshots", {}))
+
+
+def _snapshot_dirs(d: Daemon) -> list[str]:
+    (snaps,) = Path(d.data_root, "snapshots").glob("*/snapshots")
+    return sorted(p.name for p in snaps.iterdir())
+
+
+def test_removed_containers_give_their_disk_back(daemon: Daemon) -> None:
+    """`rm` answers before a container's files and snapshot are deleted (they go in the
+    background, after the rootfs of its last run is unmounted). A clean stop leaves none of them
+    behind; what a crash left half-removed (the record directory renamed, the snapshot still
+    there) is finished at the next start; an image removed right after its last container takes
+    its layers with it."""
+    d = daemon
+    d.docker("pull", "-q", BUSYBOX)
+    kept = d.docker("create", BUSYBOX, "true").stdout.strip()
+    gone = d.docker("run", "-d", BUSYBOX, "true").stdout.strip()
+    d.docker("wait", gone)
+    d.docker("rm", gone)
+    assert d.docker("ps", "-aq", "--no-trunc").stdout.split() == [kept]
+    d.stop()
+    keys = _snapshot_keys(d)
+    assert kept in keys and gone not in keys
+    assert len(_snapshot_dirs(d)) == len(keys)
+    containers = Path(d.data_root, "containers")
+    assert sorted(p.name for p in containers.iterdir()) == [kept]
+
+    # as if the daemon died in the middle of `rm kept`
+    (containers / kept).rename(containers / f"rm-{kept}-0badc0de")
+    d.start()
+    assert d.docker("ps", "-aq").stdout.strip() == ""
+    assert list(containers.iterdir()) == []
+    # back to back on one connection: the image goes while the container's rootfs may still
+    # be mounted and its snapshot still there
+    client = d.client()
+    last = client.api.create_container(BUSYBOX, ["true"])["Id"]
+    client.api.start(last)
+    client.api.wait(last)
+    client.api.remove_container(last)
+    client.api.remove_image(BUSYBOX)
+    client.close()
+    d.stop()
+    assert _snapshot_keys(d) == []
+    assert _snapshot_dirs(d) == []

@@ -213,3 +213,22 @@ def test_in_use_accepts_container_records(tmp_path: Path) -> None:
 
     run(tmp_path, body)
 
+
+
+def test_rmi_waits_for_the_snapshots_of_removed_containers(tmp_path: Path) -> None:
+    """A removed container's snapshot goes in the background, and it sits on the image's top
+    layer: the image's layers are removed only after the container store says its removals
+    are done (not skipped with a conflict, which would leave them on disk for good)."""
+    async def body(w: World) -> None:
+        app = await w.image("app", [b"one", b"two"])
+        await w.snap.prepare("c" * 64, app.chain_ids[-1])  # the removed container's rootfs
+
+        async def reclaimed() -> None:  # the container store's background removal finishing
+            await w.snap.remove("c" * 64)
+
+        w.store.set_in_use(lambda image_id: [], reclaimed)
+        out = await w.store.delete("app")
+        assert [r["Deleted"] for r in out if "Deleted" in r] == [app.id, *reversed(app.chain_ids)]
+        assert await w.snap.list() == []
+
+    run(tmp_path, body)
