@@ -13,6 +13,7 @@ import msgspec
 
 from ..errors import Conflict, InvalidParameter, NotFound
 from ..util.atomic import atomic_write_bytes
+from ..util.fsflags import mark_topdir
 from .models import ContainerRecord
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,12 @@ class ContainerStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
+        # Every container's directory sees files made and deleted (records rewritten
+        # atomically, /etc files, logs). On ext4 without a journal, making an inode scans past
+        # each one deleted in its block group in the last ~30 s: with all containers in one
+        # group, a burst of 50 spent ~13% of the engine's CPU there. The top-dir flag starts
+        # each container's directory in a lightly used group of its own.
+        mark_topdir(self.root)
         self._by_id: dict[str, ContainerRecord] = {}
         self._names: dict[str, str] = {}  # "/name" -> id
 

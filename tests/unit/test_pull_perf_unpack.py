@@ -237,7 +237,7 @@ def test_snapshots_dir_carries_the_top_dir_flag(tmp_path: Path) -> None:
     import fcntl
 
     from asyncdock_snapshotter_overlay import OverlaySnapshotter
-    from asyncdock_snapshotter_overlay.dirstore import _FS_IOC_GETFLAGS, _FS_TOPDIR_FL, mark_topdir
+    from asyncdock.util.fsflags import _FS_IOC_GETFLAGS, _FS_TOPDIR_FL, mark_topdir
 
     probe = tmp_path / "probe"
     probe.mkdir()
@@ -251,3 +251,24 @@ def test_snapshots_dir_carries_the_top_dir_flag(tmp_path: Path) -> None:
         os.close(fd)
     assert flags & _FS_TOPDIR_FL
     assert mark_topdir(snap.root / "snapshots")  # idempotent
+
+
+def test_containers_dir_carries_the_top_dir_flag(tmp_path: Path) -> None:
+    """Each container's directory (records rewritten atomically, /etc files, logs) starts in a
+    block group of its own, not beside every other container's deleted files."""
+    import fcntl
+
+    from asyncdock.containers.store import ContainerStore
+    from asyncdock.util.fsflags import _FS_IOC_GETFLAGS, _FS_TOPDIR_FL, mark_topdir
+
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    if not mark_topdir(probe):
+        pytest.skip("this file system has no top-dir flag")
+    store = ContainerStore(tmp_path / "containers")
+    fd = os.open(store.root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        flags = struct.unpack("i", fcntl.ioctl(fd, _FS_IOC_GETFLAGS, b"\0" * 4))[0]
+    finally:
+        os.close(fd)
+    assert flags & _FS_TOPDIR_FL
