@@ -254,9 +254,9 @@ async def _force_delete(rt: Any, cid: str) -> None:
     await _delete(rt, cid)
 
 
-async def _delete(rt: Any, cid: str) -> None:
+async def _delete(rt: Any, cid: str, *, exited: bool = False) -> None:
     try:
-        await rt.delete(cid, force=True)
+        await rt.delete(cid, force=True, exited=exited)
     except Exception as e:
         log.debug("delete %s: %s", short_id(cid), e)
 
@@ -304,8 +304,8 @@ async def teardown(mgr: ContainerManager, rec: ContainerRecord, proc: Process) -
 
 
 async def release_after_exit(mgr: ContainerManager, rec: ContainerRecord, rt: Any, cgroups: str) -> None:
-    """The rootfs mount and bundle, the runtime's record of the exited container, then its
-    cgroup directories.
+    """The rootfs mount and bundle, the cgroup directories, then the runtime's record of the
+    exited container.
 
     Off the exit path, as Docker 20.10 reports the exit before its Cleanup: nothing the user
     waits for needs them gone. What does need them gone waits for this first (the next start
@@ -313,8 +313,12 @@ async def release_after_exit(mgr: ContainerManager, rec: ContainerRecord, rt: An
     container before it mounts the snapshot elsewhere). The kernel killed every process of the
     container's own pid namespace with its init, so there is no `kill --all` either. A crash
     before it ran is cleaned up at the next daemon start (cleanup_leftovers)."""
-    results = await asyncio.gather(_release_rootfs(mgr, rec), _delete(rt, rec.id), return_exceptions=True)
-    await asyncio.to_thread(remove_cgroup_dirs, cgroups)
+    # The cgroups before the runtime's record: a crash in between leaves the record, which the
+    # next start's cleanup_leftovers hands to the runtime's delete (the crun plugin's delete
+    # after an exit is the record's removal alone).
+    results = await asyncio.gather(_release_rootfs(mgr, rec), asyncio.to_thread(remove_cgroup_dirs, cgroups),
+                                   return_exceptions=True)
+    await _delete(rt, rec.id, exited=True)
     for r in results:
         if isinstance(r, BaseException):
             raise r

@@ -541,6 +541,12 @@ class ContainerManager:
     async def _signal(self, rec: ContainerRecord, sig: int) -> None:
         self._event(rec, "kill", signal=str(sig))
         lv = self.live(rec)
+        # With its own pid namespace, the init is the container: what the runtime's kill does
+        # is one signal to it (SIGKILL takes the namespace's other processes with it), sent
+        # here through the init's pidfd instead of a runtime process per kill. A shared pid
+        # namespace needs the runtime's `kill --all`.
+        if lv.pid and not rec.host_config.pid_mode and self.engine.exits.send_signal(lv.pid, sig):
+            return
         rt = self.engine.runtimes[rec.runtime]
         try:
             await rt.kill(rec.id, sig, all_processes=sig == signal_mod.SIGKILL)

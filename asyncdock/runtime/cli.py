@@ -272,7 +272,7 @@ class CLIRuntime:
         args = ["kill"] + (["--all"] if all_processes else []) + [container_id, str(int(signal))]
         await self._run(*args)
 
-    async def delete(self, container_id: str, *, force: bool = False) -> None:
+    async def delete(self, container_id: str, *, force: bool = False, exited: bool = False) -> None:
         """Idempotent: deleting a container the runtime does not know is not an error."""
         if not self._exists(container_id):
             return

@@ -129,6 +129,19 @@ class ExitWatcher:
         does not stop the watch: the zombie is still reaped and the shared future resolved."""
         return await asyncio.shield(self.watch(pid))
 
+    def send_signal(self, pid: int, sig: int) -> bool:
+        """Signal a watched process through its pidfd: no runtime process to spawn, and no
+        risk of hitting a reused pid. False when `pid` is not watched (the caller asks the
+        runtime); a process that already exited is not an error."""
+        w = self._watches.get(pid)
+        if w is None:
+            return False
+        try:
+            signal.pidfd_send_signal(w.fd, sig)
+        except ProcessLookupError:
+            pass
+        return True
+
     def watching(self) -> frozenset[int]:
         return frozenset(self._watches)
 

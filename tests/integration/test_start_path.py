@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support.daemon import Daemon
+from tests.support.process import wait_until
 
 BUSYBOX = "busybox"
 
@@ -79,3 +83,46 @@ def test_throwaway_rootfs_is_volatile_and_kept_one_is_not(d: Daemon, name: str) 
     # writes to a volatile root work like any other
     r = d.docker("run", "--rm", BUSYBOX, "sh", "-c", "echo data > /f && cat /f")
     assert r.stdout == "data\n"
+
+
+def test_kill_and_delete_after_exit_spawn_no_runtime_process(daemon_factory: Any, tmp_path: Path) -> None:
+    """A container with its own pid namespace is signalled through its init's pidfd, and after
+    its exit crun's state is removed by the crun plugin: neither runs crun. A container in the
+    host's pid namespace still gets `crun kill --all` (its other processes survive the init),
+    and a container whose spec has a poststop hook still gets `crun delete` (crun runs the
+    hook). Seen through a `crun` wrapper that logs each command before running the real one."""
+    crun = shutil.which("crun")
+    if crun is None:
+        pytest.skip("needs crun")
+    log = tmp_path / "commands"
+    wrapper = tmp_path / "bin" / "crun"
+    wrapper.parent.mkdir()
+    # the first argument that is a crun command (after --root DIR, --log FILE, ...)
+    wrapper.write_text("#!/bin/sh\n"
+                       f"for a; do case $a in create|start|kill|delete|exec|state|pause|resume|update)"
+                       f" echo \"$a $*\" >> {log}; break;; esac; done\n"
+                       f"exec {crun} \"$@\"\n")
+    wrapper.chmod(0o755)
+    d = daemon_factory({"runtimes": {"logged": {"path": str(wrapper)}}, "default-runtime": "logged"})
+    d.docker("pull", "-q", BUSYBOX)
+    assert d.docker("info", "--format", "{{.DefaultRuntime}}").stdout.strip() == "logged"
+    log.unlink(missing_ok=True)
+
+    def commands() -> list[str]:
+        return [line.split()[0] for line in log.read_text().splitlines()] if log.exists() else []
+
+    # pid 1 of a namespace only gets the signals it handles
+    cid = d.docker("run", "-d", BUSYBOX, "sh", "-c",
+                   "trap 'exit 7' USR1; echo ready; sleep 600 & wait").stdout.strip()
+    wait_until(lambda: "ready" in d.docker("logs", cid).stdout, timeout=30, what="the trap")
+    d.docker("kill", "-s", "USR1", cid)
+    assert d.docker("wait", cid).stdout.strip() == "7"
+    d.docker("rm", cid)
+    assert commands() == ["create"]
+
+    log.unlink()
+    cid = d.docker("run", "-d", "--pid", "host", BUSYBOX, "sleep", "600").stdout.strip()
+    d.docker("kill", cid)
+    assert d.docker("wait", cid).stdout.strip() == "137"
+    d.docker("rm", cid)
+    assert "kill" in commands() and "delete" in commands()
