@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import errors
+from ..util.fsflags import mark_topdir
 from ..util.ids import is_full_id, new_id, short_id
 from . import names as names_mod
 from .models import ZERO_TIME, ContainerConfig, ContainerRecord, CreateRequest, HostConfig, LogConfig, State
@@ -84,6 +85,7 @@ class ContainerManager:
         self.store = ContainerStore(engine.data_root / "containers")
         self.bundles = engine.exec_root / "bundles"
         self.bundles.mkdir(parents=True, exist_ok=True)
+        mark_topdir(self.bundles)  # a bundle per container start (see util.fsflags)
         self._live: dict[str, Live] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._cleanups: dict[str, asyncio.Task[Any]] = {}  # container id -> deferred cleanup

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from asyncdock.runtime.base import ProbeResult, RuntimeError_
 from asyncdock.runtime.reaper import exit_code
+from asyncdock.util.fsflags import mark_topdir
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ class CLIRuntime:
         self.root = Path(root)
         self.runtime_args = list(runtime_args)
         self._pin: Path | None = None
+        self._root_made = False
         # probe() pins the binary when set (a plugin decides; see pin_binary)
         self.wants_pin = False
 
@@ -146,6 +148,15 @@ class CLIRuntime:
         return argv
 
     # -- plumbing -------------------------------------------------------------------------
+
+    def _make_root(self) -> None:
+        if self._root_made:
+            return
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # The runtime makes and deletes a directory of files per container here; on ext4 the
+        # top-dir flag starts each in a lightly used block group (see util.fsflags).
+        mark_topdir(self.root)
+        self._root_made = True
 
     def _argv(self, *args: str, log_file: Path | None = None) -> list[str]:
         argv = [self.exe, "--root", str(self.root)]
@@ -224,7 +235,7 @@ class CLIRuntime:
         # it, which exits after its parent and so becomes a zombie of ours (the subreaper) that
         # only the periodic orphan sweep would collect.
         command = "create"
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._make_root()
         # The container inherits the runtime's stdio, so the runtime's stderr cannot be a pipe
         # to us (we would read the container's output, and a pipe the container keeps open
         # never reaches EOF). Its errors go to a JSON log file in the bundle instead.
