@@ -76,7 +76,8 @@ def test_resources_land_in_cgroup(d: Daemon, tag: str) -> None:
     dirs = [p for p in cgroup_dirs(f"/asyncdock/{cid}") if p.is_dir()]
     assert dirs
     d.docker("rm", "-f", cid)
-    assert [p for p in dirs if p.exists()] == []
+    # removed with the cleanup after the exit, in the background of the removal
+    wait_until(lambda: [p for p in dirs if p.exists()] == [], timeout=30, what="the cgroups to go")
 
 
 def test_ulimit_inside(d: Daemon, tag: str) -> None:
