@@ -170,7 +170,7 @@ class ContainerManager:
         (record, name, network and volumes); a crash before this ran leaves a renamed
         directory that the store's load() deletes and an active snapshot without a container,
         which recover() removes."""
-        async def snapshot() -> None:
+        async def reclaim() -> None:
             if files is not None:
                 await asyncio.to_thread(shutil.rmtree, files, ignore_errors=True)
             await self.exit_cleaned(cid)
@@ -179,7 +179,7 @@ class ContainerManager:
             except errors.NotFound:
                 pass
 
-        task = self._spawn(_logged(snapshot(), f"removing the snapshot of {short_id(cid)}"))
+        task = self._spawn(_logged(reclaim(), f"giving back the disk of removed container {short_id(cid)}"))
         self._reclaims.add(task)
         task.add_done_callback(self._reclaims.discard)
 

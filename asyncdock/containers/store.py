@@ -33,7 +33,8 @@ class ContainerStore:
         self.root.mkdir(parents=True, exist_ok=True)
         # Every container's directory sees files made and deleted (records rewritten
         # atomically, /etc files, logs). On ext4 without a journal, making an inode scans past
-        # each one deleted in its block group in the last ~30 s: with all containers in one
+        # each one deleted in its block group in the last minute (longer while the inode
+        # table block is dirty): with all containers in one
         # group, a burst of 50 spent ~13% of the engine's CPU there. The top-dir flag starts
         # each container's directory in a lightly used group of its own.
         mark_topdir(self.root)

@@ -315,7 +315,7 @@ class CLIRuntime:
 
     async def update(self, container_id: str, resources: dict[str, object]) -> None:
         # A file rather than "-" on stdin: not every runtime reads resources from stdin.
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._make_root()
         fd, name = tempfile.mkstemp(prefix=".update-", suffix=".json", dir=self.root)
         try:
             with os.fdopen(fd, "wb") as f:

@@ -183,8 +183,9 @@ class CrunRuntime(CLIRuntime):
         whose spec (seen by prepare_spec in this process) has no poststop hooks and no Intel
         RDT, that leaves the directory: removed here, one crun process fewer per container.
         Otherwise, or on any error, `crun delete`."""
-        if exited and container_id in self._plain_delete:
-            self._plain_delete.discard(container_id)
+        plain = exited and container_id in self._plain_delete
+        self._plain_delete.discard(container_id)
+        if plain:
             try:
                 await asyncio.to_thread(shutil.rmtree, self.root / container_id)
                 return
@@ -192,7 +193,6 @@ class CrunRuntime(CLIRuntime):
                 return
             except OSError:
                 pass
-        self._plain_delete.discard(container_id)
         await super().delete(container_id, force=force, exited=exited)
 
     async def probe(self, work_dir: Path, rootfs: Path) -> ProbeResult:
