@@ -20,12 +20,6 @@ BUSYBOX = "busybox"
 
 
 @pytest.fixture
-def d(shared_daemon: Daemon) -> Iterator[Daemon]:
-    shared_daemon.docker("pull", "-q", BUSYBOX)
-    yield shared_daemon
-
-
-@pytest.fixture
 def tag() -> Iterator[str]:
     yield "t" + uuid.uuid4().hex[:10]
 

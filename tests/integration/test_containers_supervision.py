@@ -19,12 +19,6 @@ BUSYBOX = "busybox"
 
 
 @pytest.fixture
-def d(shared_daemon: Daemon) -> Iterator[Daemon]:
-    shared_daemon.docker("pull", "-q", BUSYBOX)
-    yield shared_daemon
-
-
-@pytest.fixture
 def tag(d: Daemon) -> Iterator[str]:
     t = "s" + uuid.uuid4().hex[:10]
     yield t

@@ -20,12 +20,6 @@ BUSYBOX = "busybox"
 
 
 @pytest.fixture
-def d(shared_daemon: Daemon) -> Iterator[Daemon]:
-    shared_daemon.docker("pull", "-q", BUSYBOX)
-    yield shared_daemon
-
-
-@pytest.fixture
 def name(d: Daemon) -> Iterator[str]:
     n = "sp" + uuid.uuid4().hex[:10]
     yield n
