@@ -38,6 +38,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from tests.support import astlock  # noqa: E402
+
+astlock.install()
+
 from tests.support import imagebuild  # noqa: E402
 from tests.support.daemon import DOCKER_CLI, Daemon  # noqa: E402
 from tests.support.faultproxy import Fault, FaultProxy  # noqa: E402

@@ -24,6 +24,7 @@ import collections
 import contextlib
 import re
 import threading
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -274,7 +275,14 @@ class FaultProxy(LoopbackRegistryAddress):
         elif fault.mode == "stall":
             limit = min(length, fault.after if fault.after is not None else length // 2)
         flip_at = length // 2 if fault.mode == "corrupt-blob" else -1
-        async for chunk in upstream.content.iter_chunked(CHUNK):
+        chunks: AsyncIterator[bytes] = upstream.content.iter_chunked(CHUNK)
+        if fault.mode == "stall":
+            # The registry's own pace must not look like a stall to a client with a short stall
+            # timeout (a cold disk on a fresh machine delayed the first 300 kB by over 0.3 s and
+            # the client resumed at an offset the test did not expect): read all of what this
+            # response will send first, then send it at once, so that the only gap is the stall.
+            chunks = _prefetched(await upstream.content.readexactly(limit) if limit else b"")
+        async for chunk in chunks:
             if sent + len(chunk) > limit:
                 chunk = chunk[: limit - sent]
             if 0 <= flip_at - sent < len(chunk):
@@ -299,3 +307,8 @@ class FaultProxy(LoopbackRegistryAddress):
             return resp
         await resp.write_eof()
         return resp
+
+
+async def _prefetched(data: bytes) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), CHUNK):
+        yield data[i:i + CHUNK]
