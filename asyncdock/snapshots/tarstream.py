@@ -51,6 +51,7 @@ _SPARSE_OFFSET = re.compile(rb"\d+ GNU.sparse.offset=(\d+)\n")
 _SPARSE_NUMBYTES = re.compile(rb"\d+ GNU.sparse.numbytes=(\d+)\n")
 _SIGNED = struct.Struct("148b8x356b")
 _FAST_TYPES = frozenset((b"0", b"\0", b"7", DIR, SYM, LNK))
+_PAX_NAME_KEYS = frozenset((b"path", b"linkpath", b"uname", b"gname"))
 _NO_PAX: dict[str, str] = {}  # shared by members without pax records: never mutated
 
 
@@ -381,8 +382,12 @@ class TarReader:
             length = int(m.group(1))
             if length == 0:
                 raise _BadHeader("invalid pax record")
-            key = m.group(2).decode("utf-8", "surrogateescape")
-            into[key] = buf[m.end(2) + 1:m.start(1) + length - 1].decode("utf-8", "surrogateescape")
+            raw_key, raw_value = m.group(2), buf[m.end(2) + 1:m.start(1) + length - 1]
+            # Go's archive/tar (validPAXRecord): no NUL in a key, nor in a name-like value.
+            # A NUL would otherwise reach a system call as "embedded null byte".
+            if b"\0" in raw_key or (b"\0" in raw_value and raw_key in _PAX_NAME_KEYS):
+                raise _BadHeader(f"invalid pax record {raw_key.decode('utf-8', 'replace')!r}: NUL byte")
+            into[raw_key.decode("utf-8", "surrogateescape")] = raw_value.decode("utf-8", "surrogateescape")
             pos += length
 
     def _member(self, block: bytes, typ: bytes, exts: list[tuple[bytes, bytes]]) -> Member:

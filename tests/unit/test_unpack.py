@@ -352,6 +352,19 @@ def test_dotdot_is_refused(box: tuple[Path, Path], name: str) -> None:
     _outside_untouched(box)
 
 
+@pytest.mark.parametrize("key", ["path", "linkpath", "uname", "gname"])
+def test_nul_in_a_pax_name_is_a_layer_error(box: tuple[Path, Path], key: str) -> None:
+    """Go's archive/tar refuses these records; unchecked, the name reached a system call as
+    "embedded null byte" (a ValueError with a traceback, not a clear pull error)."""
+    layer = Layer().file("ok", b"ok")
+    ti = tarfile.TarInfo("x")
+    ti.pax_headers = {key: "a\0b"}
+    layer._add(ti, b"")
+    with pytest.raises(LayerError, match=f"invalid pax record '{key}': NUL byte"):
+        apply(layer.bytes(), box[0])
+    _outside_untouched(box)
+
+
 def test_absolute_names_stay_inside(box: tuple[Path, Path]) -> None:
     sentinel = str(box[1] / "sentinel")
     apply(Layer().file(sentinel, b"pwned").file("/etc/x", b"x").bytes(), box[0])
