@@ -44,29 +44,24 @@ def tabwrite(rows: list[list[str]], minwidth: int = 10, padding: int = 3) -> str
     return "\n".join(out) + "\n"
 
 
-_FIELD = re.compile(r"\{\{\s*(json\s+)?\.(\w*)\s*\}\}")
+_HEADER_FIELD = re.compile(r"\{\{-?\s*(?:json\s+)?\.(\w*)[^}]*\}\}")
 
 
-def render(template: str, items: list[dict[str, str]], headers: dict[str, str]) -> str:
-    """The Go-template subset: `table`, `table {{.A}}\\t{{.B}}`, `{{.Field}}`, `{{json .}}`,
-    `{{json .Field}}`."""
+def render(template: str, items: list[dict[str, Any]], headers: dict[str, str]) -> str:
+    """A `--format` template over each item (Go's text/template subset of cli/gotemplate.py);
+    `table ...` adds the header row (each `{{.Field}}` named by `headers`) and aligns columns."""
+    from .gotemplate import execute, parse
+
     template = template.replace("\\t", "\t").replace("\\n", "\n")
     table = template.startswith("table")
     if table:
         template = template[5:].lstrip()
-
-    def one(item: dict[str, str], tpl: str) -> str:
-        def sub(m: re.Match[str]) -> str:
-            if m.group(1):
-                return json.dumps(item if not m.group(2) else item.get(m.group(2), ""), separators=(",", ":"))
-            return str(item.get(m.group(2), ""))
-        return _FIELD.sub(sub, tpl)
-
+    nodes = parse(template)
     if table:
-        header = _FIELD.sub(lambda m: headers.get(m.group(2), m.group(2).upper()), template)
-        rows = [header.split("\t")] + [one(i, template).split("\t") for i in items]
+        header = _HEADER_FIELD.sub(lambda m: headers.get(m.group(1), m.group(1).upper()), template)
+        rows = [header.split("\t")] + [execute(nodes, i).split("\t") for i in items]
         return tabwrite(rows)
-    return "".join(one(i, template) + "\n" for i in items)
+    return "".join(execute(nodes, i) + "\n" for i in items)
 
 
 def ps_item(c: dict[str, Any], trunc: bool = True, now: float | None = None) -> dict[str, Any]:

@@ -36,12 +36,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from . import commands
     from .fast import CallError
+    from .gotemplate import TemplateError, TemplateParseError
 
     try:
         return getattr(commands, "cmd_" + args[0])(args[1:]) or 0
     except CallError as e:
         print(f"Error response from daemon: {e.message}", file=sys.stderr)
         return 1
+    except TemplateError as e:  # the docker CLI's words and statuses for a bad --format
+        print(f"template parsing error: {e}", file=sys.stderr)
+        return 64 if isinstance(e, TemplateParseError) else 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -12,10 +12,10 @@ from pathlib import Path
 from tests.support.daemon import DOCKER_CLI, Daemon
 
 
-def _asyncdock(d: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
+def _asyncdock(d: Daemon, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     exe = Path(sys.executable).parent / "asyncdock"
     return subprocess.run([str(exe), *args], env={**os.environ, **d.env}, capture_output=True, text=True,
-                          timeout=120, check=True)
+                          timeout=120, check=check)
 
 
 def _events(d: Daemon, *args: str) -> list[dict]:
@@ -104,6 +104,33 @@ def test_torn_record_is_dropped_after_restart(daemon: Daemon) -> None:
     evs = _events(d, "--since", "0", "--until", until)
     assert ("container", "create") not in [(e["Type"], e["Action"]) for e in evs]  # the torn one
     assert evs[-1]["Type"] == "daemon" and evs[-1]["Action"] == "start"
+
+
+def test_cli_templates_match_docker_cli(shared_daemon: Daemon) -> None:
+    """`--format` is Go's text/template for more than `{{.Field}}`: field chains, functions,
+    if/range, Go's printing of maps, nil and booleans, as the docker CLI renders them."""
+    d = shared_daemon
+    name = f"tplcli{os.getpid()}"
+    d.docker("create", "--name", name, "--label", "a=b", "--label", "c=d", "-e", "X=1", "busybox", "true")
+    try:
+        for tpl in ("{{.State.Running}}", "{{.State.Status}} {{.Name}} {{.State.Pid}}",
+                    "{{json .Config.Labels}}", "{{.Config.Labels}}", "{{index .Config.Labels \"a\"}}",
+                    "{{range .Config.Env}}[{{.}}]{{end}}", "{{join .Config.Cmd \",\"}}",
+                    "{{if .State.Running}}up{{else}}down{{end}}", "{{.Name | upper}}",
+                    "{{with .HostConfig}}{{.NetworkMode}}{{end}}", "{{len .Config.Labels}}",
+                    "{{- .Id -}}  {{printf \"%.5s|%s\" .Id .Path}}"):
+            assert _asyncdock(d, "inspect", "-f", tpl, name).stdout == d.docker("inspect", "-f", tpl, name).stdout, tpl
+        tpl = "{{.Server.Version}} {{.Server.Os}}/{{.Server.Arch}}"
+        assert _asyncdock(d, "version", "-f", tpl).stdout == d.docker("version", "-f", tpl).stdout
+        for tpl, status in (("{{nosuchfunc .Id}}", 64), ("{{if .Id}}unclosed", 64), ("{{.NoSuchField}}", 1)):
+            mine = _asyncdock(d, "inspect", "-f", tpl, name, check=False)
+            theirs = d.docker("inspect", "-f", tpl, name, check=False)
+            assert (mine.returncode, mine.stdout.strip()) == (theirs.returncode, theirs.stdout.strip()) == (status, ""), tpl
+            assert mine.stderr.startswith("template parsing error: template: :1"), mine.stderr
+            if status == 64:  # parse errors: the same words (run-time ones carry Go's column and type)
+                assert mine.stderr == theirs.stderr
+    finally:
+        d.docker("rm", "-f", name)
 
 
 def test_cli_matches_docker_cli(shared_daemon: Daemon) -> None:
