@@ -21,6 +21,7 @@ from ..util.fsflags import mark_topdir
 from ..util.ids import is_full_id, new_id, short_id
 from . import names as names_mod
 from .models import ZERO_TIME, ContainerConfig, ContainerRecord, CreateRequest, HostConfig, LogConfig, State
+from .spec import MASKED_PATHS, READONLY_PATHS
 from .stdio import STDERR, STDOUT, OutputHub, pump_output
 from .store import ContainerStore
 from .status import rfc3339nano
@@ -32,9 +33,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SHM = 64 * 1024 * 1024
 DEFAULT_STOP_TIMEOUT = 10
-MASKED_PATHS = ["/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware"]
-READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 RESTART_BASE = 0.1
 RESTART_MAX = 60.0
 

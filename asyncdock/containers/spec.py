@@ -143,6 +143,10 @@ class SpecInput(msgspec.Struct):
     apparmor: str = ""  # accepted, ignored: no AppArmor support
     # --security-opt systempaths=unconfined: no masked / read-only /proc paths.
     systempaths_unconfined: bool = False
+    # HostConfig.MaskedPaths / ReadonlyPaths as the container's record holds them (what inspect
+    # shows); None: the defaults below.
+    masked_paths: list[str] | None = None
+    readonly_paths: list[str] | None = None
     binds: list[BindMount] = msgspec.field(default_factory=list)
     tmpfs: list[TmpfsMount] = msgspec.field(default_factory=list)
     devices: list[DeviceMapping] = msgspec.field(default_factory=list)
@@ -552,8 +556,8 @@ def build_spec(inp: SpecInput, profiles: _seccomp.DefaultProfiles | None = None)
     if sysctls:
         linux["sysctl"] = sysctls
     if not (inp.privileged or inp.systempaths_unconfined):
-        linux["maskedPaths"] = list(MASKED_PATHS)
-        linux["readonlyPaths"] = list(READONLY_PATHS)
+        linux["maskedPaths"] = list(MASKED_PATHS if inp.masked_paths is None else inp.masked_paths)
+        linux["readonlyPaths"] = list(READONLY_PATHS if inp.readonly_paths is None else inp.readonly_paths)
     sc = _seccomp_for(inp, caps, profiles)
     if sc is not None:
         linux["seccomp"] = sc

@@ -114,7 +114,8 @@ def spec_input(mgr: ContainerManager, rec: ContainerRecord, rootfs: Path, files_
         hostname=cfg.hostname if hc.uts_mode != "host" else "", domainname=cfg.domainname, tty=cfg.tty,
         readonly_rootfs=hc.readonly_rootfs, privileged=hc.privileged, cap_add=list(hc.cap_add or []),
         cap_drop=list(hc.cap_drop or []), no_new_privileges=nnp, seccomp=seccomp, apparmor=apparmor,
-        systempaths_unconfined=unconfined_paths, binds=binds, tmpfs=tmpfs,
+        systempaths_unconfined=unconfined_paths, masked_paths=hc.masked_paths, readonly_paths=hc.readonly_paths,
+        binds=binds, tmpfs=tmpfs,
         devices=[DeviceMapping(d.path_on_host, d.path_in_container or d.path_on_host, d.cgroup_permissions or "rwm")
                  for d in hc.devices or []],
         sysctls=dict(hc.sysctls or {}), ulimits=[Ulimit(u.name, u.soft, u.hard) for u in hc.ulimits or []],

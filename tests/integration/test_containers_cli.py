@@ -5,6 +5,7 @@ its containers uniquely and removes them."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 import uuid
@@ -368,3 +369,31 @@ def test_rmi_in_use_and_system_prune(daemon: Daemon) -> None:
     assert d.docker("images", "-q").stdout.strip() == ""
     r = d.docker("system", "prune", "-f")
     assert r.stdout.strip() == "Total reclaimed space: 0B"
+
+
+def test_masked_paths_applied_are_the_ones_inspect_shows(d: Daemon, lab: str, tag: str) -> None:
+    """HostConfig.MaskedPaths/ReadonlyPaths are what the container gets: the defaults (one list,
+    Docker's), an explicit list from the API, or none with systempaths=unconfined (the CLI sends
+    empty lists then)."""
+    masked = next(p for p in ("/proc/kcore", "/proc/timer_list") if os.path.exists(p))
+    probe = f"wc -c < {masked}; wc -c < /proc/cpuinfo; touch /proc/sys/x 2>/dev/null; echo $?"
+    name = f"{tag}-default"
+    d.docker("run", "--name", name, "--label", lab, BUSYBOX, "sh", "-c", probe)
+    out = d.docker("logs", name).stdout.split()
+    assert out[0] == "0" and int(out[1]) > 0, out
+    shown = json.loads(d.docker("inspect", "-f", "{{json .HostConfig.MaskedPaths}}", name).stdout)
+    assert "/sys/devices/virtual/powercap" in shown and masked in shown  # Docker's default list
+
+    status, body = d.request("POST", f"/containers/create?name={tag}-api", {
+        "Image": BUSYBOX, "Cmd": ["sh", "-c", probe], "Labels": {lab.split("=")[0]: lab.split("=")[1]},
+        "HostConfig": {"MaskedPaths": ["/proc/cpuinfo"], "ReadonlyPaths": []}})
+    assert status == 201, body
+    d.docker("start", "-a", f"{tag}-api")
+    out = d.docker("logs", f"{tag}-api").stdout.split()
+    assert int(out[0]) > 0 and out[1] == "0", out
+    shown = json.loads(d.docker("inspect", "-f", "{{json .HostConfig.MaskedPaths}}", f"{tag}-api").stdout)
+    assert shown == ["/proc/cpuinfo"]
+
+    out = d.docker("run", "--rm", "--label", lab, "--security-opt", "systempaths=unconfined", BUSYBOX,
+                   "sh", "-c", probe).stdout.split()
+    assert int(out[0]) > 0 and int(out[1]) > 0, out
