@@ -1,4 +1,5 @@
-"""`asyncdock daemon`: configuration, the data-root lock, signals, the engine and the API server."""
+"""`asyncdock daemon`: configuration, the data-root and exec-root locks, signals, the engine and the API
+server."""
 from __future__ import annotations
 
 import argparse
