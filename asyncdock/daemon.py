@@ -1,43 +1,55 @@
-"""`asyncdock daemon`: configuration, the data-root lock, signals, the engine and the API server."""
+"""`asyncdock daemon`: configuration, the data-root and exec-root locks, signals, the engine and the API
+server."""
 from __future__ import annotations
 
 import argparse
 import asyncio
-import fcntl
 import logging
 import os
 import signal
+import stat
 import sys
 from pathlib import Path
 
 from .config import DEFAULT_SOCKET, DaemonConfig, load_config
+from .rootlock import LockHeld, RootLock, acquire
 
 log = logging.getLogger("asyncdock.daemon")
 
 
-class LockHeld(SystemExit):
-    pass
+def socket_in_use(path: Path) -> bool:
+    """Whether something accepts connections on the Unix socket at `path` (another daemon's):
+    then it must not be unlinked and taken over."""
+    import socket
 
-
-def acquire_lock(data_root: Path) -> int:
-    """One daemon per data-root: an flock that the kernel drops when the process dies, so a crash
-    never leaves a stale lock behind."""
-    data_root.mkdir(parents=True, exist_ok=True, mode=0o711)
-    path = data_root / "engine.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        try:
-            other = os.pread(fd, 32, 0).decode().strip()
-        except OSError:
-            other = "?"
-        os.close(fd)
-        raise LockHeld(f"asyncdock: another daemon (pid {other or '?'}) is using data-root {data_root}; "
-                       f"stop it or pass a different --data-root")
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
+        st = path.lstat()
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISSOCK(st.st_mode):
+        return False
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    s.settimeout(2)
+    try:
+        s.connect(str(path))
+    except OSError:
+        return False  # a socket file nobody listens on: left by a daemon that died
+    finally:
+        s.close()
+    return True
+
+
+def acquire_locks(config: DaemonConfig) -> list[RootLock]:
+    """The data-root and the exec-root, each for this daemon alone (see asyncdock.rootlock)."""
+    locks = [acquire(Path(config.data_root), "engine.lock", what="data-root", flag="--data-root",
+                     hosts=config.hosts)]
+    try:
+        locks.append(acquire(Path(config.exec_root), "exec-root.lock", what="exec-root",
+                             flag="--exec-root", hosts=config.hosts))
+    except BaseException:
+        locks[0].release()
+        raise
+    return locks
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -109,10 +121,17 @@ def main(argv: list[str]) -> int:
         print("asyncdock: the daemon needs root (mounts, namespaces, cgroups)", file=sys.stderr)
         return 1
     try:
-        lock_fd = acquire_lock(Path(config.data_root))
+        locks = acquire_locks(config)
     except LockHeld as e:
         print(e.code, file=sys.stderr)
         return 1
+    for host in config.hosts:
+        if host.startswith("unix://") and socket_in_use(Path(host[len("unix://"):])):
+            print(f"asyncdock: another daemon is listening on {host}; stop it or pass a different --host",
+                  file=sys.stderr)
+            for lock in locks:
+                lock.release()
+            return 1
     try:
         runner = asyncio.run
         if os.environ.get("ASYNCDOCK_UVLOOP") == "1":  # opt-in until the benchmarks decide
@@ -126,5 +145,6 @@ def main(argv: list[str]) -> int:
             return 1
         raise
     finally:
-        os.close(lock_fd)
+        for lock in locks:
+            lock.release()
     return 0

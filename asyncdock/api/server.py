@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from .. import __version__, errors
+from ..util.errtext import client_text
 from .http import (DateCache, HttpConnection, Request, Response, Router, StreamResponse,
                    empty_response, error_response)
 
@@ -105,8 +106,7 @@ class App:
         except errors.EngineError as e:
             return error_response(e.message, e.status)
         except Exception as e:
-            log.exception("error serving %s %s", req.method, req.path)
-            return error_response(f"internal error: {type(e).__name__}: {e}", 500)
+            return internal_error(req, e)
 
     async def dispatch(self, req: Request, handler: Any = None) -> Response | StreamResponse | Any:
         if handler is None:
@@ -130,10 +130,19 @@ class App:
         except asyncio.CancelledError:
             raise
         except Exception as e:  # never a traceback to the client
-            log.exception("error serving %s %s", req.method, req.path)
             if req._stream is not None:
+                internal_error(req, e)
                 return req._stream
-            return error_response(f"internal error: {type(e).__name__}: {e}", 500)
+            return internal_error(req, e)
+
+
+def internal_error(req: Request, e: Exception) -> Response:
+    """A bug (an exception no handler turned into an EngineError): one line for the client and
+    the log's error level, the traceback only at debug level."""
+    text = client_text(e)
+    log.error("error serving %s %s: %s", req.method, req.path, text)
+    log.debug("traceback of the error serving %s %s", req.method, req.path, exc_info=e)
+    return error_response(f"internal error: {text}", 500)
 
 
 class ApiServer:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from .. import errors
+from ..util.errtext import os_error_text
 from ..util.ids import new_id
 from .models import ContainerRecord
 from .stdio import STDOUT, OutputHub, open_stdio_pipes, start_stdio_pipes
@@ -258,7 +259,7 @@ async def start_exec(engine: Engine, ex: ExecInstance, *, discard_output: bool =
     except errors.EngineError as e:
         raise fail(e, 126) from None
     except OSError as e:
-        raise fail(errors.SystemError_(f"exec failed: {e}"), 126) from None
+        raise fail(errors.SystemError_(f"exec failed: {os_error_text(e)}"), 126) from None
 
     work = bundle / f"exec-{ex.id[:16]}"
     work.mkdir(exist_ok=True)
@@ -287,7 +288,7 @@ async def start_exec(engine: Engine, ex: ExecInstance, *, discard_output: bool =
         try:
             proc = await asyncio.create_subprocess_exec(*argv, stdin=stdio[0], stdout=stdio[1], stderr=stdio[2])
         except OSError as e:
-            raise fail(errors.SystemError_(f"exec failed: {e}"), 126) from None
+            raise fail(errors.SystemError_(f"exec failed: {os_error_text(e)}"), 126) from None
         try:
             async with asyncio.timeout(START_TIMEOUT):
                 rc = await proc.wait()

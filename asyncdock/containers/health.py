@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..util.errtext import client_text
 from ..util.ids import short_id
 from .models import Health, HealthConfig, HealthLogEntry
 from .status import rfc3339nano
@@ -98,7 +99,7 @@ class HealthMonitor:
                 raise
             except Exception as e:  # the probe itself could not run: a failure, as Docker
                 log.debug("health probe of %s: %s", short_id(self.rec.id), e)
-                code, output = -1, str(e)
+                code, output = -1, client_text(e)
             if not self.rec.state.running:
                 return
             self._record(start_ns, code, output, in_start_period=time.monotonic() - started < self.start_period)

@@ -5,6 +5,7 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 from .. import errors
+from ..util.errtext import os_error_text
 from ..logs.base import LogNotReadable, ReadOptions
 from ..logs.framing import SYSTEMERR, format_log_payload, frame, frame_record
 from .models import ContainerRecord
@@ -47,5 +48,5 @@ async def serve_logs(req: Request, rec: ContainerRecord) -> Any:
                 else:
                     await stream.write(frame_record(record, timestamps))
     except (OSError, ValueError) as e:
-        await stream.write(frame(SYSTEMERR, f"Error grabbing logs: {e}\n".encode()))
+        await stream.write(frame(SYSTEMERR, f"Error grabbing logs: {os_error_text(e) if isinstance(e, OSError) else e}\n".encode()))
     return stream

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import errors
+from ..util.errtext import client_text, os_error_text
 from ..util.fsflags import mark_topdir
 from ..util.ids import is_full_id, new_id, short_id
 from . import names as names_mod
@@ -410,9 +411,12 @@ class ContainerManager:
             except errors.EngineError as e:
                 raise LaunchError(e, 128) from e
             except OSError as e:
-                log.exception("starting %s", short_id(rec.id))
-                raise LaunchError(errors.SystemError_(f"failed to start container: {e}"), 128) from e
+                log.debug("starting %s", short_id(rec.id), exc_info=e)
+                raise LaunchError(errors.SystemError_(f"failed to start container: {os_error_text(e)}"), 128) from e
         except LaunchError as e:
+            # Every failed start in the log with its cause (the client may not be the one who
+            # asked: a restart policy, a compose run).
+            log.warning("container %s (%s): start failed: %s", short_id(rec.id), rec.name.lstrip("/"), e.message)
             rec.state.error = e.message
             rec.state.exit_code = e.exit_code
             rec.state.status = "created" if not rec.has_been_started else "exited"
@@ -673,7 +677,7 @@ class ContainerManager:
                 except Exception as e:
                     for attr, v in old.items():
                         setattr(hc, attr, v)
-                    raise fail(getattr(e, "message", str(e))) from None
+                    raise fail(client_text(e)) from None
             if pol_name:
                 hc.restart_policy = RestartPolicy(pol_name, int(pol.get("MaximumRetryCount") or 0))
             self._save(rec)

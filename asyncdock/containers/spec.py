@@ -21,6 +21,7 @@ import msgspec
 
 from asyncdock.containers import seccomp as _seccomp
 from asyncdock.errors import InvalidParameter
+from asyncdock.util.errtext import os_error_text
 from asyncdock.runtime.cgroups import cgroup_mode
 
 OCI_VERSION = "1.0.2"
@@ -499,7 +500,8 @@ def _seccomp_for(inp: SpecInput, bounding: list[str],
     try:
         return _seccomp.convert_profile(_seccomp.load_profile(inp.seccomp), bounding)
     except (OSError, ValueError) as e:
-        raise InvalidParameter(f"opening seccomp profile failed: {e}") from None
+        why = os_error_text(e, "open") if isinstance(e, OSError) else str(e)
+        raise InvalidParameter(f"opening seccomp profile failed: {why}") from None
 
 
 def build_spec(inp: SpecInput, profiles: _seccomp.DefaultProfiles | None = None) -> dict[str, Any]:

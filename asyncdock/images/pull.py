@@ -45,6 +45,7 @@ from ..registry.auth import AuthConfig
 from ..registry.client import RegistryClient, Repository, ResolvedManifest
 from ..registry.reference import Reference
 from ..snapshots.base import Snapshotter
+from ..util.errtext import client_text
 from . import progress as pm
 from .models import LAYER_TYPES, ContainerConfig, Descriptor, ImageConfig, Platform, decode_config
 from .pipe import DEFAULT_PIPE_LIMIT, CountingReader, LayerPipe, PipeClosed, TeeReader
@@ -546,7 +547,7 @@ class Puller:
                 raise _ParentFailed(f"layer {job.short}: parent layer {parent.short} was cancelled") from None
             raise
         except BaseException as e:
-            raise _ParentFailed(f"layer {job.short}: parent layer {parent.short} failed: {e}") from None
+            raise _ParentFailed(f"layer {job.short}: parent layer {parent.short} failed: {client_text(e)}") from None
 
     async def _fetch_and_unpack(self, job: LayerJob, repo: Repository) -> _Outcome:
         digest = job.desc.digest
@@ -678,7 +679,7 @@ class Puller:
                 if ticker is not None:
                     ticker.cancel()
         except BaseException as e:
-            pipe.abort(PullAborted("pull cancelled" if isinstance(e, asyncio.CancelledError) else str(e)))
+            pipe.abort(PullAborted("pull cancelled" if isinstance(e, asyncio.CancelledError) else client_text(e)))
             await _stopped(worker)
             if key is not None:
                 await self._drop_staging(key)

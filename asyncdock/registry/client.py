@@ -29,6 +29,7 @@ import msgspec
 
 from ..config import DaemonConfig
 from ..errors import EngineError, InvalidParameter, NotFound, Unauthorized
+from ..util.errtext import connection_error_text
 from ..images.models import (DOCKER_SCHEMA1, INDEX_TYPES, MANIFEST_ACCEPT, MANIFEST_TYPES, Descriptor,
                              ManifestError, Platform, classify_manifest, decode_index, decode_manifest)
 from .auth import (AuthConfig, AuthError, Challenge, TokenCache, basic_header, fetch_token,
@@ -274,7 +275,7 @@ class RegistryClient:
             except (aiohttp.ClientConnectionError, ssl.SSLError, asyncio.TimeoutError) as e:
                 last = e
                 continue
-        raise RegistryError(f"Get \"{eps[-1].base}/v2/\": {last}", 500)
+        raise RegistryError(f"Get \"{eps[-1].base}/v2/\": {_conn_error_text(last) if last else 'no endpoint'}", 500)
 
 
 class Repository:
@@ -575,8 +576,6 @@ def decode_manifest_checked(body: bytes) -> Any:
 
 
 def _conn_error_text(e: BaseException) -> str:
-    if isinstance(e, asyncio.TimeoutError):
-        return "i/o timeout"
-    text = str(e) or type(e).__name__
-    return text
+    # Go's wording, never aiohttp's (whose text holds the repr of our SSL context)
+    return connection_error_text(e)
 

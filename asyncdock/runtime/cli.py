@@ -103,6 +103,8 @@ class CLIRuntime:
         self.root = Path(root)
         self.runtime_args = list(runtime_args)
         self._pin: Path | None = None
+        # (st_dev, st_ino) of the binary the pin shows: what _check_pin expects to find there
+        self._pinned_id: tuple[int, int] | None = None
         self._root_made = False
         # probe() pins the binary when set (a plugin decides; see pin_binary)
         self.wants_pin = False
@@ -120,6 +122,29 @@ class CLIRuntime:
         if pinned is not None:
             self._pin = dest
             self.exe = pinned
+            self._pinned_id = _file_id(dest)
+
+    def _check_pin(self) -> None:
+        """The pin can go behind our back (someone unmounted or deleted it: before exec-roots
+        were locked, a second daemon on ours did at its stop), and then every command would
+        fail with a bare exit code 127. One stat per command notices: the pin is made again,
+        or the binary runs unpinned."""
+        if self._pin is None or _file_id(self._pin) == self._pinned_id:
+            return
+        from asyncdock.runtime.pinned import pin, unpin
+
+        dest = self._pin
+        unpin(dest)
+        self._pin, self._pinned_id, self.exe = None, None, self.path
+        resolved = shutil.which(self.path)
+        pinned = pin(os.path.realpath(resolved), dest) if resolved is not None else None
+        if pinned is None:
+            log.warning("runtime %s: its pinned binary %s was removed behind the engine's back; "
+                        "running %s unpinned", self.name, dest, self.path)
+            return
+        self._pin, self._pinned_id, self.exe = dest, _file_id(dest), pinned
+        log.warning("runtime %s: its pinned binary %s was removed behind the engine's back; "
+                    "pinned it again", self.name, dest)
 
     def close(self) -> None:
         """Undo what the runtime set up on the host (the pinned binary)."""
@@ -128,6 +153,7 @@ class CLIRuntime:
         if self._pin is not None:
             unpin(self._pin)
             self._pin = None
+            self._pinned_id = None
             self.exe = self.path
 
     # -- hooks for runtime-specific behaviour -----------------------------------------------
@@ -159,6 +185,7 @@ class CLIRuntime:
         self._root_made = True
 
     def _argv(self, *args: str, log_file: Path | None = None) -> list[str]:
+        self._check_pin()
         argv = [self.exe, "--root", str(self.root)]
         if log_file is not None:
             argv += ["--log", str(log_file), "--log-format", "json"]
@@ -249,9 +276,11 @@ class CLIRuntime:
             stdin = stdout = stderr = subprocess.DEVNULL
         else:
             stdin, stdout, stderr = stdio
+        argv = self._wrap_argv(command, self._argv(*args, log_file=log_file))
+        exe = self.exe  # as _argv (which checks the pin) left it
         try:
             proc = await asyncio.create_subprocess_exec(
-                *self._wrap_argv(command, self._argv(*args, log_file=log_file)),
+                *argv,
                 stdin=stdin, stdout=stdout,
                 stderr=stderr, preexec_fn=self._preexec(command, False))
         except (OSError, subprocess.SubprocessError) as e:
@@ -269,8 +298,11 @@ class CLIRuntime:
             raise
         self._created(container_id, ok=rc == 0)
         if rc != 0:
-            raise RuntimeError_(last_logged_error(log_file) or
-                                f"{self.name} {command} failed with exit code {rc}", returncode=rc)
+            msg = last_logged_error(log_file)
+            if not msg and rc == 127:
+                # the exec of the runtime failed: a helper's stderr went to the container's stdio
+                msg = f"{self.name} {command} failed with exit code 127: {exe} could not be executed"
+            raise RuntimeError_(msg or f"{self.name} {command} failed with exit code {rc}", returncode=rc)
         log_file.unlink(missing_ok=True)
 
     def _created(self, container_id: str, *, ok: bool) -> None:
@@ -433,6 +465,16 @@ async def _wait_any_pid(pid: int, *, timeout: float) -> int | None:
         return exit_code(status) if wpid else None
     finally:
         os.close(fd)
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of what `path` shows -- through a bind mount, the source binary's; the
+    empty placeholder once the mount is gone; None once the file is."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def _spawn_error(rt: CLIRuntime, e: Exception) -> RuntimeError_:

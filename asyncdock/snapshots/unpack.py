@@ -622,6 +622,14 @@ class LayerStats:
     size: int | None = None
 
 
+def _entry_error(e: OSError, what: str) -> OSError:
+    """The same error (its errno, so ENOSPC stays ENOSPC) named for the layer entry: the
+    system call's own text names an fd number at best ("[Errno 22] Invalid argument: 17")."""
+    if not isinstance(e.errno, int) or e.errno <= 0:
+        return e
+    return OSError(e.errno, f"{what}: {os.strerror(e.errno)}")
+
+
 def apply_layer(reader: BinaryIO, dest: Path, *, whiteouts: Literal["overlay", "delete"],
                 media_type: str, stats: LayerStats | Any | None = None) -> str:
     """Extract the layer read from `reader` into `dest`; return its diff ID ("sha256:<hex>").
@@ -646,8 +654,14 @@ def apply_layer(reader: BinaryIO, dest: Path, *, whiteouts: Literal["overlay", "
             if m is None:
                 break
             seen = True
-            ex.entry(m, tr)
-        ex.finish()
+            try:
+                ex.entry(m, tr)
+            except OSError as e:
+                raise _entry_error(e, f"extracting {m.name}") from e
+        try:
+            ex.finish()
+        except OSError as e:
+            raise _entry_error(e, "setting directory modes and times") from e
         src.drain()
     finally:
         ex.close()

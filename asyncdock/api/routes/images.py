@@ -14,6 +14,7 @@ from ...images.store import ImageRecord, ImageStore
 from ...registry.auth import AuthConfig, decode_registry_auth
 from ...registry.platforms import parse_platform
 from ...registry.reference import familiar_match, parse_pull_reference
+from ...util.errtext import client_text
 from ..filters import bool_filter, match_label, parse_filters
 from ..http import Request, Response, Router, StreamResponse, empty_response, json_response
 
@@ -67,8 +68,9 @@ async def create(req: Request) -> Response | StreamResponse:
     except Exception as e:  # noqa: BLE001 - in-stream, every failure is an error message
         if stream is None:
             raise
-        log.exception("pull of %s failed", ref)
-        await stream.write(pm.encode(pm.error(str(e) or type(e).__name__)))
+        log.error("pull of %s failed: %s", ref, client_text(e))
+        log.debug("traceback of the failed pull of %s", ref, exc_info=e)
+        await stream.write(pm.encode(pm.error(client_text(e))))
     if stream is None:  # pragma: no cover - a pull always says "Pulling from" first
         stream = await req.stream(content_type="application/json")
     return stream
