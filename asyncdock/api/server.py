@@ -105,6 +105,10 @@ class App:
         except errors.EngineError as e:
             return error_response(e.message, e.status)
         except Exception as e:
+            full = errors.no_space(e, getattr(req.engine, "data_root", None))
+            if full is not None:
+                log.warning("%s %s: %s", req.method, req.path, full)
+                return error_response(full.message, full.status)
             log.exception("error serving %s %s", req.method, req.path)
             return error_response(f"internal error: {type(e).__name__}: {e}", 500)
 
@@ -130,6 +134,15 @@ class App:
         except asyncio.CancelledError:
             raise
         except Exception as e:  # never a traceback to the client
+            full = errors.no_space(e, getattr(req.engine, "data_root", None))
+            if full is not None:
+                # A full disk is the host's state, not a bug: one line, no traceback.
+                log.warning("%s %s: %s", req.method, req.path, full)
+                if req._stream is not None:
+                    req._stream.write_nowait(msgspec.json.encode({"errorDetail": {"message": full.message},
+                                                                  "error": full.message}) + b"\r\n")
+                    return req._stream
+                return error_response(full.message, full.status)
             log.exception("error serving %s %s", req.method, req.path)
             if req._stream is not None:
                 return req._stream
