@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from asyncdock.events.journal import Journal
 from asyncdock.util.atomic import atomic_write_bytes
 from tests.support import tmpfs
 from tests.support.daemon import TEST_TMP, Daemon, mounts_under
@@ -171,6 +172,42 @@ def test_atomic_write_on_a_full_disk_keeps_the_old_file(tmp_path: Path) -> None:
         assert info.value.errno == 28
         assert state.read_bytes() == b'{"v": 1}'
         assert sorted(p.name for p in disk.iterdir()) == ["filler", "state.json"]
+
+
+def test_events_journal_on_a_full_disk_drops_a_batch_whole(tmp_path: Path) -> None:
+    """A batch written short by a full disk is cut: records written after space came back
+    are all readable (a torn record in mid-segment would hide them)."""
+    disk = tmp_path / "disk"
+    with tmpfs.tmpfs(disk, 1 << 20):
+        j = Journal(disk / "events", fsync=False)
+        epoch, _ = j.open()
+        seq = 0
+
+        def batch(n: int) -> None:
+            nonlocal seq
+            for _ in range(n):
+                seq += 1
+                now = time.time_ns()
+                payload = json.dumps({"Type": "container", "timeNano": now, "x-asyncdock-seq": f"{epoch}-{seq}",
+                                      "pad": "x" * 900}).encode()
+                j.append((epoch, seq), now, payload)
+            j.flush_now()
+
+        batch(3)
+        tmpfs.fill(disk / "filler")
+        batch(8)  # 7 KiB: past the slack of the segment's last page
+        (disk / "filler").unlink()
+        batch(2)
+        j.flush_now()
+        os.close(j._fd)  # a crash: no clean close, the next open scans what is there
+
+        again = Journal(disk / "events", fsync=False)
+        again.open()
+        assert again.truncated_bytes == 0
+        seqs = [s for b in again.read() for s, _, _ in b]
+        assert seqs[:3] == [(epoch, 1), (epoch, 2), (epoch, 3)]
+        assert seqs[-2:] == [(epoch, seq - 1), (epoch, seq)], seqs
+        os.close(again._fd)
 
 
 class _Attached:
