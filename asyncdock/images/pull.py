@@ -730,9 +730,10 @@ class Puller:
                 diff_id = self._apply(tee, dest, media_type, stats)
                 tee.drain()
             except BaseException as e:
-                if tee.error is None and not isinstance(e, PullAborted):
+                if tee.error is None and not isinstance(e, (PullAborted, LayerTooLarge)) and not is_no_space(e):
                     # A corrupt download usually shows as a decompression error first: read the
-                    # rest, and if the digest is wrong, say that instead.
+                    # rest, and if the digest is wrong, say that instead. (Not past a limit or
+                    # on a full disk: that would only store more of what is thrown away.)
                     with contextlib.suppress(BaseException):
                         tee.drain()
                 if tee.error is not None:

@@ -245,6 +245,8 @@ def test_full_disk_fails_clearly_and_leaves_every_state_file_whole(tmpfs_daemon:
                    "i=0; while :; do echo line-$i; i=$((i+1)); usleep 20000; done").stdout.strip()
     log_file = d.data_root / "containers" / cid / f"{cid}-json.log"
     d.docker("run", "-d", "--name", "sleeper", "busybox", "sleep", "600")
+    d.docker("volume", "create", "kept")  # the volume and network stores are checked too
+    d.docker("network", "create", "keptnet")
     attached = _Attached(d, "talker")
     wait_until(lambda: attached.last_number() >= 5 and len(_logged_numbers(log_file)) >= 5, timeout=30,
                what="the container's first lines, attached and logged")
@@ -263,6 +265,9 @@ def test_full_disk_fails_clearly_and_leaves_every_state_file_whole(tmpfs_daemon:
     assert status == 500, body
     message = json.loads(body)["message"]
     assert "no space left on device" in message and "\n" not in message and "Traceback" not in message
+
+    r = d.docker("volume", "create", "nospace", check=False)
+    assert r.returncode != 0 and "no space left on device" in _one_line(r.stderr), r.stderr
 
     # pull: the CLI's one line.
     r = d.docker("pull", "layers", check=False)
@@ -296,7 +301,9 @@ def test_full_disk_fails_clearly_and_leaves_every_state_file_whole(tmpfs_daemon:
 
     problems, checked = check_state(d.data_root)
     assert problems == [], "\n".join(problems)
-    assert checked >= 10, f"only {checked} state files found under {d.data_root}"
+    kinds = {p.relative_to(d.data_root).parts[0] for p in checked}
+    assert kinds >= {"containers", "images", "snapshots", "network", "volumes", "events", "content",
+                     "engine-id"}, kinds
     # docker logs reads the whole file: every line is a line the container wrote.
     out = d.docker("logs", "talker").stdout.split()
     assert out and all(w.startswith("line-") and w[5:].isdigit() for w in out), out[-5:]

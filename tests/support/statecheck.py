@@ -76,10 +76,10 @@ def _segment(path: Path, problems: list[str]) -> None:
         problems.append(f"{path}: valid records end at {end} of {len(data)} bytes")
 
 
-def check_state(data_root: Path) -> tuple[list[str], int]:
-    """(problems found, number of state files checked) under `data_root`."""
+def check_state(data_root: Path) -> tuple[list[str], list[Path]]:
+    """(problems found, the state files checked) under `data_root`."""
     problems: list[str] = []
-    checked = 0
+    checked: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(data_root):
         here = Path(dirpath)
         rel = here.relative_to(data_root).parts
@@ -109,5 +109,5 @@ def check_state(data_root: Path) -> tuple[list[str], int]:
                 check = _nonempty
             if check is not None:
                 check(path, problems)
-                checked += 1
+                checked.append(path)
     return problems, checked
