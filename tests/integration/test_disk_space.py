@@ -304,6 +304,9 @@ def test_full_disk_fails_clearly_and_leaves_every_state_file_whole(tmpfs_daemon:
     kinds = {p.relative_to(d.data_root).parts[0] for p in checked}
     assert kinds >= {"containers", "images", "snapshots", "network", "volumes", "events", "content",
                      "engine-id"}, kinds
+    # The failed creates left no container behind.
+    assert sorted(d.docker("ps", "-a", "--format", "{{.Names}}").stdout.split()) == ["sleeper", "talker"]
+    assert len(list((d.data_root / "containers").iterdir())) == 2
     # docker logs reads the whole file: every line is a line the container wrote.
     out = d.docker("logs", "talker").stdout.split()
     assert out and all(w.startswith("line-") and w[5:].isdigit() for w in out), out[-5:]
