@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
 
 DEFAULT_SOCKET = "/run/asyncdock.sock"
 DEFAULT_DATA_ROOT = "/var/lib/asyncdock"
 DEFAULT_EXEC_ROOT = "/run/asyncdock"
+DEFAULT_MAX_LAYER_SIZE = 1 << 40  # 1 TiB
 
 
 class RuntimeConfig(msgspec.Struct, rename="camel"):
@@ -25,6 +27,9 @@ class DaemonConfig(msgspec.Struct, rename="kebab", forbid_unknown_fields=False):
     max_concurrent_downloads: int = 3
     # 0: max(cores, max-concurrent-downloads), so every download unpacks as it arrives
     max_concurrent_unpacks: int = 0
+    # Bytes one layer may expand to, uncompressed, while it is unpacked (a small gzip can hold
+    # gigabytes of zeros). Integer bytes; 0: no limit. The default is above any real layer.
+    max_layer_size: Annotated[int, msgspec.Meta(ge=0)] = DEFAULT_MAX_LAYER_SIZE
     default_runtime: str = ""  # "": probe crun, then runc
     runtimes: dict[str, RuntimeConfig] = msgspec.field(default_factory=dict)
     storage_driver: str = ""  # "": overlayfs when the kernel has it, else copy

@@ -1,6 +1,9 @@
 """Error categories, mapped to HTTP status codes once, at the API edge (moby's httpstatus)."""
 from __future__ import annotations
 
+import errno
+import os
+
 
 class EngineError(Exception):
     """Base of every error the engine reports to a client. `str(e)` is the message clients show."""
@@ -53,6 +56,22 @@ class Unavailable(EngineError):
 
 class SystemError_(EngineError):
     status = 500
+
+
+class NoSpace(SystemError_):
+    """The data root's file system is full (ENOSPC/EDQUOT). 500, as Docker answers."""
+
+
+def no_space(e: BaseException, data_root: str | os.PathLike[str] | None = None) -> NoSpace | None:
+    """A full disk met anywhere while serving a request, as one line in Go's shape ("write
+    PATH: no space left on device", else naming the data root); None for any other error."""
+    if not isinstance(e, OSError) or e.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    if e.filename:
+        return NoSpace(f"write {os.fsdecode(e.filename)}: no space left on device")
+    if data_root is not None:
+        return NoSpace(f"no space left on device (data root {os.fsdecode(data_root)})")
+    return NoSpace("no space left on device")
 
 
 class NotModified(EngineError):

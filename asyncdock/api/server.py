@@ -122,7 +122,7 @@ class App:
         except errors.EngineError as e:
             if req._stream is not None:
                 # the head is out already: report in-band as Docker's JSON message streams do
-                req._stream.write_nowait(msgspec.json.encode({"errorDetail": {"message": e.message}, "error": e.message}) + b"\r\n")
+                write_in_band(req._stream, e.message)
                 return req._stream
             return error_response(e.message, e.status)
         except (ConnectionResetError, BrokenPipeError):
@@ -136,9 +136,22 @@ class App:
             return internal_error(req, e)
 
 
+def write_in_band(stream: StreamResponse, message: str) -> None:
+    """An error after the head went out, as Docker's JSON message streams carry one."""
+    stream.write_nowait(msgspec.json.encode({"errorDetail": {"message": message}, "error": message}) + b"\r\n")
+
+
 def internal_error(req: Request, e: Exception) -> Response:
-    """A bug (an exception no handler turned into an EngineError): one line for the client and
-    the log's error level, the traceback only at debug level."""
+    """An exception no handler turned into an EngineError. A full disk is the host's state, not
+    a bug: one line, at warning level (inside a stream already begun, as its error message).
+    Anything else is a bug: one line for the client and the log's error level, the traceback
+    only at debug level."""
+    full = errors.no_space(e, getattr(req.engine, "data_root", None))
+    if full is not None:
+        log.warning("%s %s: %s", req.method, req.path, full)
+        if req._stream is not None:
+            write_in_band(req._stream, full.message)
+        return error_response(full.message, full.status)
     text = client_text(e)
     log.error("error serving %s %s: %s", req.method, req.path, text)
     log.debug("traceback of the error serving %s %s", req.method, req.path, exc_info=e)

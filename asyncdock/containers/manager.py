@@ -190,8 +190,16 @@ class ContainerManager:
         not fsynced. A daemon crash keeps the page cache, so the next start reads the new record
         or the old one; only a power loss may lose the transition, and recovery after a reboot
         rewrites every run state anyway (running -> exited 255). Two fsyncs fewer per start and
-        per exit; what the user changed (create, rename, update, stop) stays durable."""
-        self.store.save(rec, durable=False)
+        per exit; what the user changed (create, rename, update, stop) stays durable.
+
+        A failed write (a full disk) is logged and the transition goes on in memory: raising
+        here would stop an exit from reaching its waiters (a `docker stop` would hang). The
+        next save writes the whole record, and recovery fixes a stale run state at start."""
+        try:
+            self.store.save(rec, durable=False)
+        except OSError as e:
+            log.warning("cannot save the state of container %s (%s): %s", short_id(rec.id), rec.state.status,
+                        errors.no_space(e) or e)
 
     # ---------------------------------------------------------------- create
     async def create(self, body: CreateRequest, name: str | None) -> ContainerRecord:
@@ -913,8 +921,12 @@ class ContainerManager:
                 self._save(rec)
             except errors.EngineError:
                 pass
-            except Exception:
-                log.exception("stopping %s at shutdown", short_id(rec.id))
+            except Exception as e:
+                full = errors.no_space(e)
+                if full is not None:  # the host's state, not a bug: no traceback
+                    log.warning("stopping %s at shutdown: %s", short_id(rec.id), full)
+                else:
+                    log.exception("stopping %s at shutdown", short_id(rec.id))
 
         if running:
             await asyncio.gather(*(stop_one(r) for r in running))

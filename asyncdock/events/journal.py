@@ -120,6 +120,7 @@ class Journal:
         self.truncated_bytes = 0  # torn tail dropped at open (for logs and tests)
         self.last_written: Seq = (0, 0)
         self._pending_last: Seq = (0, 0)
+        self._write_failed = False
 
     # ---- open / close (sync: called once at engine start, before anything is published)
     def open(self) -> Seq:
@@ -214,11 +215,18 @@ class Journal:
             except OSError:
                 pass
         if self._fd >= 0:
-            os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = -1
-            atomic_write_json(self.root / "state.json",
-                              msgspec.to_builtins(_State(epoch=self.epoch, clean=True, last=last_counter)))
+            try:
+                os.fsync(self._fd)
+            finally:
+                os.close(self._fd)
+                self._fd = -1
+            try:
+                atomic_write_json(self.root / "state.json",
+                                  msgspec.to_builtins(_State(epoch=self.epoch, clean=True, last=last_counter)))
+            except OSError as e:
+                # A full disk at shutdown: the old state (not clean) stays, so the next start
+                # opens a new epoch, which is always safe.
+                log.warning("events journal: cannot record a clean close: %s", e)
 
     # ---- appending
     def append(self, seq: Seq, time_nano: int, payload: bytes) -> None:
@@ -247,15 +255,35 @@ class Journal:
                 new = self.root / f"{first[0]:08d}-{first[1]:012d}.seg"
                 os.rename(seg.path, new)
                 seg.path, seg.first = new, first
-        try:
-            os.write(self._fd, buf)
-        except OSError:
-            log.exception("events journal: write failed; events stay in memory only")
+        if not self._write_all(buf, seg):
             return
         seg.size += len(buf)
         self.last_written = self._pending_last
         if seg.size >= self.segment_bytes:
             self._rotate()
+
+    def _write_all(self, buf: bytes | bytearray, seg: Segment) -> bool:
+        """Append the whole batch or nothing: a full disk writes a batch short, and a torn
+        record left in the middle of a segment would hide every record after it (once space
+        is back) from the next start's scan. Warns once per failing stretch, not per batch."""
+        view = memoryview(buf)
+        try:
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError as e:
+            try:
+                os.ftruncate(self._fd, seg.size)
+            except OSError as te:  # the next open() drops the torn tail instead
+                log.debug("events journal: cannot cut a torn batch: %s", te)
+            if not self._write_failed:
+                log.warning("events journal: write to %s failed, events stay in memory only: %s",
+                            seg.path.name, e)
+                self._write_failed = True
+            return False
+        if self._write_failed:
+            log.warning("events journal: writes to %s work again", seg.path.name)
+            self._write_failed = False
+        return True
 
     def _rotate(self) -> None:
         if self.fsync:

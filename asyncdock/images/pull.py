@@ -45,6 +45,7 @@ from ..registry.auth import AuthConfig
 from ..registry.client import RegistryClient, Repository, ResolvedManifest
 from ..registry.reference import Reference
 from ..snapshots.base import Snapshotter
+from ..snapshots.limits import LayerNoSpace, LayerTooLarge, free_bytes, free_space_margin, is_no_space
 from ..util.errtext import client_text
 from . import progress as pm
 from .models import LAYER_TYPES, ContainerConfig, Descriptor, ImageConfig, Platform, decode_config
@@ -350,8 +351,13 @@ class Puller:
         joined: list[LayerJob] = []
         try:
             out.emit(pm.status(f"Pulling from {ref.path}", ref.tag_or_digest))
-            record = await self._pull_image(ref, repo, resolved, out, joined)
-            updated = await self._record_references(ref, resolved, record)
+            try:
+                record = await self._pull_image(ref, repo, resolved, out, joined)
+                updated = await self._record_references(ref, resolved, record)
+            except OSError as e:
+                if is_no_space(e):
+                    raise self._no_space(f"failed to store {ref.familiar}", e) from None
+                raise
             out.emit(pm.status(f"Digest: {resolved.ref_digest}"))
             verb = "Downloaded newer image for" if updated else "Image is up to date for"
             out.emit(pm.status(f"Status: {verb} {ref.familiar}"))
@@ -519,6 +525,12 @@ class Puller:
                 if attempts > 0 and e.resumed:
                     log.info("layer %s: resumed download failed verification, starting over", job.short)
                     continue
+                raise
+            except LayerTooLarge as e:
+                raise PullError(f"failed to register layer {job.desc.digest}: {e}") from None
+            except OSError as e:
+                if is_no_space(e):
+                    raise self._no_space(f"failed to register layer {job.desc.digest}", e) from None
                 raise
         key = outcome.key
         try:
@@ -705,7 +717,9 @@ class Puller:
                 job.say(pm.layer_progress("Extracting", job.short, current, job.desc.size))
 
     def _apply(self, reader: Any, dest: Path, media_type: str, stats: _Stats) -> str:
-        kw: dict[str, Any] = {"stats": stats} if self._default_apply else {}
+        kw: dict[str, Any] = {}
+        if self._default_apply:
+            kw = {"stats": stats, "max_size": self.config.max_layer_size, "min_free": free_space_margin(dest)}
         return self.apply_layer(reader, dest, whiteouts=self.snapshotter.whiteouts,
                                 media_type=media_type or LAYER_TYPES[1], **kw)
 
@@ -717,9 +731,10 @@ class Puller:
                 diff_id = self._apply(tee, dest, media_type, stats)
                 tee.drain()
             except BaseException as e:
-                if tee.error is None and not isinstance(e, PullAborted):
+                if tee.error is None and not isinstance(e, (PullAborted, LayerTooLarge)) and not is_no_space(e):
                     # A corrupt download usually shows as a decompression error first: read the
-                    # rest, and if the digest is wrong, say that instead.
+                    # rest, and if the digest is wrong, say that instead. (Not past a limit or
+                    # on a full disk: that would only store more of what is thrown away.)
                     with contextlib.suppress(BaseException):
                         tee.drain()
                 if tee.error is not None:
@@ -732,6 +747,12 @@ class Puller:
         except DigestMismatch:
             writer.abort()  # these bytes are wrong: resuming them would fail again
             raise
+        except BaseException as e:
+            if isinstance(e, LayerTooLarge) or is_no_space(e):
+                # Resuming would fail the same way; on a full disk the partial blob holds
+                # space the daemon needs back now.
+                writer.abort()
+            raise
         finally:
             tee.close()
             pipe.reader_done()
@@ -741,8 +762,14 @@ class Puller:
                    notify: Callable[[BaseException | None], None]) -> None:
         """Worker: only store the download (it is unpacked later from the blob)."""
         try:
-            while chunk := pipe.read(1 << 20):
-                writer.write(chunk)
+            try:
+                while chunk := pipe.read(1 << 20):
+                    writer.write(chunk)
+            except OSError as e:
+                if is_no_space(e):
+                    writer.abort()  # the partial blob holds space the daemon needs back
+                notify(e)
+                raise
             try:
                 writer.commit()  # verifies; discards the ingest on a mismatch
             except BaseException as e:
@@ -781,6 +808,19 @@ class Puller:
             return self._apply(reader, dest, media_type, stats)
         finally:
             reader.close()
+
+    def _no_space(self, what: str, e: OSError) -> PullError:
+        """One line naming the disk, as Docker's "failed to register layer: ... no space left
+        on device" does."""
+        root = self.config.data_root
+        try:
+            free = f"{free_bytes(root) >> 20} MiB free"
+        except OSError:
+            free = "full"
+        if isinstance(e, LayerNoSpace) and e.free is not None:
+            free += ", below the margin kept for the engine's state"
+        log.warning("%s: %s", what, e)
+        return PullError(f"{what}: no space left on device (data root {root}: {free})")
 
     @staticmethod
     def _staging_key(job: LayerJob) -> str:

@@ -225,9 +225,19 @@ class RotatingFileWriter:
                 view = view[os.write(self._fd, view):]
         except OSError as e:
             # Disk full or similar: drop this batch, keep the container running (Docker
-            # also logs and carries on). Warn once per writer, not per line.
+            # also logs and carries on). A full disk first writes the batch short: cut what
+            # went out, or a torn record would sit in the middle of the file once space is
+            # back, and `docker logs` would stop reading there.
+            written = len(data) - len(view)
+            if written:
+                try:
+                    os.ftruncate(self._fd, os.fstat(self._fd).st_size - written)
+                except OSError as te:
+                    log.debug("cannot cut a torn log batch from %s: %s", self.path, te)
             if not self._warned:
-                log.warning("log write to %s failed, dropping output: %s", self.path, e)
+                # Once per writer: near a full disk, writes that fit in a file's last page
+                # still succeed between failures, and re-arming would warn on and off.
+                log.warning("log write to %s failed, dropping output while it fails: %s", self.path, e)
                 self._warned = True
             self._size = os.fstat(self._fd).st_size
 

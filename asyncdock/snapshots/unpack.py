@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
+from .limits import LayerNoSpace, guarded, is_no_space
 from .tarstream import BLK, CHR, DIR, FIFO, LNK, REG, SYM, ChunkStream, Member, TarError, TarReader
 
 try:  # ISA-L's inflate: same API as zlib's decompressobj, several times faster
@@ -150,7 +151,7 @@ def _plain(reader: BinaryIO, first: bytes) -> Iterator[bytes]:
         yield b
 
 
-def _open_stream(reader: BinaryIO, media_type: str) -> ChunkStream:
+def _open_stream(reader: BinaryIO, media_type: str, dest: Path, max_size: int, min_free: int) -> ChunkStream:
     first = reader.read(_CHUNK)
     while 0 < len(first) < 4:  # reads may be short: sniffing needs the magic bytes
         more = reader.read(_CHUNK)
@@ -159,7 +160,11 @@ def _open_stream(reader: BinaryIO, media_type: str) -> ChunkStream:
         first += more
     kind = compression_of(media_type) or _sniff(first)
     decode = {"gzip": _gunzip, "zstd": _unzstd, "tar": _plain}[kind]
-    return ChunkStream(decode(reader, first))
+    chunks = decode(reader, first)
+    if max_size or min_free:
+        # Counted after decompression: a small blob may expand without bound (a zip bomb).
+        chunks = guarded(chunks, dest, max_size, min_free)
+    return ChunkStream(chunks)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -631,18 +636,35 @@ def _entry_error(e: OSError, what: str) -> OSError:
 
 
 def apply_layer(reader: BinaryIO, dest: Path, *, whiteouts: Literal["overlay", "delete"],
-                media_type: str, stats: LayerStats | Any | None = None) -> str:
+                media_type: str, stats: LayerStats | Any | None = None, max_size: int = 0,
+                min_free: int = 0) -> str:
     """Extract the layer read from `reader` into `dest`; return its diff ID ("sha256:<hex>").
 
     `whiteouts="overlay"`: dest is an empty upper dir; whiteouts become overlayfs whiteouts.
     `whiteouts="delete"`: dest holds the parent's tree; whiteouts remove from it.
     `stats`, if given, receives a LayerStats' fields.
-    Raises LayerError for a malformed layer or one that tries to escape dest.
+    `max_size` (0: none) bounds the uncompressed stream; `min_free` (0: none) is the free space
+    dest's file system must keep, checked every SPACE_CHECK_EVERY bytes.
+    Raises LayerError for a malformed layer or one that tries to escape dest, LayerTooLarge
+    past max_size, LayerNoSpace when the disk is full or below min_free. What was extracted
+    so far stays in dest: the caller removes dest.
     """
     if whiteouts not in ("overlay", "delete"):
         raise ValueError(f"unknown whiteout mode {whiteouts!r}")
-    src = _open_stream(reader, media_type)
-    ex = _Extractor(Path(dest), whiteouts)
+    try:
+        return _apply(reader, Path(dest), whiteouts, media_type, stats, max_size, min_free)
+    except OSError as e:
+        # One error for a full disk wherever the extractor met it (a file's data, a mkdir, a
+        # symlink, the ingest behind the reader): the pull reports it and cleans up.
+        if is_no_space(e) and not isinstance(e, LayerNoSpace):
+            raise LayerNoSpace() from e
+        raise
+
+
+def _apply(reader: BinaryIO, dest: Path, whiteouts: Literal["overlay", "delete"], media_type: str,
+           stats: LayerStats | Any | None, max_size: int, min_free: int) -> str:
+    src = _open_stream(reader, media_type, dest, max_size, min_free)
+    ex = _Extractor(dest, whiteouts)
     try:
         tr = TarReader(src)
         seen = False

@@ -4,6 +4,7 @@ A crash at any point leaves either the old file or the new one, never a torn one
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -16,15 +17,22 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, durable: bo
     tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        if durable:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, p)
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, p)
+    except BaseException:
+        # A full disk (ENOSPC) fails the write half-way: the old file stays as it was, and
+        # the partial temp file must not stay behind holding the space the disk lacks.
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     if durable:
         fsync_dir(p.parent)
 

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -232,6 +233,20 @@ class LayoutWriter:
         diff_id = f"sha256:{hashlib.sha256(tar).hexdigest()}"
         blob = self.put_blob(compress(tar, compression, level), _LAYER_MEDIA_TYPES[compression])
         return LayerDesc(blob, diff_id)
+
+    def add_streamed_layer(self, tar_chunks: Iterator[bytes], level: int = 9) -> LayerDesc:
+        """A gzip layer from a tar produced chunk by chunk: hashed and compressed as it goes,
+        so a layer of gigabytes never exists uncompressed (in memory or on disk)."""
+        diff = hashlib.sha256()
+        # wbits 31: a gzip wrapper with mtime 0 and no name, deterministic like compress().
+        deflate = zlib.compressobj(level, zlib.DEFLATED, 31)
+        parts: list[bytes] = []
+        for chunk in tar_chunks:
+            diff.update(chunk)
+            parts.append(deflate.compress(chunk))
+        parts.append(deflate.flush())
+        blob = self.put_blob(b"".join(parts), MT_LAYER_GZIP)
+        return LayerDesc(blob, f"sha256:{diff.hexdigest()}")
 
     def add_image(
         self,
@@ -587,6 +602,33 @@ def build_zstd(c: _Ctx) -> None:
     c.w.tag(c.w.add_image(layers, history=[c.BASE_HISTORY, _hist("COPY hello.txt /zstd/")]), "latest")
 
 
+BOMB_PATH = "bomb/zeros"
+BOMB_SIZE = 2 << 30  # 2 GiB of zeros; the gzip blob is about 2 MiB
+
+
+def zeros_file_tar(path: str, size: int, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """A tar of one regular file of `size` zero bytes, in chunks (never all in memory)."""
+    ti = tarfile.TarInfo(path)
+    ti.size, ti.mtime, ti.mode, ti.type = size, FIXED_MTIME, 0o644, tarfile.REGTYPE
+    ti.uname = ti.gname = ""
+    yield ti.tobuf(format=tarfile.PAX_FORMAT)
+    zeros = bytes(chunk)
+    left = size
+    while left:
+        n = min(left, chunk)
+        yield zeros if n == chunk else bytes(n)
+        left -= n
+    # Padding of the data to a block, then the two zero blocks that end an archive.
+    yield bytes(-size % tarfile.BLOCKSIZE) + bytes(2 * tarfile.BLOCKSIZE)
+
+
+def build_bomb(c: _Ctx) -> None:
+    """(j) a layer that expands without bound: a ~2 MiB gzip of one 2 GiB file of zeros, on
+    top of the busybox base (for max-layer-size and the free-space guard)."""
+    bomb = c.w.add_streamed_layer(zeros_file_tar(BOMB_PATH, BOMB_SIZE))
+    c.w.tag(c.w.add_image([c.base(), bomb], history=[c.BASE_HISTORY, _hist(f"ADD zeros /{BOMB_PATH}")]), "latest")
+
+
 ENTRYPOINT_SH = """\
 #!/bin/sh
 # Test entrypoint of library/configured. `serve` runs busybox httpd on :8080 (the exposed port
@@ -675,6 +717,7 @@ BUILDERS: dict[str, Callable[[_Ctx], None]] = {
     "bench": build_bench,
     "zstd": build_zstd,
     "configured": build_configured,
+    "bomb": build_bomb,
 }
 # Pushed with `skopeo copy --all` (the whole index, not only the host's platform).
 MULTI_PLATFORM = frozenset({"multiarch"})
