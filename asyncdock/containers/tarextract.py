@@ -13,6 +13,7 @@ nothing a tar holds or a (running) container does can reach outside the root.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import posixpath
@@ -159,13 +160,19 @@ class _Extractor:
         if t == REG:
             fd = os.open(base, _FILE_FLAGS, 0o600, dir_fd=pfd)
             try:
-                if m.sparse is not None:
-                    for offset, size in m.sparse:
-                        os.lseek(fd, offset, os.SEEK_SET)
-                        reader.write_data(fd, size)
-                    os.ftruncate(fd, m.size)
-                elif m.size:
-                    reader.write_data(fd, m.size)
+                try:
+                    if m.sparse is not None:
+                        for offset, size in m.sparse:
+                            os.lseek(fd, offset, os.SEEK_SET)
+                            reader.write_data(fd, size)
+                        os.ftruncate(fd, m.size)
+                    elif m.size:
+                        reader.write_data(fd, m.size)
+                except BaseException:
+                    # a file cut short (a truncated tar, an aborted upload) is not left behind
+                    with contextlib.suppress(OSError):
+                        os.unlink(base, dir_fd=pfd)
+                    raise
                 os.fchown(fd, m.uid, m.gid)
                 os.fchmod(fd, mode)  # after chown, which clears set-id bits
                 os.utime(fd, ns=(m.mtime_ns, m.mtime_ns))
