@@ -187,6 +187,31 @@ async def _in_thread(fn: Callable[[], T]) -> T:
         raise
 
 
+def _own_thread(fn: Callable[[], T], name: str) -> asyncio.Future[T]:
+    """Run `fn` in a thread of its own: an upload waits on its client between chunks, and
+    must not hold one of the shared executor's few workers meanwhile."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[T] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if not fut.done():
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
+    def run() -> None:
+        try:
+            outcome: tuple[bool, Any] = (True, fn())
+        except BaseException as e:  # handed to the loop, which re-raises it
+            outcome = (False, e)
+        with contextlib.suppress(RuntimeError):  # the loop is gone: the daemon is exiting
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return fut
+
+
 class _Stepper:
     """A blocking generator of chunks, advanced one step per worker-thread hop."""
 
@@ -358,8 +383,8 @@ async def serve_archive_put(req: Any, rec: ContainerRecord) -> Any:
                 raise _not_found(path, name_given) from None
             if not stat_mod.S_ISDIR(mode):
                 raise errors.InvalidParameter("extraction point is not a directory")
-            fut = asyncio.get_running_loop().run_in_executor(
-                None, lambda: extract(root_fd, abs_path, feed.chunks(), no_overwrite=no_overwrite))
+            fut = _own_thread(lambda: extract(root_fd, abs_path, feed.chunks(), no_overwrite=no_overwrite),
+                              f"archive-put-{rec.id[:12]}")
             try:
                 await asyncio.shield(fut)
             except asyncio.CancelledError:

@@ -205,9 +205,19 @@ def test_large_copies_stream_and_an_aborted_one_leaves_nothing(shared_daemon: Da
         s.settimeout(30)
         s.connect(str(shared_daemon.socket))
         s.sendall(f"GET /v1.41/containers/{created}/archive?path=/big HTTP/1.1\r\nHost: d\r\n\r\n".encode())
-        head = s.recv(65536)
-        assert head.startswith(b"HTTP/1.1 200")
+        assert s.recv(65536).startswith(b"HTTP/1.1 200")
         s.close()
+    # an upload that stops half way, its client gone
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(30)
+    s.connect(str(shared_daemon.socket))
+    cut = tarfile.TarInfo("cut")
+    cut.size = size
+    head = cut.tobuf()
+    s.sendall(f"PUT /v1.41/containers/{created}/archive?path=/ HTTP/1.1\r\nHost: d\r\n"
+              f"Content-Type: application/x-tar\r\nContent-Length: {len(head) + size + 1024}\r\n\r\n".encode())
+    s.sendall(head + bytes(8 << 20))
+    s.close()
     cid = box_id(shared_daemon, created)
 
     def settled() -> bool:
@@ -216,3 +226,6 @@ def test_large_copies_stream_and_an_aborted_one_leaves_nothing(shared_daemon: Da
 
     wait_until(settled, timeout=20, what="the aborted copies' fds and mounts to go",
                on_timeout=lambda: f"{_daemon_fds(shared_daemon)} fds, {baseline} before")
+    # the cut upload left no partial file
+    r = shared_daemon.docker("cp", f"{created}:/cut", "-", check=False)
+    assert r.returncode == 1 and "Could not find the file /cut" in r.stderr
