@@ -2,32 +2,40 @@
 `GET /containers/{id}/export`.
 
 The container's root is its live root (`/proc/<pid>/root`, with its volumes and /etc files)
-while it runs, else its snapshot mounted for the time of the request. Tar streams are made and
-unpacked by a helper process chrooted into that root, as moby's chrootarchive does: whatever
-symlinks the container holds, and whatever names the tar carries, nothing can reach the host.
-Stat is done in the engine, resolving the path with the container's symlinks clamped at its
-root (spec.resolve_in_rootfs) and never following the last component.
+while it runs, else its snapshot mounted for the time of the request. Everything is done in
+the engine from a directory fd of that root, every path resolved by the kernel inside it
+(rootfs_fs: openat2 RESOLVE_IN_ROOT), tar streams written and read by our own code with
+numeric owners only (tarwrite, tarextract). There is no helper process and no chroot: a
+chrooted helper that resolves user names loads the image's NSS modules as host root
+(CVE-2019-14271's pattern, issue 12). Blocking work runs in worker threads, one bounded step
+per hop, and a cancelled or failed transfer waits for its step before its fds are closed.
 """
 from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import json
+import logging
 import os
 import posixpath
 import stat as stat_mod
-import subprocess
-import sys
+import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import errors
 from .models import ContainerRecord
-from .spec import resolve_in_rootfs
+from .rootfs_fs import open_dir, open_in_root, open_root, resolved_path
 from .status import rfc3339nano
+from .tarextract import BadArchive, ExtractFailed, extract
+from .tarwrite import tar_stream
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Go's os.FileMode type bits
 _MODE_DIR = 1 << 31
@@ -62,95 +70,6 @@ def go_file_mode(st_mode: int) -> int:
     if st_mode & stat_mod.S_ISVTX:
         m |= _MODE_STICKY
     return m
-
-
-# The helper, run as `python -c HELPER <mode> <root> ...`: everything it imports is imported
-# before the chroot.
-HELPER = r'''
-import os, sys, tarfile, shutil, stat, pwd, grp, errno
-mode, root = sys.argv[1], sys.argv[2]
-os.chroot(root)
-os.chdir("/")
-def fail(msg, code=2):
-    sys.stderr.write(msg)
-    sys.stderr.flush()
-    os._exit(code)
-if mode == "get":
-    dirpath, base, rebase = sys.argv[3], sys.argv[4], sys.argv[5]
-    try:
-        os.chdir(dirpath or "/")
-        os.lstat(base)
-    except OSError as e:
-        fail("notfound:" + str(e.strerror))
-    out = os.fdopen(1, "wb", buffering=1 << 16)
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        tar.add(base, arcname=rebase, recursive=True)
-    out.flush()
-elif mode == "export":
-    out = os.fdopen(1, "wb", buffering=1 << 16)
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        for name in sorted(os.listdir(".")):
-            tar.add(name, recursive=True)
-    out.flush()
-elif mode == "put":
-    dest, no_overwrite = sys.argv[3], sys.argv[4] == "1"
-    try:
-        os.chdir(dest)
-    except FileNotFoundError as e:
-        fail("notfound:" + str(e.strerror))
-    except NotADirectoryError:
-        fail("notdir:extraction point is not a directory")
-    here = os.getcwd()
-    inp = os.fdopen(0, "rb", buffering=1 << 16)
-    dirs = []
-    with tarfile.open(fileobj=inp, mode="r|") as tar:
-        for m in tar:
-            name = os.path.normpath(m.name.lstrip("/")) if m.name.strip("/") else "."
-            if name == ".." or name.startswith("../"):
-                fail("bad:invalid tar member name %r: breakout" % m.name)
-            if name == ".":
-                continue
-            m.name = name
-            if m.islnk():
-                link = os.path.normpath(m.linkname.lstrip("/"))
-                if link == ".." or link.startswith("../"):
-                    fail("bad:invalid hardlink %r -> %r: breakout" % (m.name, m.linkname))
-                m.linkname = link
-            try:
-                st = os.lstat(name)
-            except FileNotFoundError:
-                st = None
-            except NotADirectoryError:
-                st = None
-            if st is not None:
-                if no_overwrite and stat.S_ISDIR(st.st_mode) and not m.isdir():
-                    fail("bad:cannot overwrite directory %r with non-directory %r" % ("/" + name, "/" + name))
-                if no_overwrite and not stat.S_ISDIR(st.st_mode) and m.isdir():
-                    fail("bad:cannot overwrite non-directory %r with directory %r" % ("/" + name, "/" + name))
-                if not (stat.S_ISDIR(st.st_mode) and m.isdir()):
-                    # replace, never write through what is there (a symlink, say)
-                    if stat.S_ISDIR(st.st_mode):
-                        shutil.rmtree(name)
-                    else:
-                        os.unlink(name)
-            parent = os.path.dirname(name)
-            if parent and not os.path.isdir(parent):
-                os.makedirs(parent, 0o755, exist_ok=True)
-            try:
-                tar.extract(m, path="", set_attrs=True, numeric_owner=True,
-                            **({"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}))
-            except (OSError, tarfile.TarError) as e:
-                fail("bad:" + str(e))
-            if m.isdir():
-                dirs.append(m)
-    for m in reversed(dirs):
-        try:
-            os.utime(m.name, (m.mtime, m.mtime), follow_symlinks=False)
-        except OSError:
-            pass
-else:
-    fail("unknown mode")
-'''
 
 
 @contextlib.asynccontextmanager
@@ -206,16 +125,23 @@ def _split(path: str) -> tuple[str, str, str]:
     return abs_path, d, base
 
 
-def stat_path(root: Path, path: str) -> dict[str, Any]:
+def stat_path(root_fd: int, path: str) -> dict[str, Any]:
+    """moby's ContainerStatPath: the last component is not followed, unless the path ends in
+    `/` (then it must be a directory)."""
     abs_path, d, base = _split(path)
-    resolved = resolve_in_rootfs(root, d)
-    target = resolved / base if base else resolved
-    st = os.lstat(target)
-    link_target = ""
-    if stat_mod.S_ISLNK(st.st_mode):
-        full = resolve_in_rootfs(root, abs_path)
-        rel = str(full.relative_to(root))
-        link_target = "/" if rel == "." else "/" + rel
+    if base == "":
+        fd = open_in_root(root_fd, abs_path, os.O_PATH | os.O_DIRECTORY)
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+    else:
+        pfd = open_in_root(root_fd, d, os.O_PATH | os.O_DIRECTORY)
+        try:
+            st = os.stat(base, dir_fd=pfd, follow_symlinks=False)
+        finally:
+            os.close(pfd)
+    link_target = resolved_path(root_fd, abs_path) if stat_mod.S_ISLNK(st.st_mode) else ""
     name = posixpath.basename(abs_path.rstrip("/")) if abs_path not in ("/",) else "/"
     if abs_path.endswith("/."):
         name = "."
@@ -231,29 +157,164 @@ def _not_found(path: str, name: str) -> errors.NotFound:
     return errors.NotFound(f"Could not find the file {path} in container {name}")
 
 
-async def _helper(*args: str, stdin: int = subprocess.DEVNULL) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-I", "-c", HELPER, *args, stdin=stdin, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE)
+def _reason(e: BaseException) -> str:
+    """One line without host paths: an OSError's text without its file names."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return str(e) or type(e).__name__
 
 
-async def _stream_helper(proc: asyncio.subprocess.Process, out: Any) -> None:
-    assert proc.stdout is not None and proc.stderr is not None
-    err_task = asyncio.ensure_future(proc.stderr.read())
+# -- blocking work in worker threads -----------------------------------------------------------
+
+async def _settle(fut: asyncio.Future[Any]) -> None:
+    """Wait for a worker step that our caller no longer wants (a step is short and bounded):
+    its fds must not be closed under it, nor a thread left running."""
+    while not fut.done():
+        try:
+            await asyncio.wait({fut})
+        except asyncio.CancelledError:
+            continue
+    if not fut.cancelled():
+        fut.exception()  # retrieved: a failed step of a cancelled transfer is no news
+
+
+async def _in_thread(fn: Callable[[], T]) -> T:
+    fut = asyncio.get_running_loop().run_in_executor(None, fn)
     try:
-        while True:
-            chunk = await proc.stdout.read(1 << 16)
-            if not chunk:
-                break
-            await out.write(chunk)
-        await proc.wait()
-    except BaseException:
-        await _kill(proc)
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        await _settle(fut)
         raise
+
+
+def _own_thread(fn: Callable[[], T], name: str) -> asyncio.Future[T]:
+    """Run `fn` in a thread of its own: an upload waits on its client between chunks, and
+    must not hold one of the shared executor's few workers meanwhile."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[T] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if not fut.done():
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
+    def run() -> None:
+        try:
+            outcome: tuple[bool, Any] = (True, fn())
+        except BaseException as e:  # handed to the loop, which re-raises it
+            outcome = (False, e)
+        with contextlib.suppress(RuntimeError):  # the loop is gone: the daemon is exiting
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return fut
+
+
+class _Stepper:
+    """A blocking generator of chunks, advanced one step per worker-thread hop."""
+
+    def __init__(self, gen: Iterator[bytes]) -> None:
+        self._gen = gen
+
+    async def next(self) -> bytes | None:
+        return await _in_thread(lambda: next(self._gen, None))
+
+
+class _BodyFeed:
+    """The request body as a blocking iterator for a worker thread: each chunk is fetched
+    from the event loop on demand (so the client's upload is read only as fast as it is
+    unpacked); abort() makes a waiting or later fetch fail at once."""
+
+    class Aborted(Exception):
+        pass
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, body: Any) -> None:
+        self._loop = loop
+        self._body = body
+        self._lock = threading.Lock()
+        self._aborted = False
+        self._pending: concurrent.futures.Future[bytes] | None = None
+
+    def chunks(self) -> Iterator[bytes]:
+        while True:
+            with self._lock:
+                if self._aborted:
+                    raise self.Aborted()
+                fut = asyncio.run_coroutine_threadsafe(self._body.__anext__(), self._loop)
+                self._pending = fut
+            try:
+                chunk = fut.result()
+            except StopAsyncIteration:
+                return
+            except concurrent.futures.CancelledError:
+                raise self.Aborted() from None
+            finally:
+                with self._lock:
+                    self._pending = None
+            yield chunk
+
+    def abort(self) -> None:
+        with self._lock:
+            self._aborted = True
+            if self._pending is not None:
+                self._pending.cancel()
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._body.aclose()
+
+
+def _export_entries(root_fd: int) -> Iterator[bytes]:
+    """The whole root, its top-level entries named without a leading `./`."""
+    fd = open_dir(root_fd, "/")
+    try:
+        names = sorted(e.name for e in os.scandir(fd))
+        yield from tar_stream([(fd, n, n) for n in names])
     finally:
-        err = await err_task
-    if proc.returncode:
-        raise errors.SystemError_(err.decode(errors="replace").strip().partition(":")[2] or "archive failed")
+        os.close(fd)
+
+
+def _get_entries(root_fd: int, path: str) -> Iterator[bytes]:
+    abs_path, d, base = _split(path)
+    if base == "":
+        # "dir/" (or "/"): the directory, through a symlink if it is one, named as given
+        fd = open_in_root(root_fd, abs_path, os.O_PATH | os.O_DIRECTORY)
+        name, arc = ".", posixpath.basename(abs_path.rstrip("/")) or "."
+    else:
+        fd = open_in_root(root_fd, d, os.O_PATH | os.O_DIRECTORY)
+        name = arc = base
+    try:
+        yield from tar_stream([(fd, name, arc)])
+    finally:
+        os.close(fd)
+
+
+async def _stream_tar(gen: Iterator[bytes], first: bytes, out: Any, what: str) -> None:
+    """Send `first` and the rest of `gen`. A failure once the head is out can only cut the
+    stream short (the client sees a truncated tar, as with dockerd): logged, never sent."""
+    await out.write(first)
+    stepper = _Stepper(gen)
+    while True:
+        try:
+            chunk = await stepper.next()
+        except Exception as e:
+            log.warning("%s failed: %s", what, _reason(e))
+            log.debug("%s failed", what, exc_info=True)
+            out.abort()
+            return
+        if chunk is None:
+            return
+        await out.write(chunk)
+
+
+async def _open_root(root: Path) -> int:
+    try:
+        return await _in_thread(lambda: open_root(root))
+    except OSError as e:
+        # a running container that exited this instant
+        raise errors.Conflict(f"cannot reach the container's files: {_reason(e)}") from None
 
 
 async def serve_archive_get(req: Any, rec: ContainerRecord) -> Any:
@@ -265,33 +326,31 @@ async def serve_archive_get(req: Any, rec: ContainerRecord) -> Any:
         raise errors.InvalidParameter("path must not be empty")  # moby: "Bad parameters: ..."
     name_given = req.match["id"]
     async with container_root(mgr, rec) as root:
+        root_fd = await _open_root(root)
         try:
-            info = await asyncio.to_thread(stat_path, root, path)
-        except OSError:
-            raise _not_found(path, name_given) from None
-        header = ("X-Docker-Container-Path-Stat", stat_header(info))
-        if req.method == "HEAD":
-            return Response(200, b"", content_type="application/json", headers=[header])
-        abs_path, d, base = _split(path)
-        if base == "":
-            # "dir/" (or "/"): the directory, through a symlink if it is one, named as given
-            d, base, rebase = abs_path, ".", posixpath.basename(abs_path.rstrip("/")) or "."
-        else:
-            rebase = base
-        proc = await _helper("get", str(root), d, base, rebase)
-        assert proc.stdout is not None
-        first = await proc.stdout.read(1 << 16)
-        if not first:
-            await proc.wait()
-            err = (await proc.stderr.read()).decode(errors="replace") if proc.stderr else ""
-            if err.startswith("notfound:"):
-                raise _not_found(path, name_given)
-            if proc.returncode:
-                raise errors.SystemError_(err.partition(":")[2] or "archive failed")
-        out = await req.stream(content_type="application/x-tar", headers=[header])
-        mgr._event(rec, "archive-path")
-        await out.write(first)
-        await _stream_helper(proc, out)
+            try:
+                info = await _in_thread(lambda: stat_path(root_fd, path))
+            except (OSError, ValueError):
+                raise _not_found(path, name_given) from None
+            header = ("X-Docker-Container-Path-Stat", stat_header(info))
+            if req.method == "HEAD":
+                return Response(200, b"", content_type="application/json", headers=[header])
+            gen = _get_entries(root_fd, path)
+            try:
+                try:
+                    first = await _in_thread(lambda: next(gen, b""))
+                except (FileNotFoundError, NotADirectoryError):
+                    raise _not_found(path, name_given) from None
+                except Exception as e:
+                    log.debug("archive of %s failed", path, exc_info=True)
+                    raise errors.SystemError_(f"cannot archive {path}: {_reason(e)}") from None
+                out = await req.stream(content_type="application/x-tar", headers=[header])
+                mgr._event(rec, "archive-path")
+                await _stream_tar(gen, first, out, f"archive of {path} in container {rec.id[:12]}")
+            finally:
+                gen.close()  # no step runs now (_in_thread waits for its step)
+        finally:
+            os.close(root_fd)
     return out
 
 
@@ -308,38 +367,42 @@ async def serve_archive_put(req: Any, rec: ContainerRecord) -> Any:
         raise errors.Forbidden("container rootfs is marked read-only")
     async with container_root(mgr, rec) as root:
         abs_path = posixpath.normpath(posixpath.join("/", path))
+        root_fd = await _open_root(root)
+        feed = _BodyFeed(asyncio.get_running_loop(), req.body_chunks())
         try:
-            st = await asyncio.to_thread(os.stat, resolve_in_rootfs(root, abs_path))
-        except OSError:
-            raise _not_found(path, name_given) from None
-        if not stat_mod.S_ISDIR(st.st_mode):
-            raise errors.InvalidParameter("extraction point is not a directory")
-        proc = await _helper("put", str(root), abs_path, "1" if no_overwrite else "0", stdin=subprocess.PIPE)
-        assert proc.stdin is not None and proc.stderr is not None
-        err_task = asyncio.ensure_future(proc.stderr.read())
-        try:
-            async for chunk in req.body_chunks():
-                if proc.returncode is not None:
-                    continue
-                proc.stdin.write(chunk)
+            def dest_mode() -> int:
+                fd = open_in_root(root_fd, abs_path, os.O_PATH)
                 try:
-                    await proc.stdin.drain()
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                proc.stdin.close()
-            await proc.wait()
-        except BaseException:
-            await _kill(proc)
-            raise
-        err = (await err_task).decode(errors="replace").strip()
-        if proc.returncode:
-            kind, _, msg = err.partition(":")
-            if kind == "notfound":
-                raise _not_found(path, name_given)
-            if kind in ("bad", "notdir"):
-                raise errors.InvalidParameter(msg)
-            raise errors.SystemError_(err or "extraction failed")
+                    return os.fstat(fd).st_mode
+                finally:
+                    os.close(fd)
+
+            try:
+                mode = await _in_thread(dest_mode)
+            except (OSError, ValueError):
+                raise _not_found(path, name_given) from None
+            if not stat_mod.S_ISDIR(mode):
+                raise errors.InvalidParameter("extraction point is not a directory")
+            fut = _own_thread(lambda: extract(root_fd, abs_path, feed.chunks(), no_overwrite=no_overwrite),
+                              f"archive-put-{rec.id[:12]}")
+            try:
+                await asyncio.shield(fut)
+            except asyncio.CancelledError:
+                feed.abort()
+                await _settle(fut)
+                raise
+            except BadArchive as e:
+                raise errors.InvalidParameter(str(e)) from None
+            except ExtractFailed as e:
+                raise errors.SystemError_(str(e)) from None
+            except _BodyFeed.Aborted:
+                raise asyncio.CancelledError from None
+            except Exception as e:
+                log.debug("extraction into %s failed", abs_path, exc_info=True)
+                raise errors.SystemError_(f"extraction into {abs_path} failed: {_reason(e)}") from None
+        finally:
+            await feed.aclose()
+            os.close(root_fd)
     mgr._event(rec, "extract-to-dir")
     return empty_response(200)
 
@@ -347,15 +410,20 @@ async def serve_archive_put(req: Any, rec: ContainerRecord) -> Any:
 async def serve_export(req: Any, rec: ContainerRecord) -> Any:
     mgr = req.engine.containers
     async with container_root(mgr, rec, for_export=True) as root:
-        proc = await _helper("export", str(root))
-        out = await req.stream(content_type="application/octet-stream")
-        await _stream_helper(proc, out)
+        root_fd = await _open_root(root)
+        try:
+            gen = _export_entries(root_fd)
+            try:
+                try:
+                    first = await _in_thread(lambda: next(gen, b""))
+                except Exception as e:
+                    log.debug("export of %s failed", rec.id, exc_info=True)
+                    raise errors.SystemError_(f"cannot export container {rec.id[:12]}: {_reason(e)}") from None
+                out = await req.stream(content_type="application/octet-stream")
+                await _stream_tar(gen, first, out, f"export of container {rec.id[:12]}")
+            finally:
+                gen.close()
+        finally:
+            os.close(root_fd)
     mgr._event(rec, "export")
     return out
-
-
-async def _kill(proc: asyncio.subprocess.Process) -> None:
-    """The helper of a transfer that failed or was cancelled: gone before the error goes on."""
-    if proc.returncode is None:
-        proc.kill()
-        await proc.wait()

@@ -4,12 +4,14 @@ lower layer is a change, anything else an addition, parents of additions and del
 changes)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from pathlib import Path
 from typing import Any
 
 from .. import errors
+from .rootfs_fs import RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, openat2
 
 CHANGE_MODIFY, CHANGE_ADD, CHANGE_DELETE = 0, 1, 2
 
@@ -33,31 +35,57 @@ def _is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
-def _opaque(path: str) -> bool:
+def _opaque(dir_fd: int) -> bool:
     for attr in ("trusted.overlay.opaque", "user.overlay.opaque"):
         try:
-            if os.getxattr(path, attr, follow_symlinks=False) == b"y":
+            if os.getxattr(dir_fd, attr) == b"y":
                 return True
         except OSError:
             pass
     return False
 
 
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
 def compute_changes(upper: Path, lowers: list[Path]) -> list[dict[str, Any]]:
+    """Walked by directory fds, never by paths: a running container can swap a directory of
+    its upper layer for a symlink at any time, and a lower layer's symlinks are the image's.
+    Neither may make us list or stat a host directory."""
+    upper_fd = os.open(upper, _DIR_FLAGS)
+    lower_fds: list[int] = []
+    try:
+        for layer in lowers:
+            with contextlib.suppress(OSError):
+                lower_fds.append(os.open(layer, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
+        return _changes(upper_fd, lower_fds)
+    finally:
+        os.close(upper_fd)
+        for fd in lower_fds:
+            os.close(fd)
+
+
+def _changes(upper_fd: int, lower_fds: list[int]) -> list[dict[str, Any]]:
     changes: list[dict[str, Any]] = []
     changed_dirs: set[str] = set()
 
     def in_lower(rel: str) -> os.stat_result | None:
-        for layer in lowers:
+        for lfd in lower_fds:
             try:
-                return os.lstat(str(layer) + rel)
+                # No symlink on the way: overlayfs does not merge through one either.
+                fd = openat2(lfd, rel.lstrip("/"), os.O_PATH | os.O_NOFOLLOW,
+                             resolve=RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)
             except OSError:
                 continue
+            try:
+                return os.fstat(fd)
+            finally:
+                os.close(fd)
         return None
 
-    def walk(dir_path: str, rel_dir: str) -> None:
+    def walk(dir_fd: int, rel_dir: str) -> None:
         try:
-            entries = sorted(os.scandir(dir_path), key=lambda e: e.name)
+            entries = sorted(os.scandir(dir_fd), key=lambda e: e.name)
         except OSError:
             return
         for entry in entries:
@@ -66,31 +94,41 @@ def compute_changes(upper: Path, lowers: list[Path]) -> list[dict[str, Any]]:
                 st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
-            kind: int | None
-            if _is_whiteout(st):
-                kind = CHANGE_DELETE
-            else:
-                kind = CHANGE_ADD
-                low = in_lower(rel)
-                if low is not None:
-                    kind = CHANGE_MODIFY
-                    if stat.S_ISDIR(low.st_mode) and stat.S_ISDIR(st.st_mode) and not _opaque(entry.path):
-                        if low.st_mode == st.st_mode and low.st_mtime_ns == st.st_mtime_ns:
-                            kind = None
-            if kind is not None:
-                if rel not in _INIT_PATHS:
-                    parent = os.path.dirname(rel)
-                    if kind != CHANGE_MODIFY and parent != "/" and parent not in changed_dirs:
-                        changes.append({"Path": parent, "Kind": CHANGE_MODIFY})
-                        changed_dirs.add(parent)
-                    if not (stat.S_ISDIR(st.st_mode) and rel in changed_dirs):
-                        changes.append({"Path": rel, "Kind": kind})
-            if stat.S_ISDIR(st.st_mode) and not _is_whiteout(st):
-                if kind is not None and rel not in _INIT_PATHS:
-                    changed_dirs.add(rel)
-                walk(entry.path, rel)
+            sub: int | None = None
+            if stat.S_ISDIR(st.st_mode):
+                try:
+                    sub = os.open(entry.name, _DIR_FLAGS, dir_fd=dir_fd)
+                except OSError:
+                    continue  # gone, or no directory any more
+            try:
+                kind: int | None
+                if _is_whiteout(st):
+                    kind = CHANGE_DELETE
+                else:
+                    kind = CHANGE_ADD
+                    low = in_lower(rel)
+                    if low is not None:
+                        kind = CHANGE_MODIFY
+                        if stat.S_ISDIR(low.st_mode) and sub is not None and not _opaque(sub):
+                            if low.st_mode == st.st_mode and low.st_mtime_ns == st.st_mtime_ns:
+                                kind = None
+                if kind is not None:
+                    if rel not in _INIT_PATHS:
+                        parent = os.path.dirname(rel)
+                        if kind != CHANGE_MODIFY and parent != "/" and parent not in changed_dirs:
+                            changes.append({"Path": parent, "Kind": CHANGE_MODIFY})
+                            changed_dirs.add(parent)
+                        if not (sub is not None and rel in changed_dirs):
+                            changes.append({"Path": rel, "Kind": kind})
+                if sub is not None:
+                    if kind is not None and rel not in _INIT_PATHS:
+                        changed_dirs.add(rel)
+                    walk(sub, rel)
+            finally:
+                if sub is not None:
+                    os.close(sub)
 
-    walk(str(upper), "/")
+    walk(upper_fd, "/")
     # Directories the runtime touched only to make its mount points are no change of the user's.
     reported = {c["Path"] for c in changes}
     out = []

@@ -4,6 +4,9 @@ and a target that tries to escape through a symlink (confined, the host untouche
 from __future__ import annotations
 
 import io
+import json
+import os
+import socket
 import tarfile
 import uuid
 from collections.abc import Iterator
@@ -12,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.daemon import Daemon
+from tests.support.process import wait_until
 
 
 @pytest.fixture
@@ -141,3 +145,87 @@ def test_diff_and_export(shared_daemon: Daemon, box: str) -> None:
     with tarfile.open(fileobj=io.BytesIO(r.stdout)) as tar:
         names = set(tar.getnames())
     assert {"bin/sh", "newdir/f", "etc/newfile"} <= names and "bin/true" not in names
+
+
+def _pax_nul_tar() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("harmless")
+        info.pax_headers = {"path": "evil\0name"}
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"x\n"))
+    return buf.getvalue()
+
+
+def test_put_archive_bad_tars_are_one_line_400s(shared_daemon: Daemon, box: str) -> None:
+    """Issue 12 item 4: a NUL in a pax path, a non-tar and a truncated tar are the client's
+    fault: 400 and one line naming no host path, no traceback in the (non-debug) log."""
+    good = io.BytesIO()
+    with tarfile.open(fileobj=good, mode="w") as tar:
+        info = tarfile.TarInfo("big")
+        info.size = 4096
+        tar.addfile(info, io.BytesIO(bytes(4096)))
+    log_before = shared_daemon.log_path.stat().st_size
+    for body, want in ((_pax_nul_tar(), "NUL"), (b"not a tar at all\n" * 64, "invalid tar"),
+                       (good.getvalue()[:2048], "invalid tar")):
+        status, raw = shared_daemon.request("PUT", f"/v1.41/containers/{box}/archive?path=/tmp", body=body,
+                                            headers={"Content-Type": "application/x-tar"})
+        msg = json.loads(raw)["message"]
+        assert status == 400, (status, msg)
+        assert want in msg and "\n" not in msg and "Traceback" not in msg
+        assert str(shared_daemon.root) not in msg and "/proc/" not in msg
+    with shared_daemon.log_path.open("rb") as f:
+        f.seek(log_before)
+        assert b"Traceback" not in f.read()
+    assert shared_daemon.docker("exec", box, "ls", "/tmp").stdout.strip() == ""
+
+
+def _daemon_fds(d: Daemon) -> int:
+    assert d.proc is not None
+    return len(os.listdir(f"/proc/{d.proc.pid}/fd"))
+
+
+def test_large_copies_stream_and_an_aborted_one_leaves_nothing(shared_daemon: Daemon, created: str) -> None:
+    size = 48 << 20
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("big")
+        info.size = size
+        tar.addfile(info, io.BytesIO(bytes(size)))
+    assert shared_daemon.client().api.put_archive(created, "/", buf.getvalue())
+    bits, stat = shared_daemon.client().api.get_archive(created, "/big")
+    got = 0
+    for chunk in bits:
+        got += len(chunk)
+    assert stat["size"] == size and got >= size + 512
+    baseline = _daemon_fds(shared_daemon)
+    # a client that reads the head and a little, then goes away
+    for _ in range(3):
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(30)
+        s.connect(str(shared_daemon.socket))
+        s.sendall(f"GET /v1.41/containers/{created}/archive?path=/big HTTP/1.1\r\nHost: d\r\n\r\n".encode())
+        assert s.recv(65536).startswith(b"HTTP/1.1 200")
+        s.close()
+    # an upload that stops half way, its client gone
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(30)
+    s.connect(str(shared_daemon.socket))
+    cut = tarfile.TarInfo("cut")
+    cut.size = size
+    head = cut.tobuf()
+    s.sendall(f"PUT /v1.41/containers/{created}/archive?path=/ HTTP/1.1\r\nHost: d\r\n"
+              f"Content-Type: application/x-tar\r\nContent-Length: {len(head) + size + 1024}\r\n\r\n".encode())
+    s.sendall(head + bytes(8 << 20))
+    s.close()
+    cid = box_id(shared_daemon, created)
+
+    def settled() -> bool:
+        # every fd closed, and the snapshot mounted for the copies unmounted
+        return _daemon_fds(shared_daemon) <= baseline and f"{cid}-cp-" not in Path("/proc/self/mountinfo").read_text()
+
+    wait_until(settled, timeout=20, what="the aborted copies' fds and mounts to go",
+               on_timeout=lambda: f"{_daemon_fds(shared_daemon)} fds, {baseline} before")
+    # the cut upload left no partial file
+    r = shared_daemon.docker("cp", f"{created}:/cut", "-", check=False)
+    assert r.returncode == 1 and "Could not find the file /cut" in r.stderr

