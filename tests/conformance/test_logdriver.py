@@ -440,3 +440,19 @@ async def test_abandoned_follow_releases_fds(rdriver: LogDriver, log_dir: Path) 
     await cast(AsyncGenerator[LogRecord, None], it).aclose()  # the client went away
     assert open_fds() == before
     w.close()
+
+
+async def test_follow_of_a_removed_log_ends(rdriver: LogDriver, log_dir: Path) -> None:
+    """`docker rm -f` while `docker logs -f` runs: the follower gets what was written, then ends
+    once the container is reported stopped, without an error."""
+    running = Running()
+    w = rdriver.open_writer(log_dir, CID, {})
+    w.write(rec(0))
+    it = rdriver.read(log_dir, CID, ReadOptions(follow=True), running)
+    assert await next_record(it) == rec(0)
+    w.write(rec(1))
+    rdriver.remove(log_dir, CID)  # closes the live writer first: what it buffered is written
+    running.value = False
+    got = await rest(it)
+    assert got == [rec(1)]  # buffered, flushed by the removal, read from the open file
+    w.close()

@@ -348,3 +348,22 @@ async def test_create_failure_carries_the_runtime_message(h: Harness) -> None:
         await h.create(["/nonexistent"])
     assert "nonexistent" in one_line(e.value)
     assert await h.rt.list() == []
+
+
+async def test_concurrent_containers(h: Harness) -> None:
+    """The engine starts many containers at once: creates, starts, kills and deletes of
+    different containers overlap, and each keeps its own state, output and exit code."""
+    async def one(i: int) -> tuple[int, str]:
+        if i % 2:
+            r = await h.run(EXIT_3.argv)
+            return r.code, r.stdout
+        cid, pid, fds = await create(h, TRAP_TERM)
+        await h.rt.start(cid)
+        assert await read_line(fds[0]) == "ready\n"
+        await h.rt.kill(cid, signal.SIGTERM)
+        r = await h.finish(cid, pid, fds)
+        return r.code, r.stdout
+
+    results = await asyncio.gather(*(one(i) for i in range(6)))
+    assert results == [(42, "got-term\n"), (3, "to-out\n")] * 3
+    assert await h.rt.list() == []

@@ -41,7 +41,7 @@ from pathlib import Path
 
 from asyncdock.runtime.base import ProbeResult, RuntimeError_
 
-__all__ = ["Behaviour", "FakeRuntime", "Handler", "args_behaviour"]
+__all__ = ["Behaviour", "FakeRuntime", "Handler", "run_until_killed"]
 
 # Above any real pid_max (4194304), so a fake pid can never name a real process.
 _FIRST_PID = 1 << 23
@@ -78,8 +78,8 @@ class Handler:
 BehaviourFn = Callable[[str, dict[str, object]], Behaviour]
 
 
-def args_behaviour(container_id: str, spec: dict[str, object]) -> Behaviour:
-    """The default: runs until killed, whatever its args."""
+def run_until_killed(container_id: str, spec: dict[str, object]) -> Behaviour:
+    """The default behaviour: every container runs until it is killed."""
     return Behaviour()
 
 
@@ -103,10 +103,10 @@ class FakeRuntime:
     in_kernel = False
 
     def __init__(self, *, name: str = "fake", root: Path | None = None,
-                 behaviour: BehaviourFn = args_behaviour) -> None:
+                 behaviour: BehaviourFn = run_until_killed) -> None:
         self.name = name
         self.path = "fake-runtime"
-        self.root = root
+        self.root = root  # taken as the plugins' factories take one; nothing is kept on disk
         self.behaviour = behaviour
         self._containers: dict[str, _Container] = {}
         self._pids = itertools.count(_FIRST_PID)
