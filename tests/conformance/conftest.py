@@ -1,15 +1,8 @@
-"""What the three suites share: the plugins of a group, found as the engine finds them."""
+"""Fixtures the three conformance suites share (their plugins come from
+tests/support/plugins.py `registered`, through the entry points)."""
 from __future__ import annotations
 
 import pytest
-
-from asyncdock.plugins import Registration, discover
-
-
-def registered(group: str) -> dict[str, Registration]:
-    """The group's plugins through their entry points (asyncdock.plugins.discover), sorted by
-    name so test ids are stable."""
-    return dict(sorted(discover(group).items()))
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from asyncdock.containers.stdio import LineSplitter
 from asyncdock.errors import InvalidParameter
 from asyncdock.logs.base import LogDriver, LogNotReadable, LogRecord, LogWriter, ReadOptions, Stream
 from asyncdock.plugins import LOGDRIVERS, InitContext
-from tests.conformance.conftest import registered
+from tests.support.plugins import registered
 
 pytestmark = pytest.mark.anyio
 

@@ -29,7 +29,7 @@ from asyncdock.plugins import RUNTIMES, InitContext
 from asyncdock.runtime.base import OCIRuntime, ProbeResult, RuntimeError_
 from asyncdock.runtime.cgroups import existing_cgroup_dirs
 from asyncdock.runtime.reaper import is_child_subreaper, set_child_subreaper
-from tests.conformance.conftest import registered
+from tests.support.plugins import registered
 from tests.support.fakeruntime import Behaviour, FakeRuntime, Handler
 from tests.support.runtimes import (BUSYBOX, TIMEOUT, Harness, build_busybox_rootfs, in_kernel,
                                     read_line, wait_state)

@@ -26,7 +26,7 @@ from asyncdock.plugins import SNAPSHOTTERS, InitContext
 from asyncdock.snapshots import mount as mnt
 from asyncdock.snapshots.base import Mount, SnapshotInfo, Snapshotter
 from asyncdock.snapshots.unpack import apply_layer
-from tests.conformance.conftest import registered
+from tests.support.plugins import registered
 from tests.support.snapshots import TAR, chain, layer, mounted, unpack
 
 pytestmark = [
