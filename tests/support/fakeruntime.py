@@ -95,6 +95,7 @@ class _Container:
     exit_code: int | None = None
     resources: dict[str, object] = field(default_factory=dict)
     timer: asyncio.TimerHandle | None = None
+    exit_at_resume: int | None = None
 
 
 class FakeRuntime:
@@ -217,8 +218,14 @@ class FakeRuntime:
         self._write(c, b.stdout, b.stderr)
         if b.exit_code is not None:
             code = b.exit_code
-            c.timer = asyncio.get_running_loop().call_later(
-                b.delay, lambda: self._exit(c, code) if c.status == "running" else None)
+            c.timer = asyncio.get_running_loop().call_later(b.delay, self._timed_exit, c, code)
+
+    def _timed_exit(self, c: _Container, code: int) -> None:
+        c.timer = None
+        if c.status == "running":
+            self._exit(c, code)
+        elif c.status == "paused":
+            c.exit_at_resume = code  # a frozen process cannot exit: it does once thawed
 
     async def kill(self, container_id: str, signal: int, *, all_processes: bool = False) -> None:
         self.calls.append(("kill", container_id))
@@ -231,8 +238,11 @@ class FakeRuntime:
         if sig == signal_mod.SIGKILL:
             self._exit(c, 128 + sig)
             return
-        if c.status == "paused" or sig not in c.behaviour.on_signal:
-            return  # frozen (delivered at resume: not modelled), or no handler: ignored
+        if c.status != "running" or sig not in c.behaviour.on_signal:
+            # No handler: ignored, as by a pid namespace's init. Created: the program (and
+            # its handlers) is not running yet. Paused: frozen (delivery at resume is not
+            # modelled).
+            return
         handler = c.behaviour.on_signal[sig]
         if isinstance(handler, int):
             handler = Handler(handler)
@@ -278,6 +288,8 @@ class FakeRuntime:
         c = self._get(container_id)
         self._require(c, "paused", action="resume")
         c.status = "running"
+        if c.exit_at_resume is not None:
+            self._exit(c, c.exit_at_resume)
 
     async def update(self, container_id: str, resources: dict[str, object]) -> None:
         self.calls.append(("update", container_id))

@@ -81,3 +81,23 @@ def test_update_is_recorded(tmp_path: Path) -> None:
             await rt.create("d", tmp_path / "nowhere", pid_file=tmp_path / "pid")
         await rt.delete("c")
     run(body())
+
+
+def test_a_paused_container_exits_once_resumed(tmp_path: Path) -> None:
+    rt = FakeRuntime(behaviour=lambda cid, spec: Behaviour(exit_code=0, delay=0.005,
+                                                           on_signal={signal.SIGTERM: 3}))
+
+    async def body() -> None:
+        b = bundle(tmp_path, "c", ["/bin/x"])
+        await rt.create("c", b, pid_file=b / "pid")
+        fut = rt.watch(int((b / "pid").read_text()))
+        await rt.kill("c", signal.SIGTERM)  # created: the program's handler is not there yet
+        await rt.start("c")
+        await rt.pause("c")
+        while rt._containers["c"].timer is not None:  # bounded by run()'s 5 s
+            await asyncio.sleep(0.001)
+        assert not fut.done()  # frozen: the exit waits
+        await rt.resume("c")
+        assert await fut == 0
+        await rt.delete("c")
+    run(body())
