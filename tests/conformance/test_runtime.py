@@ -32,7 +32,7 @@ from asyncdock.runtime.reaper import is_child_subreaper, set_child_subreaper
 from tests.support.plugins import registered
 from tests.support.fakeruntime import Behaviour, FakeRuntime, Handler
 from tests.support.runtimes import (BUSYBOX, TIMEOUT, Harness, build_busybox_rootfs, in_kernel,
-                                    read_line, wait_state)
+                                    probe, probe_leftovers, read_line, wait_state)
 
 pytestmark = pytest.mark.anyio
 
@@ -140,14 +140,14 @@ def needs_kernel(h: Harness) -> None:
 
 async def test_probe(h: Harness, tmp_path: Path) -> None:
     work = tmp_path / "probe"
-    result = await h.rt.probe(work, h.rootfs)
+    result, ids = await probe(h.rt, work, h.rootfs)
     assert isinstance(result, ProbeResult)
     assert result.ok, result.error
     assert (result.name, result.path) == (h.rt.name, h.rt.path)
     assert result.version and result.seconds > 0
     assert await h.rt.list() == []
     if in_kernel(h.rt):
-        assert not list(Path("/sys/fs/cgroup").glob("*/asyncdock/asyncdock-probe-*"))
+        assert len(ids) == 1 and probe_leftovers(ids) == []
         assert not list(work.iterdir())  # the probe bundle is gone
 
 

@@ -42,8 +42,8 @@ except ImportError:  # not (re)installed in the venv yet: import from the source
     import asyncdock_runtime_crun
     import asyncdock_runtime_runc
 
-from tests.support.runtimes import (BUSYBOX, TIMEOUT, Harness, build_busybox_rootfs, read_line,
-                                    wait_state)
+from tests.support.runtimes import (BUSYBOX, TIMEOUT, Harness, build_busybox_rootfs, probe,
+                                    probe_leftovers, read_line, wait_state)
 
 REGISTRATIONS: dict[str, Registration] = {"runc": asyncdock_runtime_runc.plugin,
                                           "crun": asyncdock_runtime_crun.plugin}
@@ -115,10 +115,11 @@ def h(runtime: OCIRuntime, rootfs: Path, tmp_path: Path) -> Harness:
 
 def test_probe(runtime: OCIRuntime, rootfs: Path, tmp_path: Path) -> None:
     work = tmp_path / "probe"
-    result = asyncio.run(runtime.probe(work, rootfs))
+    result, ids = asyncio.run(probe(runtime, work, rootfs))
     assert result.ok, result.error
     assert result.version and result.seconds > 0
-    assert not list(Path("/sys/fs/cgroup").glob("*/asyncdock/asyncdock-probe-*"))
+    # Only this probe's: other daemons on the host probe under the same cgroup parent.
+    assert len(ids) == 1 and probe_leftovers(ids) == []
     assert not list(work.iterdir())  # the probe bundle is gone
 
 

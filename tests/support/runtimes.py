@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from asyncdock.containers.spec import SpecInput, build_spec
-from asyncdock.runtime.base import OCIRuntime
+from asyncdock.runtime.base import OCIRuntime, ProbeResult
 from asyncdock.runtime.cgroups import existing_cgroup_dirs, oom_killed
 
 BUSYBOX = Path("/bin/busybox")
@@ -159,6 +159,28 @@ class Harness:
         for fut in self.futures.values():
             fut.cancel()
         self.futures.clear()
+
+
+async def probe(rt: OCIRuntime, work: Path, rootfs: Path) -> tuple[ProbeResult, list[str]]:
+    """rt.probe(), and the ids of the containers it created (to look for what they left: other
+    engines on this host probe too, under the same cgroup parent, at any time)."""
+    ids: list[str] = []
+    real_create = rt.create
+
+    async def create(container_id: str, *args: Any, **kw: Any) -> None:
+        ids.append(container_id)
+        await real_create(container_id, *args, **kw)
+
+    rt.create = create  # type: ignore[method-assign]
+    try:
+        return await rt.probe(work, rootfs), ids
+    finally:
+        del rt.create  # type: ignore[attr-defined]
+
+
+def probe_leftovers(ids: list[str]) -> list[Path]:
+    """Cgroup directories of those probe containers still there, in any hierarchy."""
+    return [p for cid in ids for p in Path("/sys/fs/cgroup").glob(f"*/asyncdock/{cid}")]
 
 
 def read_all(fd: int) -> str:
