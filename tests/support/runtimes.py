@@ -152,11 +152,15 @@ class Harness:
         return await self.run(["/bin/sh", "-c", script], **kw)
 
     async def cleanup(self) -> None:
-        """Whatever a failed test left: every container the runtime lists, force-deleted,
-        its cgroups removed by the runtime's delete, its bundle dir removed."""
+        """Whatever a failed test left: every container the runtime lists force-deleted (its
+        cgroups go with the runtime's delete), and its init reaped."""
         for cid in await self.rt.list():
             await self.rt.delete(cid, force=True)
-        for fut in self.futures.values():
+        # The killed inits are reaped by their watches (no zombie outlives the test).
+        pending = list(self.futures.values())
+        if pending:
+            await asyncio.wait(pending, timeout=TIMEOUT)
+        for fut in pending:
             fut.cancel()
         self.futures.clear()
 
