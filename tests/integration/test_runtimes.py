@@ -1,8 +1,14 @@
-"""One conformance suite for the OCI runtime plugins, run against runc and crun alike.
+"""The runtime plugins with the engine's specs, in every crun configuration (runc, crun as the
+engine configures it, crun hiding every command, crun without its helper).
+
+The protocol itself (states, errors, signals, pause, update, exec) is checked for every
+registered runtime and the fake by tests/conformance/test_runtime.py; the lifecycle tests here
+overlap with it on purpose: they run it through crun's other configurations.
 
 Real runtimes, real kernel: every container is built by containers/spec.py from a busybox-static
-rootfs, run through the plugin, waited for by the subreaper's ExitWatcher, and deleted; after
-each one the runtime's state directory and every cgroup directory named after it must be gone.
+rootfs (tests/support/runtimes.py), run through the plugin, waited for by the subreaper's
+ExitWatcher, and deleted; after each one the runtime's state directory and every cgroup
+directory named after it must be gone.
 """
 from __future__ import annotations
 
@@ -13,23 +19,19 @@ import shutil
 import signal
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from asyncdock.containers import seccomp
 from asyncdock.containers.spec import (ALL_CAPABILITIES, DEFAULT_CAPABILITIES, BindMount,
-                                       DeviceMapping, ExecutableError, Resources, SpecInput,
-                                       TmpfsMount, Ulimit, build_spec, find_executable,
-                                       resolve_user)
+                                       DeviceMapping, ExecutableError, Resources, TmpfsMount,
+                                       Ulimit, find_executable, resolve_user)
 from asyncdock.errors import InvalidParameter
 from asyncdock.plugins import InitContext, Registration
 from asyncdock.runtime.base import OCIRuntime, RuntimeError_
-from asyncdock.runtime.cgroups import existing_cgroup_dirs, oom_killed
+from asyncdock.runtime.cgroups import existing_cgroup_dirs
 from asyncdock.runtime.reaper import ExitWatcher, is_child_subreaper, set_child_subreaper
 
 try:
@@ -40,10 +42,11 @@ except ImportError:  # not (re)installed in the venv yet: import from the source
     import asyncdock_runtime_crun
     import asyncdock_runtime_runc
 
-BUSYBOX = Path("/bin/busybox")
+from tests.support.runtimes import (BUSYBOX, TIMEOUT, Harness, build_busybox_rootfs, probe,
+                                    probe_leftovers, read_line, wait_state)
+
 REGISTRATIONS: dict[str, Registration] = {"runc": asyncdock_runtime_runc.plugin,
                                           "crun": asyncdock_runtime_crun.plugin}
-TIMEOUT = 30.0
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not BUSYBOX.exists(),
                                 reason="needs root and busybox-static")
@@ -73,23 +76,7 @@ def _restore_subreaper() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """busybox-static with one symlink per applet, /etc/passwd with root and app (1000)."""
-    root = tmp_path_factory.mktemp("rootfs")
-    root.chmod(0o755)  # mktemp makes it 0700: the container's / must be traversable by uid 1000
-    for d in ("bin", "etc", "proc", "sys", "dev", "tmp", "root", "home/app"):
-        (root / d).mkdir(parents=True, exist_ok=True)
-    os.chmod(root / "tmp", 0o1777)
-    shutil.copy2(BUSYBOX, root / "bin/busybox")
-    applets = subprocess.run([str(BUSYBOX), "--list"], capture_output=True, text=True,
-                             check=True).stdout.split()
-    for applet in applets:
-        if applet != "busybox":
-            (root / "bin" / applet).symlink_to("busybox")
-    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n"
-                                     "app:x:1000:1000:app:/home/app:/bin/sh\n")
-    (root / "etc/group").write_text("root:x:0:\napp:x:1000:\nstaff:x:50:app\n")
-    (root / "bin/notexec").write_text("#!/bin/sh\n")
-    return root
+    return build_busybox_rootfs(tmp_path_factory.mktemp("rootfs"))
 
 
 # crun three times: as configured by default (only `create` in the cgroup2-hiding namespace on
@@ -117,93 +104,6 @@ def runtime(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OCIRunti
     rt.close()
 
 
-@dataclass
-class Result:
-    code: int
-    stdout: str
-    stderr: str
-    oom: bool
-
-
-class Harness:
-    """Runs containers the way the engine does: spec -> bundle -> create with our pipes ->
-    watch the pid -> start -> exit code -> OOM check -> delete, then checks nothing is left."""
-
-    def __init__(self, rt: OCIRuntime, rootfs: Path, work: Path) -> None:
-        self.rt = rt
-        self.rootfs = rootfs
-        self.work = work
-        self.exits = ExitWatcher()
-        self.futures: dict[int, asyncio.Future[int]] = {}
-        self.last_spec: dict[str, Any] = {}
-
-    def watch(self, pid: int) -> None:
-        """As the engine does: watch the init as soon as its pid is known, keep the future."""
-        self.futures[pid] = self.exits.watch(pid)
-
-    def spec_input(self, args: list[str], cid: str, **kw: Any) -> SpecInput:
-        kw.setdefault("env", ["PATH=/bin", "HOME=/root"])
-        return SpecInput(rootfs=str(self.rootfs), args=args, cgroups_path=f"/asyncdock/{cid}",
-                         hostname=cid[:12], **kw)
-
-    async def create(self, args: list[str], **kw: Any) -> tuple[str, int, list[int]]:
-        """Created (not started) container: (id, pid, [stdout_r, stderr_r])."""
-        cid = f"adtest-{uuid.uuid4().hex[:12]}"
-        bundle = self.work / cid
-        bundle.mkdir()
-        spec = build_spec(self.spec_input(args, cid, **kw))
-        self.rt.prepare_spec(cid, spec)
-        self.last_spec = spec
-        (bundle / "config.json").write_text(json.dumps(spec))
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            await self.rt.create(cid, bundle, pid_file=bundle / "init.pid",
-                                 stdio=(null, out_w, err_w))
-        except BaseException:
-            os.close(out_r)
-            os.close(err_r)
-            raise
-        finally:
-            for fd in (null, out_w, err_w):
-                os.close(fd)
-        pid = int((bundle / "init.pid").read_text())
-        return cid, pid, [out_r, err_r]
-
-    async def finish(self, cid: str, pid: int, fds: list[int]) -> Result:
-        readers = [asyncio.create_task(asyncio.to_thread(_read_all, fd)) for fd in fds]
-        async with asyncio.timeout(TIMEOUT):
-            code = await self.futures.pop(pid)
-            out, err = await asyncio.gather(*readers)
-        oom = oom_killed(f"/asyncdock/{cid}")
-        await self.delete(cid)
-        return Result(code, out, err, oom)
-
-    async def delete(self, cid: str) -> None:
-        await self.rt.delete(cid, force=True)
-        assert not (self.work.parent / "state" / cid).exists(), "runtime state left behind"
-        assert existing_cgroup_dirs(f"/asyncdock/{cid}") == [], "cgroup left behind"
-        shutil.rmtree(self.work / cid, ignore_errors=True)
-
-    async def run(self, args: list[str], **kw: Any) -> Result:
-        cid, pid, fds = await self.create(args, **kw)
-        self.watch(pid)
-        await self.rt.start(cid)
-        return await self.finish(cid, pid, fds)
-
-    async def sh(self, script: str, **kw: Any) -> Result:
-        return await self.run(["/bin/sh", "-c", script], **kw)
-
-
-def _read_all(fd: int) -> str:
-    chunks = []
-    with os.fdopen(fd, "rb") as f:
-        while data := f.read(65536):
-            chunks.append(data)
-    return b"".join(chunks).decode(errors="replace")
-
-
 @pytest.fixture
 def h(runtime: OCIRuntime, rootfs: Path, tmp_path: Path) -> Harness:
     work = tmp_path / "bundles"
@@ -211,40 +111,15 @@ def h(runtime: OCIRuntime, rootfs: Path, tmp_path: Path) -> Harness:
     return Harness(runtime, rootfs, work)
 
 
-async def _read_line(fd: int) -> str:
-    """One line from a pipe, without taking the fd over (the rest is read later)."""
-    def read() -> str:
-        buf = b""
-        while not buf.endswith(b"\n"):
-            c = os.read(fd, 1)
-            if not c:
-                break
-            buf += c
-        return buf.decode()
-    async with asyncio.timeout(TIMEOUT):
-        return await asyncio.to_thread(read)
-
-
-async def _wait_state(rt: OCIRuntime, cid: str, status: str) -> dict[str, object]:
-    """Poll the runtime's state until it reports `status` (pause/resume are synchronous in
-    both runtimes, so this normally answers at the first call)."""
-    async with asyncio.timeout(TIMEOUT):
-        while True:
-            st = await rt.state(cid)
-            assert st is not None
-            if st["status"] == status:
-                return st
-            await asyncio.sleep(0.01)
-
-
 # -- the conformance suite --------------------------------------------------------------------
 
 def test_probe(runtime: OCIRuntime, rootfs: Path, tmp_path: Path) -> None:
     work = tmp_path / "probe"
-    result = asyncio.run(runtime.probe(work, rootfs))
+    result, ids = asyncio.run(probe(runtime, work, rootfs))
     assert result.ok, result.error
     assert result.version and result.seconds > 0
-    assert not list(Path("/sys/fs/cgroup").glob("*/asyncdock/asyncdock-probe-*"))
+    # Only this probe's: other daemons on the host probe under the same cgroup parent.
+    assert len(ids) == 1 and probe_leftovers(ids) == []
     assert not list(work.iterdir())  # the probe bundle is gone
 
 
@@ -277,7 +152,7 @@ def test_sigterm_to_trapping_shell(h: Harness) -> None:
                               'sleep 1000 & wait'])
         h.watch(pid)
         await h.rt.start(cid)
-        assert await _read_line(fds[0]) == "ready\n"
+        assert await read_line(fds[0]) == "ready\n"
         await h.rt.kill(cid, signal.SIGTERM)
         r = await h.finish(cid, pid, fds)
         assert (r.code, r.stdout) == (42, "got-term\n")
@@ -291,11 +166,11 @@ def test_pause_resume_state(h: Harness) -> None:
         st = await h.rt.state(cid)
         assert st is not None and st["status"] == "created" and st["pid"] == pid
         await h.rt.start(cid)
-        await _wait_state(h.rt, cid, "running")
+        await wait_state(h.rt, cid, "running")
         await h.rt.pause(cid)
-        await _wait_state(h.rt, cid, "paused")
+        await wait_state(h.rt, cid, "paused")
         await h.rt.resume(cid)
-        await _wait_state(h.rt, cid, "running")
+        await wait_state(h.rt, cid, "running")
         assert cid in await h.rt.list()
         await h.rt.kill(cid, signal.SIGKILL)
         assert (await h.finish(cid, pid, fds)).code == 137

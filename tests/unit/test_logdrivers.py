@@ -1,5 +1,8 @@
-"""Log drivers: one conformance suite run against json-file and local, then what is specific to
-each (json-file's bytes on disk, the local format's backward walk, none's refusal)."""
+"""Log drivers: what the file drivers (json-file, local) share beyond the LogDriver protocol
+(batched writes, on-disk names and rotation, the backward tail, follow across rotations and
+without inotify), then what is specific to each (json-file's bytes on disk, the local format,
+none's refusal). The protocol itself is checked for every registered driver by
+tests/conformance/test_logdriver.py."""
 from __future__ import annotations
 
 import asyncio
@@ -8,9 +11,9 @@ import json
 import os
 import sys
 import tomllib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import anyio
 import pytest
@@ -22,7 +25,6 @@ from asyncdock.logs.base import (
     LogDriver,
     LogNotReadable,
     LogRecord,
-    LogWriter,
     ReadOptions,
     Stream,
 )
@@ -97,10 +99,6 @@ def log_files(driver: FileLogDriver, log_dir: Path) -> list[str]:
     return sorted(n for n in os.listdir(path.parent) if n.startswith(path.name))
 
 
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
 class Running:
     """The is_running callable the engine passes, flipped by the test."""
 
@@ -139,25 +137,7 @@ def test_entry_points_match_plugins() -> None:
         assert d.name == name
 
 
-# ============================================================ conformance: json-file and local
-
-async def test_write_then_read_in_order(driver: FileLogDriver, log_dir: Path) -> None:
-    records = [rec(0), rec(1, "stderr"), rec(2, data=b"partial, no newline"),
-               rec(3, data="héllo wörld ✓\n".encode()), rec(4, data=b"\n")]
-    write_all(driver, log_dir, records)
-    assert await read_all(driver, log_dir) == records
-
-
-async def test_writer_protocol_and_visibility_without_close(driver: FileLogDriver,
-                                                            log_dir: Path) -> None:
-    w = driver.open_writer(log_dir, CID, {})
-    assert isinstance(w, LogWriter)
-    w.write(rec(0))
-    w.write(rec(1))
-    # No flush, no close: a read in the same loop iteration must still see the batch.
-    assert await read_all(driver, log_dir) == [rec(0), rec(1)]
-    w.close()
-
+# ============================================================ the file drivers' shared machinery
 
 async def test_batch_reaches_disk_at_end_of_loop_iteration(driver: FileLogDriver,
                                                            log_dir: Path) -> None:
@@ -169,51 +149,6 @@ async def test_batch_reaches_disk_at_end_of_loop_iteration(driver: FileLogDriver
     await asyncio.sleep(0)  # one loop iteration
     assert path.stat().st_size == sum(len(driver.codec.encode(rec(i))) for i in range(3))
     w.close()
-
-
-async def test_missing_log_reads_empty(driver: FileLogDriver, log_dir: Path) -> None:
-    assert await read_all(driver, log_dir) == []
-    assert await read_all(driver, log_dir, tail=5) == []
-
-
-async def test_tail(driver: FileLogDriver, log_dir: Path) -> None:
-    records = [rec(i, "stderr" if i % 3 == 0 else "stdout") for i in range(50)]
-    write_all(driver, log_dir, records)
-    assert await read_all(driver, log_dir, tail=3) == records[-3:]
-    assert await read_all(driver, log_dir, tail=1) == records[-1:]
-    assert await read_all(driver, log_dir, tail=50) == records
-    assert await read_all(driver, log_dir, tail=500) == records
-    assert await read_all(driver, log_dir, tail=0) == []
-    assert await read_all(driver, log_dir, tail=-1) == records
-
-
-async def test_tail_counts_both_streams_before_selection(driver: FileLogDriver,
-                                                         log_dir: Path) -> None:
-    # Docker's order: the last N lines of the file, then the stream filter.
-    records = [rec(0, "stdout"), rec(1, "stderr"), rec(2, "stdout"), rec(3, "stderr")]
-    write_all(driver, log_dir, records)
-    assert await read_all(driver, log_dir, tail=2, stderr=False) == [records[2]]
-
-
-async def test_since_until(driver: FileLogDriver, log_dir: Path) -> None:
-    records = [rec(i) for i in range(10)]
-    write_all(driver, log_dir, records)
-    def t(i: int) -> int:
-        return T0 + i * 1_000_000
-
-    assert await read_all(driver, log_dir, since_ns=t(7)) == records[7:]  # inclusive
-    assert await read_all(driver, log_dir, until_ns=t(2)) == records[:3]  # inclusive
-    assert await read_all(driver, log_dir, since_ns=t(3), until_ns=t(5)) == records[3:6]
-    assert await read_all(driver, log_dir, since_ns=t(3), tail=2) == records[8:]
-    assert await read_all(driver, log_dir, since_ns=t(9) + 1) == []
-
-
-async def test_stream_selection(driver: FileLogDriver, log_dir: Path) -> None:
-    records = [rec(i, "stderr" if i % 2 else "stdout") for i in range(6)]
-    write_all(driver, log_dir, records)
-    assert await read_all(driver, log_dir, stderr=False) == records[0::2]
-    assert await read_all(driver, log_dir, stdout=False) == records[1::2]
-    assert await read_all(driver, log_dir, stdout=False, stderr=False) == []
 
 
 async def test_rotation_keeps_max_file_and_reads_across(driver: FileLogDriver,
@@ -251,13 +186,6 @@ async def test_rotation_drops_files_beyond_a_lowered_max_file(driver: FileLogDri
     assert len(log_files(driver, log_dir)) == 2
 
 
-async def test_reopen_appends(driver: FileLogDriver, log_dir: Path) -> None:
-    # A restarted container keeps its earlier output.
-    write_all(driver, log_dir, [rec(0)])
-    write_all(driver, log_dir, [rec(1)])
-    assert await read_all(driver, log_dir) == [rec(0), rec(1)]
-
-
 async def test_remove(driver: FileLogDriver, log_dir: Path) -> None:
     w = driver.open_writer(log_dir, CID, {"max-size": "1k", "max-file": "3"})
     for i in range(300):
@@ -265,53 +193,6 @@ async def test_remove(driver: FileLogDriver, log_dir: Path) -> None:
     driver.remove(log_dir, CID)
     assert log_files(driver, log_dir) == []
     assert await read_all(driver, log_dir) == []
-
-
-async def test_follow_sees_new_lines_and_ends_when_stopped(driver: FileLogDriver,
-                                                           log_dir: Path) -> None:
-    running = Running()
-    w = driver.open_writer(log_dir, CID, {})
-    w.write(rec(0))
-    it = driver.read(log_dir, CID, ReadOptions(follow=True), running)
-    assert await next_record(it) == rec(0)
-    for i in range(1, 4):
-        w.write(rec(i, "stderr"))
-        assert await next_record(it) == rec(i, "stderr")
-    # Output written in the same iteration as the stop is still delivered, then the end.
-    w.write(rec(4))
-    w.write(rec(5))
-    running.value = False
-    assert await rest(it) == [rec(4), rec(5)]
-    w.close()
-
-
-async def test_follow_with_tail_zero_only_new(driver: FileLogDriver, log_dir: Path) -> None:
-    running = Running()
-    w = driver.open_writer(log_dir, CID, {})
-    for i in range(5):
-        w.write(rec(i))
-    it = driver.read(log_dir, CID, ReadOptions(follow=True, tail=0), running)
-    task = asyncio.ensure_future(next_record(it))
-    with anyio.fail_after(DEADLINE):
-        await running.polled.wait()  # past the tail snapshot, now following
-    w.write(rec(5))
-    assert await task == rec(5)
-    running.value = False
-    assert await rest(it) == []
-    w.close()
-
-
-async def test_follow_before_first_output(driver: FileLogDriver, log_dir: Path) -> None:
-    running = Running()
-    it = driver.read(log_dir, CID, ReadOptions(follow=True), running)
-    task = asyncio.ensure_future(next_record(it))
-    await asyncio.sleep(0)
-    w = driver.open_writer(log_dir, CID, {})  # the file appears only now
-    w.write(rec(0))
-    assert await task == rec(0)
-    running.value = False
-    assert await rest(it) == []
-    w.close()
 
 
 async def test_follow_across_rotations(driver: FileLogDriver, log_dir: Path) -> None:
@@ -348,37 +229,6 @@ async def test_follow_without_inotify(driver: FileLogDriver, log_dir: Path,
     running.value = False
     assert await rest(it) == []
     w.close()
-
-
-async def test_follow_until_stops(driver: FileLogDriver, log_dir: Path) -> None:
-    running = Running()
-    w = driver.open_writer(log_dir, CID, {})
-    it = driver.read(log_dir, CID, ReadOptions(follow=True, until_ns=T0 + 2 * 1_000_000),
-                     running)
-    for i in range(5):
-        w.write(rec(i))
-    assert await rest(it) == [rec(0), rec(1), rec(2)]  # ends at the first record past until
-    w.close()
-
-
-async def test_abandoned_follow_releases_fds(driver: FileLogDriver, log_dir: Path) -> None:
-    w = driver.open_writer(log_dir, CID, {"max-size": "1k", "max-file": "3"})
-    for i in range(100):
-        w.write(rec(i))
-    before = open_fds()
-    it = driver.read(log_dir, CID, ReadOptions(follow=True), Running())
-    await next_record(it)
-    await cast(AsyncGenerator[LogRecord, None], it).aclose()  # the client went away
-    assert open_fds() == before
-    w.close()
-
-
-async def test_large_read_goes_through_threads(driver: FileLogDriver, log_dir: Path) -> None:
-    # Several MiB: decoded in worker-thread chunks, must come back whole and in order.
-    records = [rec(i, data=b"x" * 200 + f" {i}\n".encode()) for i in range(20_000)]
-    write_all(driver, log_dir, records)
-    assert await read_all(driver, log_dir) == records
-    assert await read_all(driver, log_dir, tail=7) == records[-7:]
 
 
 def test_tail_reads_backwards_not_the_whole_file(driver: FileLogDriver, log_dir: Path,
