@@ -24,6 +24,7 @@ from ..errors import Conflict, InvalidParameter, NotFound
 from ..registry.reference import Reference, parse_any, parse_normalized
 from ..snapshots.base import Snapshotter
 from ..util.atomic import atomic_write_json
+from ..util.corrupt import move_aside
 from ..util.ids import short_id
 from .models import ContainerConfig, ImageConfig, decode_config
 
@@ -178,15 +179,15 @@ class ImageStore:
             try:
                 rec = dec.decode(p.read_bytes())
             except (OSError, msgspec.DecodeError, msgspec.ValidationError) as e:
-                log.warning("skipping unreadable image record %s: %s", p, e)
+                move_aside(p, e, "image record")
                 continue
             self._images[rec.id] = rec
         refs_path = self.root / "references.json"
         if refs_path.exists():
             try:
                 refs = msgspec.json.decode(refs_path.read_bytes(), type=_RefFile).references
-            except (msgspec.DecodeError, msgspec.ValidationError) as e:
-                log.warning("unreadable references file %s: %s", refs_path, e)
+            except (OSError, msgspec.DecodeError, msgspec.ValidationError) as e:
+                move_aside(refs_path, e, "image references file")
                 refs = {}
             self._refs = {k: v for k, v in refs.items() if v in self._images}
 

@@ -21,6 +21,7 @@ class EngineView:
     ones it no longer lists included: their leftovers are searched for) and networks."""
     running: set[str]
     known: set[str] = field(default_factory=set)
+    listed: set[str] = field(default_factory=set)  # every container it lists
     networks: set[str] = field(default_factory=set)
     netns: set[str] = field(default_factory=set)  # running containers' SandboxKey paths
 
@@ -78,7 +79,13 @@ def unknown_to_engine(d: Daemon, view: EngineView) -> list[str]:
     for _binary, rt_root, cid in _runtime_containers(d.exec_root / "runtime"):
         if cid not in running:
             found.append(f"runtime state of {cid[:12]} in {rt_root}")
-    found += [f"cgroup {p}" for p in container_cgroups(view.known - running)]
+    for p in container_cgroups(view.known - running):
+        found.append(f"cgroup {p}")
+        try:
+            pids = (p / "cgroup.procs").read_text().split()
+        except OSError:
+            continue
+        found += [f"process {pid} in the cgroup {p}" for pid in pids]
     # links: bridges of listed networks, host ends of running containers' veths
     tag = netcheck.daemon_tag(d.data_root)
     bridges: set[str] = set()
@@ -97,4 +104,46 @@ def unknown_to_engine(d: Daemon, view: EngineView) -> list[str]:
         if chain not in (f"post_{tag}", f"fwd_{tag}"):
             found.append(f"nftables chain {chain}")
     found += [f"nftables rule on {n}" for n in sorted(_nft_rule_ifnames(tag) - bridges)]
+    return found
+
+
+def chain_ids(diff_ids: list[str]) -> list[str]:
+    """The OCI chain IDs of an image's layers (the snapshotter names committed layers by them)."""
+    import hashlib
+
+    out: list[str] = []
+    for diff in diff_ids:
+        out.append(diff if not out else "sha256:" + hashlib.sha256(f"{out[-1]} {diff}".encode()).hexdigest())
+    return out
+
+
+def snapshot_leftovers(d: Daemon, layers: set[str], containers: set[str]) -> list[str]:
+    """Snapshots on disk that no image layer (chain ID in `layers`) or container owns.
+
+    Read from the snapshotter's metadata file, which may still name an active snapshot whose
+    removal has not been written yet (by design, see dirstore.remove()): such a record without
+    its directory is not a leftover. A directory no record names, a committed layer no image
+    uses or one whose directory is gone, and an active snapshot of no container are."""
+    import msgspec
+
+    found: list[str] = []
+    for meta_path in Path(d.data_root, "snapshots").glob("*/metadata.json"):
+        snaps_dir = meta_path.parent / "snapshots"
+        try:
+            meta = msgspec.json.decode(meta_path.read_bytes())
+        except (OSError, msgspec.DecodeError) as e:
+            return [f"unreadable {meta_path}: {e}"]
+        records = meta.get("snapshots", {})
+        ids = {str(r["id"]): key for key, r in records.items()}
+        dirs = {p.name for p in snaps_dir.iterdir()} if snaps_dir.exists() else set()
+        found += [f"snapshot directory {n} (no record)" for n in sorted(dirs - set(ids))]
+        for key, r in sorted(records.items()):
+            there = str(r["id"]) in dirs
+            if r["kind"] == "committed":
+                if key not in layers:
+                    found.append(f"layer snapshot {key} ({r['id']}) of no image")
+                elif not there:
+                    found.append(f"layer snapshot {key} ({r['id']}) without its directory")
+            elif there and key not in containers:
+                found.append(f"{r['kind']} snapshot {key} ({r['id']}) of no container")
     return found
