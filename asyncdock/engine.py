@@ -97,6 +97,8 @@ class Engine:
                 await res
         self.puller = Puller(self.config, self.content, self.images, self.snapshotter, self.bus)
         await self.puller.recover()  # staging snapshots a crash left behind
+        if hasattr(self.images, "remove_unreferenced_layers"):
+            await self.images.remove_unreferenced_layers()  # and layers of no image
         self.logdrivers = {name: reg.factory(plugins.InitContext(self.data_root / "containers"))
                            for name, reg in plugins.discover(plugins.LOGDRIVERS).items()}
         if self.config.log_driver not in self.logdrivers:

@@ -191,6 +191,39 @@ class ImageStore:
                 refs = {}
             self._refs = {k: v for k, v in refs.items() if v in self._images}
 
+    async def remove_unreferenced_layers(self) -> list[str]:
+        """At start-up: remove layer snapshots no image uses, what a crash left between an
+        image's record and its layers (an interrupted pull's committed layers, an image removal
+        that did not get to its layers). Their blobs stay: a pull again unpacks from them
+        without a download. Anything a container's or a view's snapshot sits on is kept."""
+        infos = {i.name: i for i in await self.snapshotter.list()}
+        keep: set[str] = set()
+        for rec in self._images.values():
+            keep.update(rec.chain_ids)
+        for info in infos.values():
+            if info.kind != "committed":
+                parent = info.parent
+                while parent is not None and parent not in keep:
+                    keep.add(parent)
+                    parent = infos[parent].parent if parent in infos else None
+        doomed = {name for name, i in infos.items() if i.kind == "committed" and name not in keep}
+        removed: list[str] = []
+        # children before their parents: a snapshot with children cannot go
+        while doomed:
+            leaves = doomed - {infos[n].parent for n in doomed}
+            if not leaves:
+                break
+            for name in sorted(leaves):
+                doomed.discard(name)
+                try:
+                    await self.snapshotter.remove(name)
+                    removed.append(name)
+                except Exception as e:  # noqa: BLE001 - a failed cleanup never stops the daemon
+                    log.warning("cannot remove unused layer snapshot %s: %s", name, e)
+        if removed:
+            log.info("removed %d layer snapshot(s) no image uses (left by a previous run)", len(removed))
+        return removed
+
     def _record_path(self, image_id: str) -> Path:
         return self.root / (image_id.split(":", 1)[-1] + ".json")
 

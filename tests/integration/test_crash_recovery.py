@@ -445,6 +445,10 @@ def test_kill9_during_concurrent_work(daemon_factory: Any) -> None:
         raise AssertionError(
             f"seed {SEED} (ASYNCDOCK_CRASH_SEED), round {rnd} of {ROUNDS}, {moment}; "
             f"operations: {plan}\n{e}\n{d.log_tail(60)}") from e
+    # the containers without a stop signal handler would hold the daemon's stop for 10 s each
+    ids = d.docker("ps", "-aq", "--no-trunc").stdout.split()
+    if ids:
+        d.docker("rm", "-f", *ids)
     print(f"{ROUNDS} rounds of kill -9 survived in {time.monotonic() - t0:.0f}s (seed {SEED}), "
           f"{cut} operations cut short by the kill")
 
@@ -529,3 +533,20 @@ def test_start_survives_corrupt_snapshot_metadata(daemon: Daemon) -> None:
     assert len(aside) == 1
     d.docker("pull", "-q", BUSYBOX)
     d.docker("run", "--rm", BUSYBOX, "true")
+
+
+def test_start_removes_layers_no_image_uses(daemon: Daemon) -> None:
+    """A crash after an image's record went and before its layers did (`rmi`), or after a
+    pull committed some layers and before it wrote the image: the layer snapshots of no image
+    go at the next start, those other images share stay, and a pull again works."""
+    d = daemon
+    d.docker("pull", "-q", BUSYBOX)
+    d.docker("pull", "-q", "layers")
+    layers_id = d.docker("image", "inspect", "-f", "{{.Id}}", "layers").stdout.strip()
+    d.stop()
+    (d.data_root / "images" / (layers_id.split(":", 1)[1] + ".json")).unlink()
+    d.start()
+    assert snapshot_leftovers(d, _image_layers(d), set()) == []
+    d.docker("run", "--rm", BUSYBOX, "true")
+    d.docker("pull", "-q", "layers")
+    d.docker("run", "--rm", "layers", "true")
