@@ -505,7 +505,9 @@ def test_start_moves_aside_corrupt_or_empty_state_files(daemon: Daemon) -> None:
     _corrupt(files[1], b'{"Id": "sha256:')
     _corrupt(files[2], b"\0\0\0\0")
     _corrupt(files[3], b"")
+    _corrupt(d.data_root / "engine-id", b"")
     d.start()
+    assert d.docker("info", "-f", "{{.ID}}").stdout.strip()
     for f in files:
         assert not f.exists(), f"{f} is still in place"
         aside = [p for p in f.parent.iterdir() if p.name.startswith(f.name + ".corrupt")]
