@@ -3,11 +3,12 @@ rounds: what the client was told survives, nothing is left in the kernel or on d
 engine does not know, and the daemon runs containers again.
 
 Every round draws a few operations from a seeded generator (create+start, `run -d` on a user
-network with a volume, pulls of images removed first, removals of containers and images,
-network and volume create/remove), runs them at once from threads over the raw API and kills
-the daemon with SIGKILL once a drawn number of them have answered plus a drawn delay of a few
-hundred ms at most. The client's ledger (what it was told succeeded or failed; what was in
-flight is either) is then checked against the restarted daemon.
+network with a volume, pulls of images that are not there, never pulled or removed by an
+earlier round, removals of containers and images, network and volume create/remove), runs
+them at once from threads over the raw API and kills the daemon with SIGKILL once a drawn
+number of them have answered plus a drawn delay of at most 100 ms. The client's ledger (what
+it was told succeeded or failed; what was in flight is either) is then checked against the
+restarted daemon.
 
 ASYNCDOCK_CRASH_SEED and ASYNCDOCK_CRASH_ROUNDS change the seed and the number of rounds; a
 failure names both and the round's plan.
@@ -25,9 +26,9 @@ import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from tests.support import netcheck
 from tests.support.daemon import Daemon, mounts_under
 from tests.support.leaks import EngineView, chain_ids, snapshot_leftovers, unknown_to_engine
 from tests.support.process import WaitTimeout, wait_until
