@@ -97,6 +97,8 @@ class Engine:
                 await res
         self.puller = Puller(self.config, self.content, self.images, self.snapshotter, self.bus)
         await self.puller.recover()  # staging snapshots a crash left behind
+        if hasattr(self.images, "remove_unreferenced_layers"):
+            await self.images.remove_unreferenced_layers()  # and layers of no image
         self.logdrivers = {name: reg.factory(plugins.InitContext(self.data_root / "containers"))
                            for name, reg in plugins.discover(plugins.LOGDRIVERS).items()}
         if self.config.log_driver not in self.logdrivers:
@@ -164,14 +166,23 @@ class Engine:
     def _load_engine_id(self) -> str:
         p = self.data_root / "engine-id"
         try:
-            return p.read_text().strip()
+            value = p.read_text().strip()
         except FileNotFoundError:
-            from .util.atomic import atomic_write_bytes
+            value = ""
+        except (OSError, UnicodeDecodeError) as e:
+            from .util.corrupt import move_aside
 
-            raw = new_id()[:48].upper()
-            value = ":".join(raw[i:i + 4] for i in range(0, 48, 4))
-            atomic_write_bytes(p, value.encode())
+            move_aside(p, e, "engine ID file")
+            value = ""
+        if value:
             return value
+        # new, or an empty file (never written by us: the write is atomic): a new ID
+        from .util.atomic import atomic_write_bytes
+
+        raw = new_id()[:48].upper()
+        value = ":".join(raw[i:i + 4] for i in range(0, 48, 4))
+        atomic_write_bytes(p, value.encode())
+        return value
 
     async def _make_snapshotter(self) -> Any:
         regs = plugins.discover(plugins.SNAPSHOTTERS)

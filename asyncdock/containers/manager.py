@@ -861,7 +861,8 @@ class ContainerManager:
 
         records = self.store.load()
         await cleanup_leftovers(self, records)
-        await self._remove_orphan_snapshots({r.id for r in records})
+        # a container whose record was unreadable keeps its writable layer (see store.load)
+        await self._remove_orphan_snapshots({r.id for r in records} | self.store.unreadable)
         for rec in records:
             if rec.state.running or rec.state.paused:
                 await asyncio.to_thread(remove_cgroup_dirs, cgroups_path(rec))

@@ -13,6 +13,7 @@ import msgspec
 
 from ..errors import Conflict, InvalidParameter, NotFound
 from ..util.atomic import atomic_write_bytes
+from ..util.corrupt import SUFFIX, move_aside
 from ..util.fsflags import mark_topdir
 from .models import ContainerRecord
 
@@ -40,6 +41,8 @@ class ContainerStore:
         mark_topdir(self.root)
         self._by_id: dict[str, ContainerRecord] = {}
         self._names: dict[str, str] = {}  # "/name" -> id
+        # containers whose record was found unreadable: their files and snapshot are kept
+        self.unreadable: set[str] = set()
 
     def load(self) -> list[ContainerRecord]:
         for d in sorted(self.root.iterdir()):
@@ -48,14 +51,17 @@ class ContainerStore:
                 continue
             f = d / RECORD
             if not f.exists():
-                if d.is_dir():
+                if d.is_dir() and any(p.name.startswith(RECORD + SUFFIX) for p in d.iterdir()):
+                    self.unreadable.add(d.name)  # moved aside at an earlier start: kept
+                elif d.is_dir():
                     # created but never committed (crash during create): nothing refers to it
                     shutil.rmtree(d, ignore_errors=True)
                 continue
             try:
                 rec = _decoder.decode(f.read_bytes())
             except (OSError, msgspec.DecodeError) as e:
-                log.error("skipping unreadable container record %s: %s", f, e)
+                move_aside(f, e, "container record")
+                self.unreadable.add(d.name)
                 continue
             self._by_id[rec.id] = rec
             self._names[rec.name] = rec.id

@@ -24,6 +24,7 @@ from ..errors import Conflict, InvalidParameter, NotFound
 from ..registry.reference import Reference, parse_any, parse_normalized
 from ..snapshots.base import Snapshotter
 from ..util.atomic import atomic_write_json
+from ..util.corrupt import move_aside
 from ..util.ids import short_id
 from .models import ContainerConfig, ImageConfig, decode_config
 
@@ -178,17 +179,50 @@ class ImageStore:
             try:
                 rec = dec.decode(p.read_bytes())
             except (OSError, msgspec.DecodeError, msgspec.ValidationError) as e:
-                log.warning("skipping unreadable image record %s: %s", p, e)
+                move_aside(p, e, "image record")
                 continue
             self._images[rec.id] = rec
         refs_path = self.root / "references.json"
         if refs_path.exists():
             try:
                 refs = msgspec.json.decode(refs_path.read_bytes(), type=_RefFile).references
-            except (msgspec.DecodeError, msgspec.ValidationError) as e:
-                log.warning("unreadable references file %s: %s", refs_path, e)
+            except (OSError, msgspec.DecodeError, msgspec.ValidationError) as e:
+                move_aside(refs_path, e, "image references file")
                 refs = {}
             self._refs = {k: v for k, v in refs.items() if v in self._images}
+
+    async def remove_unreferenced_layers(self) -> list[str]:
+        """At start-up: remove layer snapshots no image uses, what a crash left between an
+        image's record and its layers (an interrupted pull's committed layers, an image removal
+        that did not get to its layers). Their blobs stay: a pull again unpacks from them
+        without a download. Anything a container's or a view's snapshot sits on is kept."""
+        infos = {i.name: i for i in await self.snapshotter.list()}
+        keep: set[str] = set()
+        for rec in self._images.values():
+            keep.update(rec.chain_ids)
+        for info in infos.values():
+            if info.kind != "committed":
+                parent = info.parent
+                while parent is not None and parent not in keep:
+                    keep.add(parent)
+                    parent = infos[parent].parent if parent in infos else None
+        doomed = {name for name, i in infos.items() if i.kind == "committed" and name not in keep}
+        removed: list[str] = []
+        # children before their parents: a snapshot with children cannot go
+        while doomed:
+            leaves = doomed - {infos[n].parent for n in doomed}
+            if not leaves:
+                break
+            for name in sorted(leaves):
+                doomed.discard(name)
+                try:
+                    await self.snapshotter.remove(name)
+                    removed.append(name)
+                except Exception as e:  # noqa: BLE001 - a failed cleanup never stops the daemon
+                    log.warning("cannot remove unused layer snapshot %s: %s", name, e)
+        if removed:
+            log.info("removed %d layer snapshot(s) no image uses (left by a previous run)", len(removed))
+        return removed
 
     def _record_path(self, image_id: str) -> Path:
         return self.root / (image_id.split(":", 1)[-1] + ".json")

@@ -13,6 +13,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..util.atomic import atomic_write_bytes
+
 log = logging.getLogger(__name__)
 
 TABLE = "asyncdock"
@@ -107,7 +109,8 @@ class Forwarding:
             return
         if not self.state_file.exists():
             self.state_file.parent.mkdir(parents=True, exist_ok=True)
-            self.state_file.write_text(cur)
+            # atomic: a crash must not leave an empty file that reads as "was off"
+            atomic_write_bytes(self.state_file, cur.encode())
         try:
             _FORWARD.write_text("1")
         except OSError as e:

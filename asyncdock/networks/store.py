@@ -8,6 +8,7 @@ from pathlib import Path
 import msgspec
 
 from ..util.atomic import atomic_write_json
+from ..util.corrupt import move_aside
 from .base import Network
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class NetworkStore:
                 try:
                     obj = msgspec.json.decode(p.read_bytes(), type=cls)
                 except (OSError, msgspec.DecodeError) as e:
-                    log.warning("ignoring unreadable %s: %s", p, e)
+                    move_aside(p, e, f"{cls.__name__} record")
                     continue
                 into[obj.id] = obj  # type: ignore[index]
 

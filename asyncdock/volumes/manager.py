@@ -45,6 +45,26 @@ class VolumeManager:
         for name, reg in plugins.discover(plugins.VOLUMES).items():
             self.drivers[name] = reg.factory(plugins.InitContext(self.root))
         await asyncio.to_thread(self.store.load)
+        await asyncio.to_thread(self._cleanup_leftovers)
+
+    def _cleanup_leftovers(self) -> None:
+        """Mounts a previous run that died left: a copy-up's view of a container's snapshot
+        (a crash in the middle of a create) and volumes mounted for containers (nothing runs
+        at start: containers do not outlive the daemon)."""
+        from ..snapshots.mount import unmount_all_under
+
+        copyup = Path(self.engine.exec_root) / "volume-copyup"
+        for where in (copyup, self.root):
+            try:
+                for point in unmount_all_under(where):
+                    log.info("unmounted %s, left by a previous run", point)
+            except OSError as e:
+                log.warning("unmounting what a previous run left under %s: %s", where, e)
+        # rmdir, never a recursive delete: a mount point still mounted (the unmount failed)
+        # shows a container's files
+        for d in copyup.iterdir() if copyup.exists() else ():
+            with contextlib.suppress(OSError):
+                d.rmdir()
 
     async def shutdown(self) -> None:
         for d in self.drivers.values():

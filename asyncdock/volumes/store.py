@@ -9,6 +9,7 @@ from pathlib import Path
 import msgspec
 
 from ..util.atomic import atomic_write_json
+from ..util.corrupt import move_aside
 from .base import Volume
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ class VolumeStore:
             try:
                 v = msgspec.json.decode(p.read_bytes(), type=Volume)
             except (OSError, msgspec.DecodeError) as e:
-                log.warning("ignoring unreadable volume record %s: %s", p, e)
+                move_aside(p, e, "volume record")
                 continue
             self.volumes[v.name] = v
 

@@ -44,6 +44,7 @@ import msgspec
 from asyncdock.errors import Conflict, InvalidParameter, NotFound
 from asyncdock.snapshots.base import Mount, SnapshotInfo
 from asyncdock.util.atomic import atomic_write_json
+from asyncdock.util.corrupt import aside_name, move_aside
 from asyncdock.util.fsflags import mark_topdir
 
 Kind = Literal["active", "view", "committed"]
@@ -136,6 +137,20 @@ class DirSnapshotter(ABC):
         try:
             return _decoder.decode(self._meta_path.read_bytes())
         except FileNotFoundError:
+            return Metadata()
+        except (OSError, msgspec.DecodeError) as e:
+            # Never fatal (util/corrupt.py). The directories are only meaningful with the
+            # metadata that numbers them: both go aside together, and the snapshotter starts
+            # empty (images whose layers are gone are pulled again).
+            move_aside(self._meta_path, e, "snapshot metadata")
+            dest = aside_name(self._snaps_dir)
+            try:
+                os.rename(self._snaps_dir, dest)
+                log.error("snapshot directories moved aside to %s with their metadata", dest.name)
+            except OSError as err:
+                log.error("could not move the snapshot directories aside: %s", err)
+            self._snaps_dir.mkdir(mode=0o700, exist_ok=True)
+            mark_topdir(self._snaps_dir)
             return Metadata()
 
     async def _save(self, meta: Metadata) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from asyncdock.runtime.cgroups import cgroup_dirs
 from tests.support.daemon import Daemon
+from tests.support.leaks import container_cgroups
 from tests.support.process import wait_until
 
 BUSYBOX = "busybox"
@@ -44,7 +45,7 @@ def _container_pids(d: Daemon, cids: list[str]) -> list[int]:
 
 
 def _no_cgroups(cids: list[str]) -> list[Path]:
-    return [p for cid in cids for p in cgroup_dirs(f"/asyncdock/{cid}") if p.exists()]
+    return container_cgroups(cids)
 
 
 def test_kill9_then_restart(daemon: Daemon) -> None:

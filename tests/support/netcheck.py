@@ -13,9 +13,15 @@ def daemon_tag(data_root: Path | str) -> str:
 
 
 def our_links(tag: str) -> list[str]:
+    return list(our_link_aliases(tag))
+
+
+def our_link_aliases(tag: str) -> dict[str, str]:
+    """{name: ifalias} of the links carrying this daemon's tag."""
     links = json.loads(subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True,
                                       check=True).stdout or "[]")
-    return [lk["ifname"] for lk in links if str(lk.get("ifalias", "")).startswith(f"asyncdock:{tag}:")]
+    return {lk["ifname"]: str(lk["ifalias"]) for lk in links
+            if str(lk.get("ifalias", "")).startswith(f"asyncdock:{tag}:")}
 
 
 def link_exists(name: str) -> bool:
