@@ -96,8 +96,16 @@ def empty_response(status: int = 204) -> Response:
     return Response(status, b"", content_type=None)
 
 
+def _one_line(message: str) -> str:
+    """Control characters echoed from a request (a name with a newline in it) escaped: an
+    error a client shows is one line."""
+    if message.isprintable():
+        return message
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in message)
+
+
 def error_response(message: str, status: int) -> Response:
-    return Response(status, _json_encoder.encode({"message": message}) + b"\n")
+    return Response(status, _json_encoder.encode({"message": _one_line(message)}) + b"\n")
 
 
 class Router:

@@ -235,8 +235,13 @@ class RegistryClient:
         if server in HUB_LOGIN_ADDRESSES:
             domain = DEFAULT_DOMAIN
         else:
-            u = urlsplit(server if "://" in server else "//" + server)
-            domain = u.netloc or server
+            try:
+                u = urlsplit(server if "://" in server else "//" + server)
+            except ValueError:
+                u = None
+            domain = (u.netloc if u is not None else "") or server
+            if not _LOGIN_DOMAIN_RE.match(domain):
+                raise InvalidParameter(f"invalid registry address {server!r}")
         eps = await self.endpoints(domain)
         if domain == DEFAULT_DOMAIN:
             eps = eps[-1:]  # log in to the Hub itself, not a mirror
@@ -274,7 +279,7 @@ class RegistryClient:
             except (aiohttp.ClientConnectionError, ssl.SSLError, asyncio.TimeoutError) as e:
                 last = e
                 continue
-        raise RegistryError(f"Get \"{eps[-1].base}/v2/\": {last}", 500)
+        raise RegistryError(f"Get \"{eps[-1].base}/v2/\": {_conn_error_text(last) if last else 'unreachable'}", 500)
 
 
 class Repository:
@@ -574,9 +579,21 @@ def decode_manifest_checked(body: bytes) -> Any:
         raise RegistryError(str(e)) from None
 
 
+# a registry's host[:port] as a reference may name it (ASCII host names, IPv4, [IPv6])
+_LOGIN_DOMAIN_RE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+                              r"|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
+
+
 def _conn_error_text(e: BaseException) -> str:
+    """One line in Go's words (what dockerd says), not aiohttp's repr of its SSL context."""
     if isinstance(e, asyncio.TimeoutError):
         return "i/o timeout"
+    if isinstance(e, aiohttp.ClientConnectorError):
+        os_error = e.os_error
+        reason = os_error.strerror or str(os_error) or type(os_error).__name__
+        if isinstance(os_error, socket.gaierror):
+            return f"dial tcp: lookup {e.host}: {reason}"
+        return f"dial tcp {e.host}:{e.port}: connect: {reason}"
     text = str(e) or type(e).__name__
-    return text
+    return " ".join(text.split())
 
