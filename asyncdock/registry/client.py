@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import ipaddress
 import logging
+import os
 import re
 import socket
 import ssl
@@ -590,9 +591,10 @@ def _conn_error_text(e: BaseException) -> str:
         return "i/o timeout"
     if isinstance(e, aiohttp.ClientConnectorError):
         os_error = e.os_error
-        reason = os_error.strerror or str(os_error) or type(os_error).__name__
         if isinstance(os_error, socket.gaierror):
-            return f"dial tcp: lookup {e.host}: {reason}"
+            return f"dial tcp: lookup {e.host}: {os_error.strerror or os_error}"
+        # asyncio's "Connect call failed ('127.0.0.1', 1)" carries the errno: say it as Go does
+        reason = os.strerror(os_error.errno).lower() if os_error.errno else str(os_error) or type(os_error).__name__
         return f"dial tcp {e.host}:{e.port}: connect: {reason}"
     text = str(e) or type(e).__name__
     return " ".join(text.split())

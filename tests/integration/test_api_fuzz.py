@@ -102,7 +102,9 @@ def test_fuzz_every_route(tmp_path: Path) -> None:
                    "--report", "ndjson", "--report-ndjson-path", str(ndjson)]
             for path in EXCLUDED_PATHS:
                 cmd += ["--exclude-path", path]
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIME_BUDGET + 240, env=env, cwd=ROOT)
+            # run where its cache (.schemathesis/) lands in the test's own directory
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIME_BUDGET + 240, env=env,
+                                  cwd=tmp_path)
         summary = _summarize(ndjson)
         print(f"\nfuzz: {summary}")
         out = proc.stdout[-6000:] + proc.stderr[-2000:]

@@ -1,0 +1,54 @@
+"""Request bodies and names of the wrong shape get a one-line 4xx naming the problem, never a
+500 from deep inside a manager (cases the API fuzz test found, kept as plain regressions)."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests.support.daemon import Daemon
+
+
+def _message(body: bytes) -> str:
+    msg = json.loads(body)["message"]
+    assert "\n" not in msg and "Traceback" not in msg, msg
+    return msg
+
+
+@pytest.mark.parametrize("path,body,field", [
+    ("/v1.41/networks/create", {"Name": "fz1", "IPAM": -7.2e15}, "IPAM"),
+    ("/v1.41/networks/create", {"Name": "fz1", "IPAM": {"Config": [{"Subnet": 5}]}}, "Subnet"),
+    ("/v1.41/networks/create", {"Name": "fz1", "Labels": ["a"]}, "Labels"),
+    ("/v1.41/networks/create", {"Name": "fz1", "Options": {"a": 1}}, "Options"),
+    ("/v1.41/networks/bridge/connect", {"Container": "x", "EndpointConfig": {"Aliases": "a"}}, "Aliases"),
+    ("/v1.41/networks/bridge/disconnect", {"Container": "x", "Force": "yes"}, "Force"),
+    ("/v1.41/volumes/create", {"Name": "", "Driver": "local", "DriverOpts": {}, "Labels": [None, None]}, "Labels"),
+    ("/v1.41/volumes/create", {"Name": "v", "DriverOpts": {"type": 3}}, "DriverOpts"),
+])
+def test_wrong_shapes_are_400(shared_daemon: Daemon, path: str, body: dict, field: str) -> None:
+    status, out = shared_daemon.request("POST", path, body)
+    assert status == 400, (status, out)
+    assert field in _message(out)
+
+
+def test_login_to_a_server_address_that_is_no_host_name(shared_daemon: Daemon) -> None:
+    body = {"username": "", "password": "x", "serveraddress": "\u009d\u0088\u00fdp\u00bb\u001f\u00d89\u0006"}
+    status, out = shared_daemon.request("POST", "/v1.41/auth", body)
+    assert status == 400, (status, out)
+    assert "invalid registry address" in _message(out)
+
+
+def test_a_name_with_a_newline_is_echoed_on_one_line(shared_daemon: Daemon) -> None:
+    status, out = shared_daemon.request("POST", "/v1.41/containers/a%0Ab%07c/unpause")
+    assert status == 404
+    assert _message(out) == "No such container: a\\nb\\x07c"
+
+
+def test_unreachable_registry_is_reported_in_dockerds_words(shared_daemon: Daemon) -> None:
+    # a loopback port nothing listens on: refused at once, nothing leaves the machine
+    status, out = shared_daemon.request("POST", "/v1.41/images/create?fromImage=127.0.0.1:1/x&tag=1")
+    assert status == 500, (status, out)
+    msg = _message(out)
+    # https first, then http for a loopback registry, as dockerd
+    assert re.match(r'^Get "https?://127\.0\.0\.1:1/v2/": dial tcp 127\.0\.0\.1:1: connect: connection refused$', msg), msg
