@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 
@@ -52,3 +53,23 @@ def test_unreachable_registry_is_reported_in_dockerds_words(shared_daemon: Daemo
     msg = _message(out)
     # https first, then http for a loopback registry, as dockerd
     assert re.match(r'^Get "https?://127\.0\.0\.1:1/v2/": dial tcp 127\.0\.0\.1:1: connect: connection refused$', msg), msg
+
+
+@pytest.mark.parametrize("size", [200 << 10, 16 << 20])
+def test_docker_py_gets_the_answer_to_a_body_nobody_reads(shared_daemon: Daemon, size: int) -> None:
+    """docker-py writes the whole body before it reads: a 501 (image load) or a 404 (archive into
+    a container that does not exist) must reach it at once, not after its own timeout."""
+    import docker
+
+    client = shared_daemon.client(timeout=30)
+    data = b"\0" * size
+    start = time.monotonic()
+    with pytest.raises(docker.errors.APIError) as e:
+        client.images.load(data)
+    assert e.value.status_code == 501 and "image load is not implemented" in str(e.value)
+    assert time.monotonic() - start < 2
+    start = time.monotonic()
+    with pytest.raises(docker.errors.NotFound):
+        client.api.put_archive("fz-no-such-container", "/", data)
+    assert time.monotonic() - start < 2
+    assert client.ping()  # the pool's next request (a kept or a new connection) is answered
