@@ -200,6 +200,13 @@ class RegistryClient:
         return any(a.is_loopback or any(a in net for net in self._insecure_nets) for a in addrs)
 
     async def endpoints(self, domain: str) -> list[Endpoint]:
+        host = domain if domain.startswith("[") else domain.rsplit(":", 1)[0]
+        if _DIGITS_AND_DOTS_RE.match(host):
+            # "9" or "1.2" pass the reference grammar, but aiohttp refuses them as URLs
+            try:
+                ipaddress.IPv4Address(host)
+            except ValueError:
+                raise InvalidParameter(f"invalid registry address {domain!r}: {host} is not an IPv4 address") from None
         if domain == DEFAULT_DOMAIN:
             eps: list[Endpoint] = []
             for m in self.config.registry_mirrors:
@@ -580,6 +587,7 @@ def decode_manifest_checked(body: bytes) -> Any:
         raise RegistryError(str(e)) from None
 
 
+_DIGITS_AND_DOTS_RE = re.compile(r"^[0-9.]+$")
 # a registry's host[:port] as a reference may name it (ASCII host names, IPv4, [IPv6])
 _LOGIN_DOMAIN_RE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
                               r"|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")

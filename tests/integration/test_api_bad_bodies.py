@@ -73,3 +73,14 @@ def test_docker_py_gets_the_answer_to_a_body_nobody_reads(shared_daemon: Daemon,
         client.api.put_archive("fz-no-such-container", "/", data)
     assert time.monotonic() - start < 2
     assert client.ping()  # the pool's next request (a kept or a new connection) is answered
+
+
+@pytest.mark.parametrize("method,path,body", [
+    ("POST", "/v1.41/auth", {"username": "", "password": "x", "serveraddress": "9"}),
+    ("POST", "/v1.41/images/create?fromImage=1.2/x&tag=1", None),
+])
+def test_a_registry_host_aiohttp_refuses_is_400(shared_daemon: Daemon, method: str, path: str, body: dict | None) -> None:
+    # "9" and "1.2" are no canonical IPv4 address: refused before any connection is tried
+    status, out = shared_daemon.request(method, path, body)
+    assert status == 400, (status, out)
+    assert "invalid registry address" in _message(out)
