@@ -8,6 +8,12 @@ hot paths (ping, list, inspect) at one small allocation per request.
 One connection runs one request at a time (HTTP/1.1 pipelining is served in order). The handler
 of a request runs as a task; a streaming handler (`req.stream()`) is cancelled when the client goes
 away, a plain one is left to finish so that state changes are never cut in half.
+
+Limits, as Go's net/http (Docker's server) has them: request line and headers together at most
+1 MiB (431 past that); a body the handler did not read is drained up to 256 KiB after the answer
+so the connection can serve the next request, and past that the connection is closed (a client
+that writes its whole body before reading, as docker-py and http.client do, then gets an error on
+its write and reads the answer instead of waiting for a server that stopped reading).
 """
 from __future__ import annotations
 
@@ -33,12 +39,22 @@ Handler = Callable[["Request"], Awaitable["Response | StreamResponse | Hijack"]]
 _REASONS = {
     101: "UPGRADED", 200: "OK", 201: "Created", 204: "No Content", 304: "Not Modified",
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-    405: "Method Not Allowed", 409: "Conflict", 500: "Internal Server Error",
+    405: "Method Not Allowed", 409: "Conflict", 431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
     501: "Not Implemented", 503: "Service Unavailable",
 }
 _FALSE = frozenset(("", "0", "no", "false", "none"))
 _json_encoder = msgspec.json.Encoder()
 _MAX_BODY_BUFFER = 1 << 20  # pause reading past this much unread request body
+# Go's DefaultMaxHeaderBytes plus the 4 KiB it allows for its read buffer.
+_MAX_HEADER_BYTES = (1 << 20) + 4096
+# Go's maxPostHandlerReadBytes: what is drained of an unread body to keep the connection.
+_MAX_DISCARD = 256 << 10
+# How long the drain waits for the rest of such a body before closing instead (a client that
+# stalls mid-body holds only its own connection, and only this long).
+_DISCARD_WAIT = 2.0
+# Pipelined requests parsed ahead of the one being served: past this, reading pauses.
+_MAX_PIPELINE = 32
 
 
 class DateCache:
@@ -80,8 +96,16 @@ def empty_response(status: int = 204) -> Response:
     return Response(status, b"", content_type=None)
 
 
+def _one_line(message: str) -> str:
+    """Control characters echoed from a request (a name with a newline in it) escaped: an
+    error a client shows is one line."""
+    if message.isprintable():
+        return message
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in message)
+
+
 def error_response(message: str, status: int) -> Response:
-    return Response(status, _json_encoder.encode({"message": message}) + b"\n")
+    return Response(status, _json_encoder.encode({"message": _one_line(message)}) + b"\n")
 
 
 class Router:
@@ -134,7 +158,8 @@ class Router:
 class Request:
     __slots__ = ("method", "path", "raw_query", "headers", "match", "api_version", "engine", "_conn",
                  "_body", "_body_done", "_body_waiter", "_query", "_stream", "_hijack", "app",
-                 "keep_alive", "upgrade", "version_rejected")
+                 "keep_alive", "upgrade", "version_rejected", "_body_seen", "_body_error",
+                 "content_length", "_expect_continue")
 
     def __init__(self, conn: HttpConnection, method: str, path: str, raw_query: str,
                  headers: dict[str, str], keep_alive: bool) -> None:
@@ -156,6 +181,13 @@ class Request:
         self._hijack: Hijack | None = None
         self.upgrade = False
         self.version_rejected = False
+        self._body_seen = 0
+        # why the body will never be whole (cut short, malformed chunks): reading it raises
+        self._body_error: BaseException | None = None
+        cl = headers.get("content-length")
+        self.content_length = int(cl) if cl and "transfer-encoding" not in headers else None
+        # a 100 Continue is owed before the client sends the body (sent on the first read)
+        self._expect_continue = headers.get("expect", "").strip().lower() == "100-continue"
 
     # ---- query
     @property
@@ -188,13 +220,30 @@ class Request:
     # ---- body
     def _feed_body(self, data: bytes) -> None:
         self._body += data
+        self._body_seen += len(data)
         self._wake_body()
         if len(self._body) > _MAX_BODY_BUFFER:
-            self._conn._pause_reading()
+            self._conn._sync_reading()
 
     def _end_body(self) -> None:
         self._body_done = True
         self._wake_body()
+
+    def _fail_body(self, exc: BaseException) -> None:
+        if not self._body_done:
+            self._body_error = exc
+            self._end_body()
+
+    def _start_body(self) -> None:
+        """The handler wants the body: send the 100 Continue the client may be waiting for."""
+        if self._expect_continue:
+            self._expect_continue = False
+            if not self._body_done:
+                self._conn._write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _raise_body_error(self) -> None:
+        if self._body_error is not None:
+            raise self._body_error
 
     def _wake_body(self) -> None:
         w = self._body_waiter
@@ -202,19 +251,23 @@ class Request:
             w.set_result(None)
 
     async def body(self) -> bytes:
+        self._start_body()
         while not self._body_done:
             await self._wait_body()
+        self._raise_body_error()
         return bytes(self._body)
 
     async def body_chunks(self) -> Any:
         """Yield the request body as it arrives (uploads: PUT archive, image load)."""
+        self._start_body()
         while True:
             if self._body:
                 chunk = bytes(self._body)
                 self._body.clear()
-                self._conn._resume_reading()
+                self._conn._sync_reading()
                 yield chunk
             elif self._body_done:
+                self._raise_body_error()
                 return
             else:
                 await self._wait_body()
@@ -395,7 +448,14 @@ class HttpConnection(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._url = b""
         self._headers: dict[str, str] = {}
+        self._repeated: dict[str, list[str]] | None = None  # header names seen more than once
         self._last_field = ""
+        self._in_head = False  # between the first byte of a request and the end of its headers
+        self._head_bytes = 0  # of the current head as llhttp hands it over (url, header lines)
+        self._head_raw = 0  # raw bytes received while a head was still incomplete
+        self._head_error: tuple[int, str] | None = None  # found by a parser callback
+        self._broken = False  # the byte stream can no longer be parsed: nothing more is read
+        self._deferred_error: tuple[int, str] | None = None  # answered after the requests before it
         self._current: Request | None = None
         self._queue: deque[Request] = deque()
         self._task: asyncio.Task[None] | None = None
@@ -417,15 +477,26 @@ class HttpConnection(asyncio.Protocol):
         if self._raw is not None:
             self._raw._feed(data)
             return
+        if self._broken:
+            return
         if self._upgrade_body or self._raw_pending:
             self._take_upgrade_bytes(data)
             return
+        if self._in_head:
+            # llhttp keeps a header that is still arriving to itself: count the raw bytes too
+            self._head_raw += len(data)
+            if self._head_raw > _MAX_HEADER_BYTES:
+                self._protocol_error(431, "request header fields too large")
+                return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
             self._take_upgrade_bytes(data[e.args[0]:])
         except httptools.HttpParserError as e:
-            self._bad_request(str(e))
+            if self._head_error is not None:
+                self._protocol_error(*self._head_error)
+            else:
+                self._protocol_error(400, f"bad request: {e}")
 
     def eof_received(self) -> bool:
         # A half-close: tell the hijacked stream (stdin EOF) and keep the transport open so
@@ -435,7 +506,8 @@ class HttpConnection(asyncio.Protocol):
             return True
         self._eof = True
         if self._current is not None:
-            self._current._end_body()
+            # a body still owed is cut short: the handler must not take it as whole
+            self._current._fail_body(errors.InvalidParameter("request body ended before its declared length"))
             return True
         return False
 
@@ -447,35 +519,62 @@ class HttpConnection(asyncio.Protocol):
         if self._drain_waiter is not None and not self._drain_waiter.done():
             self._drain_waiter.set_result(None)
         if self._current is not None:
-            self._current._end_body()
+            self._current._fail_body(ConnectionResetError("client went away"))
         if self._task is not None and not self._task.done() and self._cancellable:
             self._task.cancel()
 
     def pause_writing(self) -> None:
         self._write_paused = True
+        self._sync_reading()  # a client that sends requests but reads no answers is held back
 
     def resume_writing(self) -> None:
         self._write_paused = False
         if self._drain_waiter is not None and not self._drain_waiter.done():
             self._drain_waiter.set_result(None)
+        self._sync_reading()
 
     # ---- httptools callbacks
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = {}
+        self._repeated = None
+        self._in_head = True
+        self._head_bytes = 0
+        self._head_raw = 0
+
+    def _count_head(self, n: int) -> None:
+        self._head_bytes += n
+        if self._head_bytes > _MAX_HEADER_BYTES:
+            self._head_error = (431, "request header fields too large")
+            raise ValueError(self._head_error[1])  # stops llhttp; answered in data_received
 
     def on_url(self, url: bytes) -> None:
+        self._count_head(len(url))
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value) + 4)
         key = name.decode("latin-1").lower()
         val = value.decode("latin-1")
         if key in self._headers:
-            self._headers[key] += ", " + val
+            # joined once at the end: repeated `+=` on a flood of one name is quadratic
+            if self._repeated is None:
+                self._repeated = {}
+            self._repeated.setdefault(key, [self._headers[key]]).append(val)
         else:
             self._headers[key] = val
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
+        if self._repeated:
+            for key, values in self._repeated.items():
+                self._headers[key] = ", ".join(values)
+            self._repeated = None
+        te = self._headers.get("transfer-encoding")
+        if te is not None and te.strip().lower() != "chunked":
+            # as Go: one coding, chunked, or 501 (llhttp would take "gzip, chunked")
+            self._head_error = (501, f"unsupported transfer encoding: {te!r}")
+            raise ValueError(self._head_error[1])
         parsed = httptools.parse_url(self._url)
         path = parsed.path.decode("latin-1")
         query = parsed.query.decode("latin-1") if parsed.query else ""
@@ -492,6 +591,8 @@ class HttpConnection(asyncio.Protocol):
         self._queue.append(req)
         if self._task is None:
             self._start_next()
+        else:
+            self._sync_reading()
 
     def on_body(self, body: bytes) -> None:
         if self._current is not None:
@@ -523,36 +624,80 @@ class HttpConnection(asyncio.Protocol):
         if self._raw_pending:
             hijack._feed(self._raw_pending)
             self._raw_pending = b""
-        self._resume_reading()
+        self._sync_reading()
 
     # ---- request dispatch
     def _start_next(self) -> None:
         while self._queue:
             req = self._queue.popleft()
+            self._sync_reading()
             self._cancellable = False
             handler = self._app.prepare(req)
             if isinstance(handler, Response) or self._app.is_inline(handler):
                 # answered from memory: no task, no extra loop iteration
                 resp = handler if isinstance(handler, Response) else self._app.call_inline(req, handler)
+                if not req._body_done:
+                    # its body is still arriving: drop it (bounded) before answering
+                    self._task = asyncio.get_running_loop().create_task(self._answer_after_drain(req, resp))
+                    return
                 self._send(req, resp)
                 if not req.keep_alive or self._eof:
                     self._task = None
                     self._close()
                     return
-                if self._current is req and not req._body_done:
-                    # its body is still arriving: let a task consume it before the next request
-                    self._task = asyncio.get_running_loop().create_task(self._drain_then_next(req))
-                    return
+                if self._current is req:
+                    self._current = None
                 continue
             self._task = asyncio.get_running_loop().create_task(self._run(req, handler))
             return
         self._task = None
+        if self._deferred_error is not None:
+            self._answer_error(*self._deferred_error)
 
-    async def _drain_then_next(self, req: Request) -> None:
-        await req.body()
+    async def _answer_after_drain(self, req: Request, resp: Response) -> None:
+        await self._settle_unread_body(req)
+        self._send(req, resp)
+        if not req.keep_alive or self._eof or self.closed.done():
+            self._task = None
+            self._close()
+            return
         if self._current is req:
             self._current = None
         self._start_next()
+
+    async def _settle_unread_body(self, req: Request) -> None:
+        """Before the answer to a request whose body is not all read (as Go's server does):
+        drop up to 256 KiB of what is left so the connection can serve the next request; when
+        more is left (known from Content-Length, or found by draining a chunked body), or the
+        client waits for a 100 Continue never sent, or it stalls, the answer says Connection:
+        close and the connection is closed after it, unread bytes and all."""
+        if req._body_done:
+            if req._body_error is not None:
+                req.keep_alive = False
+            return
+        left = None if req.content_length is None else req.content_length - req._body_seen + len(req._body)
+        if req._expect_continue or (left is not None and left > _MAX_DISCARD):
+            req.keep_alive = False
+        elif not await self._drain_unread_body(req):
+            req.keep_alive = False
+
+    async def _drain_unread_body(self, req: Request) -> bool:
+        """Read and drop the rest of a body nobody read, up to 256 KiB and for a bounded time;
+        True when it ended in that (the next request can be parsed), False to close."""
+        budget = _MAX_DISCARD
+        try:
+            async with asyncio.timeout(_DISCARD_WAIT):
+                while True:
+                    budget -= len(req._body)
+                    req._body.clear()
+                    if budget < 0:
+                        return False
+                    if req._body_done:
+                        return req._body_error is None
+                    self._sync_reading()
+                    await req._wait_body()
+        except TimeoutError:
+            return False
 
     async def _run(self, req: Request, handler: Any = None) -> None:
         try:
@@ -572,6 +717,7 @@ class HttpConnection(asyncio.Protocol):
             if not req.keep_alive:
                 self._close()
         elif isinstance(result, Response):
+            await self._settle_unread_body(req)
             self._send(req, result)
         if self.closed.done() or self._transport is None or self._transport.is_closing():
             return
@@ -579,8 +725,9 @@ class HttpConnection(asyncio.Protocol):
             self._close()
             return
         # a body the handler never read must be consumed before the next request
-        if not req._body_done:
-            await req.body()
+        if not req._body_done and not await self._drain_unread_body(req):
+            self._close()
+            return
         if self._current is req:
             self._current = None
         self._start_next()
@@ -614,10 +761,29 @@ class HttpConnection(asyncio.Protocol):
         lines.append(b"\r\n")
         return b"".join(lines)
 
-    def _bad_request(self, message: str) -> None:
-        body = _json_encoder.encode({"message": f"bad request: {message}"}) + b"\n"
-        self._write(b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\n"
-                    b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
+    def _protocol_error(self, status: int, message: str) -> None:
+        """The bytes from the client are not HTTP we can go on parsing: answer `status` once
+        the requests before it are answered (in order), then close."""
+        self._broken = True
+        self._in_head = False
+        req = self._current
+        if req is not None and not req._body_done:
+            # its body is what broke (a bad chunk): the handler reading it gets the 400, and its
+            # answer is the last on this connection
+            req.keep_alive = False
+            req._fail_body(errors.InvalidParameter(message))
+            if self._task is None:
+                self._close()
+            return
+        if self._task is None and not self._queue:
+            self._answer_error(status, message)
+        else:
+            self._deferred_error = (status, message)
+
+    def _answer_error(self, status: int, message: str) -> None:
+        body = _json_encoder.encode({"message": message}) + b"\n"
+        self._write(b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                    b"Content-Length: %d\r\n\r\n%b" % (status, _REASONS[status].encode(), len(body), body))
         self._close()
 
     # ---- transport helpers
@@ -633,13 +799,20 @@ class HttpConnection(asyncio.Protocol):
             finally:
                 self._drain_waiter = None
 
-    def _pause_reading(self) -> None:
-        if not self._paused_reading and self._transport is not None:
+    def _sync_reading(self) -> None:
+        """Read from the client unless that would only pile up memory: a request body nobody
+        consumes, answers the client does not read, requests parsed far ahead of the one served.
+        A hijacked stream is never held back here (its pumps have their own flow control)."""
+        req = self._current
+        hold = self._raw is None and (
+            self._write_paused or len(self._queue) > _MAX_PIPELINE
+            or (req is not None and len(req._body) > _MAX_BODY_BUFFER))
+        if self._transport is None or self._transport.is_closing():
+            return
+        if hold and not self._paused_reading:
             self._paused_reading = True
             self._transport.pause_reading()
-
-    def _resume_reading(self) -> None:
-        if self._paused_reading and self._transport is not None:
+        elif not hold and self._paused_reading:
             self._paused_reading = False
             self._transport.resume_reading()
 

@@ -200,6 +200,13 @@ class RegistryClient:
         return any(a.is_loopback or any(a in net for net in self._insecure_nets) for a in addrs)
 
     async def endpoints(self, domain: str) -> list[Endpoint]:
+        host = domain if domain.startswith("[") else domain.rsplit(":", 1)[0]
+        if _DIGITS_AND_DOTS_RE.match(host):
+            # "9" or "1.2" pass the reference grammar, but aiohttp refuses them as URLs
+            try:
+                ipaddress.IPv4Address(host)
+            except ValueError:
+                raise InvalidParameter(f"invalid registry address {domain!r}: {host} is not an IPv4 address") from None
         if domain == DEFAULT_DOMAIN:
             eps: list[Endpoint] = []
             for m in self.config.registry_mirrors:
@@ -236,8 +243,13 @@ class RegistryClient:
         if server in HUB_LOGIN_ADDRESSES:
             domain = DEFAULT_DOMAIN
         else:
-            u = urlsplit(server if "://" in server else "//" + server)
-            domain = u.netloc or server
+            try:
+                u = urlsplit(server if "://" in server else "//" + server)
+            except ValueError:
+                u = None
+            domain = (u.netloc if u is not None else "") or server
+            if not _LOGIN_DOMAIN_RE.match(domain):
+                raise InvalidParameter(f"invalid registry address {server!r}")
         eps = await self.endpoints(domain)
         if domain == DEFAULT_DOMAIN:
             eps = eps[-1:]  # log in to the Hub itself, not a mirror
@@ -573,6 +585,12 @@ def decode_manifest_checked(body: bytes) -> Any:
         return decode_manifest(body)
     except ManifestError as e:
         raise RegistryError(str(e)) from None
+
+
+_DIGITS_AND_DOTS_RE = re.compile(r"^[0-9.]+$")
+# a registry's host[:port] as a reference may name it (ASCII host names, IPv4, [IPv6])
+_LOGIN_DOMAIN_RE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+                              r"|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 
 
 def _conn_error_text(e: BaseException) -> str:

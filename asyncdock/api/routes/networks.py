@@ -5,6 +5,7 @@ from typing import Any
 
 
 from ...errors import InvalidParameter, Unavailable
+from ..bodies import NetworkConnect, NetworkCreate, NetworkDisconnect, checked
 from ..filters import bool_filter, match_label, parse_filters
 from ..http import Request, Response, Router, empty_response, json_response
 
@@ -54,7 +55,7 @@ async def inspect_network(req: Request) -> Response:
 
 async def create_network(req: Request) -> Response:
     mgr = _mgr(req)
-    body = await req.json(dict[str, Any]) or {}
+    body = checked(await req.json(Any), NetworkCreate)
     net = await mgr.create(str(body.get("Name") or ""), str(body.get("Driver") or "bridge"),
                            options=body.get("Options") or {}, labels=body.get("Labels") or {},
                            ipam_cfg=body.get("IPAM") or None, internal=bool(body.get("Internal")),
@@ -69,7 +70,7 @@ async def remove_network(req: Request) -> Response:
 
 
 async def connect(req: Request) -> Response:
-    body = await req.json(dict[str, Any]) or {}
+    body = checked(await req.json(Any), NetworkConnect)
     if not body.get("Container"):
         raise InvalidParameter("container is required")
     await _mgr(req).connect(req.match["id"], str(body["Container"]), body.get("EndpointConfig"))
@@ -77,7 +78,7 @@ async def connect(req: Request) -> Response:
 
 
 async def disconnect(req: Request) -> Response:
-    body = await req.json(dict[str, Any]) or {}
+    body = checked(await req.json(Any), NetworkDisconnect)
     if not body.get("Container"):
         raise InvalidParameter("container is required")
     await _mgr(req).disconnect(req.match["id"], str(body["Container"]), bool(body.get("Force")))

@@ -6,6 +6,7 @@ from typing import Any
 import msgspec
 
 from ...errors import InvalidParameter, Unavailable
+from ..bodies import VolumeCreate, checked
 from ..filters import parse_filters
 from ..http import Request, Response, Router, empty_response, json_response
 
@@ -30,8 +31,7 @@ async def create_volume(req: Request) -> Response:
         body: dict[str, Any] = msgspec.json.decode(raw) if raw.strip() else {}
     except msgspec.DecodeError as e:
         raise InvalidParameter(f"invalid JSON: {e}") from None
-    if not isinstance(body, dict):
-        raise InvalidParameter("invalid JSON: expected an object")
+    body = checked(body, VolumeCreate)
     v, _ = await mgr.create(str(body.get("Name") or ""), str(body.get("Driver") or "local"),
                             body.get("DriverOpts") or {}, body.get("Labels") or {})
     return json_response(mgr.volume_json(v), status=201)
