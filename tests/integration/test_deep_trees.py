@@ -7,6 +7,9 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
+from tests.conftest import DaemonFactory
 from tests.support.daemon import Daemon
 from tests.support.imagebuild import DEEP_DIRS
 from tests.support.process import wait_until
@@ -17,7 +20,8 @@ DESCEND = "cd /deep; n=0; while [ -d d ]; do cd d; n=$((n+1)); done; echo $n; ca
 
 
 def _snapshots_dir(d: Daemon) -> Path:
-    return d.data_root / "snapshots" / "overlayfs" / "snapshots"
+    driver = d.config.get("storage-driver") or "overlayfs"
+    return d.data_root / "snapshots" / driver / "snapshots"
 
 
 def _leftover_dirs(d: Daemon) -> list[str]:
@@ -41,7 +45,12 @@ def _make_deep(top: Path, depth: int) -> None:
         os.close(fd)
 
 
-def test_pull_run_write_and_remove_a_tree_2000_deep(daemon: Daemon) -> None:
+@pytest.mark.parametrize("driver", ["overlayfs", "copy"])
+def test_pull_run_write_and_remove_a_tree_2000_deep(daemon_factory: DaemonFactory,
+                                                    driver: str) -> None:
+    """Both snapshotters: overlay (a write copies 2,000 directories up) and copy (every
+    container's layer is a copy of the whole tree)."""
+    daemon = daemon_factory({"storage-driver": driver})
     daemon.docker("pull", "-q", IMAGE)
     assert daemon.docker("run", "--rm", IMAGE, "sh", "-c", DESCEND).stdout.split() == \
         [str(DEEP_DIRS), str(DEEP_DIRS), "levels"]
