@@ -10,12 +10,14 @@ import logging
 import os
 import shutil
 import subprocess
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from . import plugins
 from .config import DaemonConfig
 from .events import EventBus
+from .util.fstree import remove_tree
 from .util.ids import new_id
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,10 @@ class Engine:
         self.data_root = Path(cfg.data_root)
         self.exec_root = Path(cfg.exec_root)
         self.bus = EventBus()
+        from .leftovers import Leftovers
+
+        # clean-ups of what earlier runs left: failures logged and retried, never fatal
+        self.leftovers = Leftovers()
         self.engine_id = ""
         self.runtimes: dict[str, Any] = {}
         self.runtime_probes: dict[str, Any] = {}
@@ -96,9 +102,10 @@ class Engine:
             if asyncio.iscoroutine(res):
                 await res
         self.puller = Puller(self.config, self.content, self.images, self.snapshotter, self.bus)
-        await self.puller.recover()  # staging snapshots a crash left behind
-        if hasattr(self.images, "remove_unreferenced_layers"):
-            await self.images.remove_unreferenced_layers()  # and layers of no image
+        await self.leftovers.run("staging snapshots of interrupted pulls",
+                                 _done(self.puller.recover))
+        await self.leftovers.run("layer snapshots no image uses",
+                                 _done(self.images.remove_unreferenced_layers))
         self.logdrivers = {name: reg.factory(plugins.InitContext(self.data_root / "containers"))
                            for name, reg in plugins.discover(plugins.LOGDRIVERS).items()}
         if self.config.log_driver not in self.logdrivers:
@@ -110,7 +117,7 @@ class Engine:
         from .volumes.manager import VolumeManager
 
         self.networks = NetworkManager(self)
-        await self.networks.start()
+        await self.networks.start()  # its own leftovers: logged per item, never fatal
         self.volumes = VolumeManager(self)
         await self.volumes.start()
         # --- end networks issue
@@ -149,11 +156,17 @@ class Engine:
         await self.bus.close_journal()  # flush, fsync, mark the stop clean (numbering goes on)
 
     async def _housekeeping(self) -> None:
-        """Reap zombies nobody waits for (orphans of --pid host containers and detached execs)
-        and drop partial downloads no pull wants any more."""
+        """Retry clean-ups that failed, reap zombies nobody waits for (orphans of --pid host
+        containers and detached execs) and drop partial downloads no pull wants any more."""
         while True:
             await asyncio.sleep(30)
             try:
+                await self.leftovers.retry_due()
+                snap = self.snapshotter
+                if getattr(snap, "has_leftovers", False):
+                    # a removal that failed earlier in this run left its directory
+                    await self.leftovers.run("snapshot directories left behind",
+                                             _done(snap.cleanup))
                 self.exits.reap_orphans()
                 if hasattr(self.puller, "gc_ingests"):
                     res = self.puller.gc_ingests()
@@ -204,7 +217,7 @@ class Engine:
         snap = regs[wanted].factory(plugins.InitContext(root))
         if asyncio.iscoroutine(snap):
             snap = await snap
-        await snap.cleanup()
+        await self.leftovers.run("snapshot directories left behind", _done(snap.cleanup))
         return snap
 
     async def _select_runtimes(self) -> None:
@@ -228,14 +241,14 @@ class Engine:
         if (root / "bin" / "busybox").exists():
             return root
         tmp = root.with_name("probe-rootfs.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp)
         for d in ("bin", "proc", "sys", "dev", "tmp", "etc"):
             (tmp / d).mkdir(parents=True, exist_ok=True)
         if os.path.exists(busybox):
             shutil.copy2(busybox, tmp / "bin" / "busybox")
             for applet in ("sh", "true"):
                 os.symlink("busybox", tmp / "bin" / applet)
-        shutil.rmtree(root, ignore_errors=True)
+        remove_tree(root)
         os.rename(tmp, root)
         return root
 
@@ -281,3 +294,10 @@ class Engine:
             parts = out.split()
             self._init_version = parts[2] if len(parts) >= 3 else out.strip()
         return self._init_version
+
+
+def _done(cleanup: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[bool]]:
+    """A clean-up for Leftovers.run: done unless it says False (None counts as done)."""
+    async def run() -> bool:
+        return await cleanup() is not False
+    return run

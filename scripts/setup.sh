@@ -14,7 +14,8 @@ MIN_DOCKER_MAJOR=28
 
 # Runtimes, the registry and image tools the tests drive for real; apache2-utils for htpasswd
 # (bcrypt, the only hash distribution's htpasswd auth accepts); util-linux for mount/umount/flock.
-# gcc and libc6-dev build the crun plugin's small C helper (hide_cgroup2.c).
+# gcc and libc6-dev build the crun plugin's small C helper (hide_cgroup2.c) and the seccomp
+# tests' static keyring probe.
 APT_PACKAGES=(runc crun tini busybox-static docker-registry skopeo umoci iptables nftables iproute2
               apache2-utils util-linux openssl curl make gcc libc6-dev)
 

@@ -7,7 +7,6 @@ import asyncio
 import errno
 import logging
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ import msgspec
 from .. import errors
 from ..logs.base import LogRecord
 from ..runtime.base import RuntimeError_
+from ..util.fstree import remove_tree_quietly, walk
 from ..util.ids import short_id
 from .etcfiles import write_etc_files
 from .models import ContainerRecord
@@ -268,7 +268,7 @@ def _rootfs_released(mgr: ContainerManager, rec: ContainerRecord) -> None:
 
     bundle = mgr.bundles / rec.id
     unmount(bundle / "rootfs")
-    shutil.rmtree(bundle, ignore_errors=True)
+    remove_tree_quietly(bundle)
 
 
 async def _release_rootfs(mgr: ContainerManager, rec: ContainerRecord) -> None:
@@ -336,11 +336,16 @@ def remove_cgroup_dirs(cgroups_path: str) -> None:
     except OSError:
         return
     for d in dirs:
-        for sub, _, _ in sorted(os.walk(d), key=lambda t: -len(t[0])):
-            try:
-                os.rmdir(sub)
-            except OSError:
-                pass
+        # A container may nest cgroups as deep as it likes: an iterative walk, deepest first.
+        try:
+            for e in walk(d):
+                if e.is_dir:
+                    try:
+                        os.rmdir(e.name, dir_fd=e.dir_fd)
+                    except OSError:
+                        pass
+        except OSError:
+            pass
 
 
 async def cleanup_leftovers(mgr: ContainerManager, records: list[ContainerRecord]) -> None:
@@ -358,4 +363,6 @@ async def cleanup_leftovers(mgr: ContainerManager, records: list[ContainerRecord
             await _force_delete(rt, cid)
     await asyncio.to_thread(unmount_all_under, mgr.bundles)
     for d in mgr.bundles.iterdir() if mgr.bundles.exists() else ():
-        shutil.rmtree(d, ignore_errors=True)
+        if not remove_tree_quietly(d):
+            log.warning("cannot remove the bundle %s left by a previous run; it is retried "
+                        "at the next start", d)

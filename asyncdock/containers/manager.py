@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 import signal as signal_mod
 import time
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .. import errors
 from ..util.errtext import client_text, os_error_text
 from ..util.fsflags import mark_topdir
+from ..util.fstree import remove_tree
 from ..util.ids import is_full_id, new_id, short_id
 from . import names as names_mod
 from .models import ZERO_TIME, ContainerConfig, ContainerRecord, CreateRequest, HostConfig, LogConfig, State
@@ -171,7 +171,14 @@ class ContainerManager:
         which recover() removes."""
         async def reclaim() -> None:
             if files is not None:
-                await asyncio.to_thread(shutil.rmtree, files, ignore_errors=True)
+                try:
+                    await asyncio.to_thread(remove_tree, files)
+                except OSError as e:
+                    # the snapshot goes on; the files are retried (and at the next start)
+                    log.warning("cannot remove the files of removed container %s: %s",
+                                short_id(cid), e)
+                    await self.engine.leftovers.run("files of removed containers",
+                                                    self._purge_trash)
             await self.exit_cleaned(cid)
             try:
                 await self.engine.snapshotter.remove(cid)
@@ -860,7 +867,15 @@ class ContainerManager:
         from .launcher import cgroups_path, cleanup_leftovers, remove_cgroup_dirs
 
         records = self.store.load()
-        await cleanup_leftovers(self, records)
+        leftovers = self.engine.leftovers
+        await leftovers.run("files of removed containers", self._purge_trash)
+
+        async def runtime_leftovers() -> bool:
+            await cleanup_leftovers(self, records)
+            return True
+
+        await leftovers.run("runtime state, mounts and bundles of the previous run",
+                            runtime_leftovers)
         # a container whose record was unreadable keeps its writable layer (see store.load)
         await self._remove_orphan_snapshots({r.id for r in records} | self.store.unreadable)
         for rec in records:
@@ -890,6 +905,9 @@ class ContainerManager:
                 await self.start(rec)
             except errors.EngineError as e:
                 log.warning("could not restart %s: %s", short_id(rec.id), e)
+
+    async def _purge_trash(self) -> bool:
+        return await asyncio.to_thread(self.store.purge_trash)
 
     async def _remove_orphan_snapshots(self, ids: set[str]) -> None:
         """Active snapshots named like a container that no longer exists: a removal the daemon

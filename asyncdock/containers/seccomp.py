@@ -1,13 +1,16 @@
 """The default seccomp filter, in the OCI runtime-spec form (`linux.seccomp` of config.json).
 
-Source of the rules, in order:
-1. the host's containers-common profile (/usr/share/containers/seccomp.json) when installed:
-   distributions keep it current with their kernels and libseccomp;
-2. else our own rule set below (`BUILTIN_RULES`).
+The default is our own rule set (`BUILTIN_RULES`), written to take the same decisions as
+Docker's default profile: what every container may call, what only a capability unlocks, the
+clone/clone3/socket/personality argument rules and EPERM for everything else. A host's
+containers-common profile (/usr/share/containers/seccomp.json, Podman's) is never picked up on
+its own: it lets any container create user namespaces, mount in them and use keyrings, which
+Docker's profile refuses (the refusal is what stopped CVE-2022-0492 on cgroup v1 hosts). A user
+who wants it names it: `--security-opt seccomp=/usr/share/containers/seccomp.json`.
 
-Both are in the Docker/containers-common profile format -- rules filtered by `includes` /
+Profiles are in the Docker/containers-common format -- rules filtered by `includes` /
 `excludes` on the capabilities granted (the bounding set), the architecture and the kernel
-version -- and are converted here exactly the way moby does it, for this machine's architecture.
+version -- and are converted here the way moby does it, for this machine's architecture.
 Profiles given with `--security-opt seccomp=<file>` go through the same conversion.
 """
 from __future__ import annotations
@@ -20,16 +23,15 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
-HOST_PROFILE = Path("/usr/share/containers/seccomp.json")
-
 EPERM = 1
 ENOSYS = 38
 
-# uname -m -> (Go's GOARCH as profiles name it in `includes.arches`, libseccomp's arch)
+# uname -m -> (the name profiles use in `includes.arches` -- moby's, libseccomp's arch names
+# with Go's amd64/arm64 -- and libseccomp's SCMP_ARCH_*)
 _ARCHES: dict[str, tuple[str, str]] = {
     "x86_64": ("amd64", "SCMP_ARCH_X86_64"),
-    "i386": ("386", "SCMP_ARCH_X86"),
-    "i686": ("386", "SCMP_ARCH_X86"),
+    "i386": ("x86", "SCMP_ARCH_X86"),
+    "i686": ("x86", "SCMP_ARCH_X86"),
     "aarch64": ("arm64", "SCMP_ARCH_AARCH64"),
     "armv7l": ("arm", "SCMP_ARCH_ARM"),
     "armv6l": ("arm", "SCMP_ARCH_ARM"),
@@ -37,7 +39,7 @@ _ARCHES: dict[str, tuple[str, str]] = {
     "s390x": ("s390x", "SCMP_ARCH_S390X"),
     "mips64": ("mips64", "SCMP_ARCH_MIPS64"),
     "riscv64": ("riscv64", "SCMP_ARCH_RISCV64"),
-    "loongarch64": ("loong64", "SCMP_ARCH_LOONGARCH64"),
+    "loongarch64": ("loongarch64", "SCMP_ARCH_LOONGARCH64"),
 }
 
 # Which other ABIs each native one can run (32-bit compat); all of them must be filtered.
@@ -48,90 +50,97 @@ _SUB_ARCHES: dict[str, list[str]] = {
     "SCMP_ARCH_S390X": ["SCMP_ARCH_S390"],
     "SCMP_ARCH_PPC64LE": [],
     "SCMP_ARCH_RISCV64": [],
+    "SCMP_ARCH_LOONGARCH64": [],
 }
 
 # --- our own default rule set -------------------------------------------------------------
 # System calls any container may make: everything a normal program needs, nothing that
 # administers the host (modules, clocks, swap, reboot, keyrings, mounts, namespaces, bpf,
-# perf, ptrace of others, kexec, accounting). Calls guarded by a capability are allowed with
-# that capability only (rules below). Written for this project; kept sorted.
+# perf, kexec, accounting, userfaultfd, io_uring). Calls a capability makes harmless are allowed
+# with that capability only (rules below). The decisions are Docker's (tests/unit/
+# test_seccomp_profiles.py holds a table of them); the list is ours, kept sorted.
 _ALLOWED_FOR_ALL = """
-accept accept4 access adjtimex alarm bind brk cachestat capget capset chdir chmod chown
-chown32 clock_adjtime clock_adjtime64 clock_getres clock_getres_time64 clock_gettime
-clock_gettime64 clock_nanosleep clock_nanosleep_time64 close close_range connect
-copy_file_range creat dup dup2 dup3 epoll_create epoll_create1 epoll_ctl epoll_ctl_old
-epoll_pwait epoll_pwait2 epoll_wait epoll_wait_old eventfd eventfd2 execve execveat exit
-exit_group faccessat faccessat2 fadvise64 fadvise64_64 fallocate fanotify_mark fchdir fchmod
-fchmodat fchmodat2 fchown fchown32 fchownat fcntl fcntl64 fdatasync fgetxattr flistxattr
-flock fork fremovexattr fsetxattr fstat fstat64 fstatat64 fstatfs fstatfs64 fsync ftruncate
-ftruncate64 futex futex_requeue futex_time64 futex_wait futex_waitv futex_wake futimesat
-get_mempolicy get_robust_list get_thread_area getcpu getcwd getdents getdents64 getegid
-getegid32 geteuid geteuid32 getgid getgid32 getgroups getgroups32 getitimer getpeername
-getpgid getpgrp getpid getppid getpriority getrandom getresgid getresgid32 getresuid
-getresuid32 getrlimit getrusage getsid getsockname getsockopt gettid gettimeofday getuid
-getuid32 getxattr inotify_add_watch inotify_init inotify_init1 inotify_rm_watch io_cancel
-io_destroy io_getevents io_pgetevents io_pgetevents_time64 io_setup io_submit ioctl ioprio_get
-ioprio_set ipc kill landlock_add_rule landlock_create_ruleset landlock_restrict_self lchown
-lchown32 lgetxattr link linkat listen listxattr llistxattr lremovexattr lseek lsetxattr
-lstat lstat64 madvise map_shadow_stack membarrier memfd_create memfd_secret mincore mkdir
-mkdirat mknod mknodat mlock mlock2 mlockall mmap mmap2 mprotect mq_getsetattr mq_notify
-mq_open mq_timedreceive mq_timedreceive_time64 mq_timedsend mq_timedsend_time64 mq_unlink
-mremap mseal msgctl msgget msgrcv msgsnd msync munlock munlockall munmap name_to_handle_at
-nanosleep newfstatat open openat openat2 pause pidfd_getfd pidfd_open pidfd_send_signal
-pipe pipe2 pkey_alloc pkey_free pkey_mprotect poll ppoll ppoll_time64 prctl pread64 preadv
-preadv2 prlimit64 process_mrelease pselect6 pselect6_time64 pwrite64 pwritev pwritev2 read
-readahead readlink readlinkat readv recv recvfrom recvmmsg recvmmsg_time64 recvmsg
-remap_file_pages removexattr rename renameat renameat2 restart_syscall rmdir rseq
-rt_sigaction rt_sigpending rt_sigprocmask rt_sigqueueinfo rt_sigreturn rt_sigsuspend
-rt_sigtimedwait rt_sigtimedwait_time64 rt_tgsigqueueinfo sched_get_priority_max
-sched_get_priority_min sched_getaffinity sched_getattr sched_getparam sched_getscheduler
-sched_rr_get_interval sched_rr_get_interval_time64 sched_setaffinity sched_setattr
-sched_setparam sched_setscheduler sched_yield seccomp select semctl semget semop semtimedop
-semtimedop_time64 send sendfile sendfile64 sendmmsg sendmsg sendto set_mempolicy
-set_robust_list set_thread_area set_tid_address setfsgid setfsgid32 setfsuid setfsuid32
+_llseek _newselect accept accept4 access adjtimex alarm bind brk cachestat capget capset chdir
+chmod chown chown32 clock_adjtime clock_adjtime64 clock_getres clock_getres_time64 clock_gettime
+clock_gettime64 clock_nanosleep clock_nanosleep_time64 close close_range connect copy_file_range
+creat dup dup2 dup3 epoll_create epoll_create1 epoll_ctl epoll_ctl_old epoll_pwait epoll_pwait2
+epoll_wait epoll_wait_old eventfd eventfd2 execve execveat exit exit_group faccessat faccessat2
+fadvise64 fadvise64_64 fallocate fanotify_mark fchdir fchmod fchmodat fchmodat2 fchown fchown32
+fchownat fcntl fcntl64 fdatasync fgetxattr flistxattr flock fork fremovexattr fsetxattr fstat
+fstat64 fstatat64 fstatfs fstatfs64 fsync ftruncate ftruncate64 futex futex_requeue futex_time64
+futex_wait futex_waitv futex_wake futimesat get_robust_list get_thread_area getcpu getcwd
+getdents getdents64 getegid getegid32 geteuid geteuid32 getgid getgid32 getgroups getgroups32
+getitimer getpeername getpgid getpgrp getpid getppid getpriority getrandom getresgid getresgid32
+getresuid getresuid32 getrlimit getrusage getsid getsockname getsockopt gettid gettimeofday
+getuid getuid32 getxattr getxattrat inotify_add_watch inotify_init inotify_init1
+inotify_rm_watch io_cancel io_destroy io_getevents io_pgetevents io_pgetevents_time64 io_setup
+io_submit ioctl ioprio_get ioprio_set ipc kill landlock_add_rule landlock_create_ruleset
+landlock_restrict_self lchown lchown32 lgetxattr link linkat listen listmount listxattr
+listxattrat llistxattr lremovexattr lseek lsetxattr lstat lstat64 madvise map_shadow_stack
+membarrier memfd_create memfd_secret mincore mkdir mkdirat mknod mknodat mlock mlock2 mlockall
+mmap mmap2 mprotect mq_getsetattr mq_notify mq_open mq_timedreceive mq_timedreceive_time64
+mq_timedsend mq_timedsend_time64 mq_unlink mremap mseal msgctl msgget msgrcv msgsnd msync
+munlock munlockall munmap name_to_handle_at nanosleep newfstatat open openat openat2 pause
+pidfd_open pidfd_send_signal pipe pipe2 pkey_alloc pkey_free pkey_mprotect poll ppoll
+ppoll_time64 prctl pread64 preadv preadv2 prlimit64 process_mrelease pselect6 pselect6_time64
+pwrite64 pwritev pwritev2 read readahead readlink readlinkat readv recv recvfrom recvmmsg
+recvmmsg_time64 recvmsg remap_file_pages removexattr removexattrat rename renameat renameat2
+restart_syscall riscv_hwprobe rmdir rseq rt_sigaction rt_sigpending rt_sigprocmask
+rt_sigqueueinfo rt_sigreturn rt_sigsuspend rt_sigtimedwait rt_sigtimedwait_time64
+rt_tgsigqueueinfo sched_get_priority_max sched_get_priority_min sched_getaffinity sched_getattr
+sched_getparam sched_getscheduler sched_rr_get_interval sched_rr_get_interval_time64
+sched_setaffinity sched_setattr sched_setparam sched_setscheduler sched_yield seccomp select
+semctl semget semop semtimedop semtimedop_time64 send sendfile sendfile64 sendmmsg sendmsg
+sendto set_robust_list set_thread_area set_tid_address setfsgid setfsgid32 setfsuid setfsuid32
 setgid setgid32 setgroups setgroups32 setitimer setpgid setpriority setregid setregid32
 setresgid setresgid32 setresuid setresuid32 setreuid setreuid32 setrlimit setsid setsockopt
-setuid setuid32 setxattr shmat shmctl shmdt shmget shutdown sigaltstack signalfd signalfd4
-sigprocmask sigreturn socket socketcall socketpair splice stat stat64 statfs statfs64 statx symlink
-symlinkat sync sync_file_range syncfs sysinfo tee tgkill time timer_create timer_delete
-timer_getoverrun timer_gettime timer_gettime64 timer_settime timer_settime64 timerfd_create
-timerfd_gettime timerfd_gettime64 timerfd_settime timerfd_settime64 times tkill truncate
-truncate64 ugetrlimit umask uname unlink unlinkat utime utimensat utimensat_time64 utimes
-vfork wait4 waitid waitpid write writev
+setuid setuid32 setxattr setxattrat shmat shmctl shmdt shmget shutdown sigaltstack signalfd
+signalfd4 sigprocmask sigreturn socketcall socketpair splice stat stat64 statfs statfs64
+statmount statx symlink symlinkat sync sync_file_range syncfs sysinfo tee tgkill time
+timer_create timer_delete timer_getoverrun timer_gettime timer_gettime64 timer_settime
+timer_settime64 timerfd_create timerfd_gettime timerfd_gettime64 timerfd_settime
+timerfd_settime64 times tkill truncate truncate64 ugetrlimit umask uname unlink unlinkat
+uretprobe utime utimensat utimensat_time64 utimes vfork vmsplice wait4 waitid waitpid write
+writev
 """.split()
 
-# Architecture-specific calls, by Go arch name.
-_ALLOWED_BY_ARCH: dict[str, list[str]] = {
-    "amd64": ["arch_prctl", "modify_ldt"],
-    "386": ["modify_ldt"],
-    "arm64": [],
-    "arm": ["arm_fadvise64_64", "arm_sync_file_range", "breakpoint", "cacheflush", "set_tls",
-            "sync_file_range2"],
-    "ppc64le": ["sync_file_range2"],
-    "s390x": ["s390_pci_mmio_read", "s390_pci_mmio_write", "s390_runtime_instr"],
-    "riscv64": ["riscv_flush_icache"],
-}
+# Architecture-specific calls: (profile arch names, calls).
+_ALLOWED_BY_ARCH: list[tuple[list[str], list[str]]] = [
+    (["ppc64le"], ["swapcontext", "sync_file_range2"]),
+    (["arm", "arm64"], ["arm_fadvise64_64", "arm_sync_file_range", "breakpoint", "cacheflush",
+                        "set_tls", "sync_file_range2"]),
+    (["amd64", "x32"], ["arch_prctl"]),
+    (["amd64", "x32", "x86"], ["modify_ldt"]),
+    (["s390", "s390x"], ["s390_pci_mmio_read", "s390_pci_mmio_write", "s390_runtime_instr"]),
+    (["riscv64"], ["riscv_flush_icache"]),
+]
+
+# Since 4.8 the kernel runs the seccomp filter again after a tracer changed the syscall, so
+# ptrace can no longer be used to step around the filter: allowed for everyone from then on
+# (the kernel's own ptrace checks still apply), with CAP_SYS_PTRACE only before.
+_PTRACE = ["process_vm_readv", "process_vm_writev", "ptrace"]
 
 # Calls a capability makes harmless (the kernel checks it anyway); allowed with it only.
 _ALLOWED_WITH_CAP: dict[str, list[str]] = {
-    "CAP_SYS_ADMIN": ["bpf", "clone3", "fanotify_init", "fsconfig", "fsmount", "fsopen",
-                      "fspick", "lookup_dcookie", "mount", "mount_setattr", "move_mount",
-                      "open_tree", "perf_event_open", "quotactl", "quotactl_fd", "setdomainname",
-                      "sethostname", "setns", "umount", "umount2", "unshare"],
+    "CAP_DAC_READ_SEARCH": ["open_by_handle_at"],
+    # clone here is unconditional: namespaces may be created with CAP_SYS_ADMIN.
+    "CAP_SYS_ADMIN": ["bpf", "clone", "clone3", "fanotify_init", "fsconfig", "fsmount", "fsopen",
+                      "fspick", "lookup_dcookie", "lsm_get_self_attr", "lsm_list_modules",
+                      "lsm_set_self_attr", "mount", "mount_setattr", "move_mount", "open_tree",
+                      "perf_event_open", "quotactl", "quotactl_fd", "setdomainname",
+                      "sethostname", "setns", "syslog", "umount", "umount2", "unshare"],
     "CAP_SYS_BOOT": ["reboot"],
     "CAP_SYS_CHROOT": ["chroot"],
     "CAP_SYS_MODULE": ["delete_module", "finit_module", "init_module"],
     "CAP_SYS_PACCT": ["acct"],
-    "CAP_SYS_PTRACE": ["kcmp", "process_madvise", "process_vm_readv",
-                       "process_vm_writev", "ptrace"],
+    "CAP_SYS_PTRACE": ["kcmp", "pidfd_getfd", "process_madvise", *_PTRACE],
     "CAP_SYS_RAWIO": ["ioperm", "iopl"],
     "CAP_SYS_TIME": ["clock_settime", "clock_settime64", "settimeofday", "stime"],
     "CAP_SYS_TTY_CONFIG": ["vhangup"],
-    "CAP_SYS_NICE": ["mbind", "set_mempolicy", "set_mempolicy_home_node"],
+    "CAP_SYS_NICE": ["get_mempolicy", "mbind", "set_mempolicy", "set_mempolicy_home_node"],
     "CAP_SYSLOG": ["syslog"],
     "CAP_BPF": ["bpf"],
     "CAP_PERFMON": ["perf_event_open"],
-    "CAP_DAC_READ_SEARCH": ["open_by_handle_at"],
 }
 
 # clone(2) flags that create namespaces: without CAP_SYS_ADMIN, clone is allowed only when
@@ -142,30 +151,41 @@ _CLONE_NS_FLAGS = 0x7E020000  # NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEW
 # UNAME26, UNAME26|PER_LINUX32, and 0xffffffff (query).
 _PERSONALITIES = (0x0, 0x8, 0x20000, 0x20008, 0xFFFFFFFF)
 
+# socket(2) families refused to everyone: AF_ALG (38, the kernel's crypto API, a recurring
+# source of kernel bugs reachable from any container) and AF_VSOCK (40, talks to the
+# hypervisor host, not to anything inside the container's network namespace).
+AF_ALG, AF_VSOCK = 38, 40
+
 
 def _builtin_rules() -> dict[str, Any]:
     rules: list[dict[str, Any]] = [
         {"names": _ALLOWED_FOR_ALL, "action": "SCMP_ACT_ALLOW"},
+        {"names": _PTRACE, "action": "SCMP_ACT_ALLOW", "includes": {"minKernel": "4.8"}},
+        # every family but the two above, in three ranges
+        {"names": ["socket"], "action": "SCMP_ACT_ALLOW",
+         "args": [{"index": 0, "value": AF_ALG, "op": "SCMP_CMP_LT"}]},
+        {"names": ["socket"], "action": "SCMP_ACT_ALLOW",
+         "args": [{"index": 0, "value": AF_ALG + 1, "op": "SCMP_CMP_EQ"}]},
+        {"names": ["socket"], "action": "SCMP_ACT_ALLOW",
+         "args": [{"index": 0, "value": AF_VSOCK, "op": "SCMP_CMP_GT"}]},
     ]
-    for arch, names in _ALLOWED_BY_ARCH.items():
-        if names:
-            rules.append({"names": names, "action": "SCMP_ACT_ALLOW",
-                          "includes": {"arches": [arch]}})
     for value in _PERSONALITIES:
         rules.append({"names": ["personality"], "action": "SCMP_ACT_ALLOW",
                       "args": [{"index": 0, "value": value, "op": "SCMP_CMP_EQ"}]})
+    for arches, names in _ALLOWED_BY_ARCH:
+        rules.append({"names": names, "action": "SCMP_ACT_ALLOW",
+                      "includes": {"arches": arches}})
     for cap, names in _ALLOWED_WITH_CAP.items():
         rules.append({"names": names, "action": "SCMP_ACT_ALLOW", "includes": {"caps": [cap]}})
     rules += [
-        {"names": ["clone"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_SYS_ADMIN"]}},
         {"names": ["clone"], "action": "SCMP_ACT_ALLOW",
          "args": [{"index": 0, "value": _CLONE_NS_FLAGS, "valueTwo": 0,
                    "op": "SCMP_CMP_MASKED_EQ"}],
-         "excludes": {"caps": ["CAP_SYS_ADMIN"], "arches": ["s390x"]}},
+         "excludes": {"caps": ["CAP_SYS_ADMIN"], "arches": ["s390", "s390x"]}},
         {"names": ["clone"], "action": "SCMP_ACT_ALLOW",
          "args": [{"index": 1, "value": _CLONE_NS_FLAGS, "valueTwo": 0,
                    "op": "SCMP_CMP_MASKED_EQ"}],
-         "includes": {"arches": ["s390x"]}, "excludes": {"caps": ["CAP_SYS_ADMIN"]}},
+         "includes": {"arches": ["s390", "s390x"]}, "excludes": {"caps": ["CAP_SYS_ADMIN"]}},
         # clone3 passes its flags in memory, out of seccomp's reach: answer ENOSYS so that libc
         # falls back to clone(2), which the rule above can inspect.
         {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS,
@@ -289,43 +309,26 @@ def load_profile(source: str | Path) -> dict[str, Any]:
     return profile
 
 
-class DefaultProfiles:
-    """default_profile() per bounding set, remembered: converting containers-common's profile
-    (a 30 KB JSON read and filtered rule by rule) took about 1 ms of the event loop's time per
-    container start. Re-read when the host profile file changes (stat signature). The returned
-    dicts are shared: callers must not mutate them. Owned by the container manager."""
+# What `docker info` shows under Security Options for the default, as dockerd does for its own.
+PROFILE_NAME = "builtin"
 
-    def __init__(self, host_profile: Path | None = HOST_PROFILE) -> None:
-        self.host_profile = host_profile
-        self._signature: tuple[int, int, int] | None = None
+
+class DefaultProfiles:
+    """default_profile() per bounding set, remembered: converting the rule set (filtered rule by
+    rule) costs the event loop time on every container start otherwise. The returned dicts
+    are shared: callers must not mutate them. Owned by the container manager."""
+
+    def __init__(self) -> None:
         self._by_caps: dict[frozenset[str], dict[str, Any]] = {}
 
     def get(self, capabilities: Collection[str]) -> dict[str, Any]:
-        signature = None
-        if self.host_profile is not None:
-            try:
-                st = self.host_profile.stat()
-                signature = (st.st_ino, st.st_size, st.st_mtime_ns)
-            except OSError:
-                pass
-        if signature != self._signature:
-            self._by_caps.clear()
-            self._signature = signature
         key = frozenset(capabilities)
         profile = self._by_caps.get(key)
         if profile is None:
-            profile = self._by_caps[key] = default_profile(capabilities,
-                                                           host_profile=self.host_profile)
+            profile = self._by_caps[key] = default_profile(capabilities)
         return profile
 
 
-def default_profile(capabilities: Collection[str], *,
-                    host_profile: Path | None = HOST_PROFILE) -> dict[str, Any]:
+def default_profile(capabilities: Collection[str]) -> dict[str, Any]:
     """The default filter for a container granted `capabilities` (its bounding set)."""
-    source: Mapping[str, Any] = BUILTIN_RULES
-    if host_profile is not None:
-        try:
-            source = load_profile(host_profile)
-        except (OSError, ValueError):
-            source = BUILTIN_RULES
-    return convert_profile(source, capabilities)
+    return convert_profile(BUILTIN_RULES, capabilities)

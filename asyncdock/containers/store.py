@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from ..errors import Conflict, InvalidParameter, NotFound
 from ..util.atomic import atomic_write_bytes
 from ..util.corrupt import SUFFIX, move_aside
 from ..util.fsflags import mark_topdir
+from ..util.fstree import remove_tree, remove_tree_quietly
 from .models import ContainerRecord
 
 log = logging.getLogger(__name__)
@@ -45,17 +45,19 @@ class ContainerStore:
         self.unreadable: set[str] = set()
 
     def load(self) -> list[ContainerRecord]:
+        """The records on disk. Directories of removals the daemon did not finish are left
+        for purge_trash() (the caller runs it as a retried clean-up); those of creates a
+        crash interrupted are removed here, a failure only logged."""
         for d in sorted(self.root.iterdir()):
-            if d.name.startswith(_TRASH):  # a removal the daemon did not finish
-                shutil.rmtree(d, ignore_errors=True)
+            if d.name.startswith(_TRASH):
                 continue
             f = d / RECORD
             if not f.exists():
                 if d.is_dir() and any(p.name.startswith(RECORD + SUFFIX) for p in d.iterdir()):
                     self.unreadable.add(d.name)  # moved aside at an earlier start: kept
-                elif d.is_dir():
+                elif d.is_dir() and not remove_tree_quietly(d):
                     # created but never committed (crash during create): nothing refers to it
-                    shutil.rmtree(d, ignore_errors=True)
+                    log.warning("cannot remove %s, a container create that never finished", d)
                 continue
             try:
                 rec = _decoder.decode(f.read_bytes())
@@ -66,6 +68,19 @@ class ContainerStore:
             self._by_id[rec.id] = rec
             self._names[rec.name] = rec.id
         return list(self._by_id.values())
+
+    def purge_trash(self) -> bool:
+        """Remove the directories of removed containers (rm-*) still on disk: True when none
+        is left. Blocking: run it in a thread."""
+        left = 0
+        for d in self.root.iterdir():
+            if d.name.startswith(_TRASH):
+                try:
+                    remove_tree(d)
+                except OSError as e:
+                    left += 1
+                    log.warning("cannot remove the files of a removed container, %s: %s", d, e)
+        return not left
 
     def dir(self, cid: str) -> Path:
         return self.root / cid

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
-import shutil
 import socket
 import struct
 import tempfile
@@ -13,6 +12,7 @@ import termios
 from pathlib import Path
 
 from .. import errors
+from ..util.fstree import remove_tree_quietly
 
 DEFAULT_DETACH_KEYS = b"\x10\x11"  # ctrl-p, ctrl-q
 CONSOLE_TIMEOUT = 60.0
@@ -64,7 +64,7 @@ class ConsoleSocket:
         try:
             self.sock.close()
         finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
+            remove_tree_quietly(self.dir)
 
 
 class Console:

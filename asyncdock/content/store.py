@@ -17,7 +17,6 @@ import hashlib
 import logging
 import os
 import re
-import shutil
 import threading
 import time
 import uuid
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from ..errors import EngineError, NotFound
 from ..util.atomic import atomic_write_bytes, fsync_dir
+from ..util.fstree import remove_tree_quietly
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class ContentStore:
         self._tmp = self.root / "tmp"  # small blobs being put (names private to one writer)
         self._blobs.mkdir(parents=True, exist_ok=True)
         self._ingest.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(self._tmp, ignore_errors=True)  # what a crash left mid-put
+        remove_tree_quietly(self._tmp)  # what a crash left mid-put
         self._tmp.mkdir(parents=True, exist_ok=True)
         # One writer per ref at a time (one daemon per data root, so a process-local lock is
         # enough); gc skips refs that are open.
@@ -190,7 +190,8 @@ class ContentStore:
                 mtime = 0.0
             if mtime > cutoff:
                 continue
-            shutil.rmtree(d, ignore_errors=True)
+            if not remove_tree_quietly(d):
+                continue  # the next gc tries again
             removed.append(ref if ref is not None else d.name)
         return removed
 
@@ -294,7 +295,7 @@ class IngestWriter:
             else:
                 self._store._commit_file(self.data_path, self.expected)
         finally:
-            shutil.rmtree(self._dir, ignore_errors=True)
+            remove_tree_quietly(self._dir)
             self._store._release(self.ref)
         return self.expected
 
@@ -316,7 +317,7 @@ class IngestWriter:
                 os.close(self._fd)
             except OSError:
                 pass
-        shutil.rmtree(self._dir, ignore_errors=True)
+        remove_tree_quietly(self._dir)
         self._store._release(self.ref)
 
     def __enter__(self) -> IngestWriter:

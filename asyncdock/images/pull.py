@@ -47,6 +47,7 @@ from ..registry.reference import Reference
 from ..snapshots.base import Snapshotter
 from ..snapshots.limits import LayerNoSpace, LayerTooLarge, free_bytes, free_space_margin, is_no_space
 from ..util.errtext import client_text
+from ..util.fstree import disk_usage
 from . import progress as pm
 from .models import LAYER_TYPES, ContainerConfig, Descriptor, ImageConfig, Platform, decode_config
 from .pipe import DEFAULT_PIPE_LIMIT, CountingReader, LayerPipe, PipeClosed, TeeReader
@@ -835,23 +836,8 @@ class Puller:
 
 def apparent_size(root: Path) -> int:
     """Sum of st_size of everything but directories, each hard-linked inode once (moby's
-    directory.Size)."""
-    seen: set[tuple[int, int]] = set()
-    total = 0
-    stack = [str(root)]
-    while stack:
-        with os.scandir(stack.pop()) as it:
-            for e in it:
-                if e.is_dir(follow_symlinks=False):
-                    stack.append(e.path)
-                    continue
-                st = e.stat(follow_symlinks=False)
-                if st.st_nlink > 1:
-                    if (st.st_dev, st.st_ino) in seen:
-                        continue
-                    seen.add((st.st_dev, st.st_ino))
-                total += st.st_size
-    return total
+    directory.Size). fd-relative: a layer's paths can be longer than PATH_MAX."""
+    return disk_usage(root, apparent=True)
 
 
 async def _stopped(fut: asyncio.Future[Any]) -> None:

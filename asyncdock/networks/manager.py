@@ -86,7 +86,13 @@ class NetworkManager:
         self.reaper.start()
         try:
             await asyncio.to_thread(self.store.load)
-            await self._cleanup_leftovers()
+
+            async def leftovers() -> bool:
+                await self._cleanup_leftovers()
+                return True
+
+            # what a dead daemon left: a failure here is logged and retried, never fatal
+            await self.engine.leftovers.run("network leftovers of the previous run", leftovers)
             await self._ensure_builtin()
         except BaseException:
             await self.reaper.close()

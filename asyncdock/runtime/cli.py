@@ -23,6 +23,7 @@ from pathlib import Path
 from asyncdock.runtime.base import ProbeResult, RuntimeError_
 from asyncdock.runtime.reaper import exit_code
 from asyncdock.util.fsflags import mark_topdir
+from asyncdock.util.fstree import remove_tree_quietly
 
 log = logging.getLogger(__name__)
 
@@ -409,7 +410,7 @@ class CLIRuntime:
         except Exception as e:  # the contract: a probe reports, it never raises
             result.error = f"{type(e).__name__}: {e}"
         finally:
-            shutil.rmtree(bundle, ignore_errors=True)
+            remove_tree_quietly(bundle)
         return result
 
 

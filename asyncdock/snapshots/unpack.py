@@ -21,7 +21,6 @@ import base64
 import errno
 import logging
 import os
-import shutil
 import stat
 import urllib.parse
 import zlib
@@ -29,6 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
+from ..util.fstree import remove_tree
 from .limits import LayerNoSpace, guarded, is_no_space
 from .tarstream import BLK, CHR, DIR, FIFO, LNK, REG, SYM, ChunkStream, Member, TarError, TarReader
 
@@ -269,12 +269,12 @@ def _lstat(name: str, dir_fd: int) -> os.stat_result | None:
 
 
 def _remove(name: str, dir_fd: int, st: os.stat_result | None = None) -> None:
-    """Remove a child of dir_fd, whatever it is. rmtree's fd-based walk never follows links."""
+    """Remove a child of dir_fd, whatever it is, never following links, at any depth."""
     st = st or _lstat(name, dir_fd)
     if st is None:
         return
     if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(name, dir_fd=dir_fd)
+        remove_tree(name, dir_fd=dir_fd)
     else:
         os.unlink(name, dir_fd=dir_fd)
 

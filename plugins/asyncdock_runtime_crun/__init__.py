@@ -45,6 +45,7 @@ from asyncdock.plugins import InitContext, Registration
 from asyncdock.runtime.base import ProbeResult, RuntimeError_
 from asyncdock.runtime.cgroups import UNIFIED, cgroup_mode
 from asyncdock.runtime.cli import CLIRuntime, find_binary
+from asyncdock.util.fstree import remove_tree
 
 from .seccomp_cache import SeccompCache
 
@@ -187,7 +188,7 @@ class CrunRuntime(CLIRuntime):
         self._plain_delete.discard(container_id)
         if plain:
             try:
-                await asyncio.to_thread(shutil.rmtree, self.root / container_id)
+                await asyncio.to_thread(remove_tree, self.root / container_id, missing_ok=False)
                 return
             except FileNotFoundError:
                 return

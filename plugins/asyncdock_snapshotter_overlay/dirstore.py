@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -46,6 +45,7 @@ from asyncdock.snapshots.base import Mount, SnapshotInfo
 from asyncdock.util.atomic import atomic_write_json
 from asyncdock.util.corrupt import aside_name, move_aside
 from asyncdock.util.fsflags import mark_topdir
+from asyncdock.util.fstree import disk_usage, remove_tree
 
 Kind = Literal["active", "view", "committed"]
 
@@ -69,35 +69,8 @@ _decoder = msgspec.json.Decoder(Metadata)
 
 
 def _rmtree(path: Path) -> None:
-    try:
-        shutil.rmtree(path)
-    except FileNotFoundError:
-        pass
-
-
-def disk_usage(path: Path) -> int:
-    """Bytes allocated under `path` (st_blocks, like du), each hard-linked inode counted once."""
-    seen: set[tuple[int, int]] = set()
-    total = 0
-    stack = [str(path)]
-    while stack:
-        top = stack.pop()
-        try:
-            it = os.scandir(top)
-        except FileNotFoundError:
-            continue
-        with it:
-            for e in it:
-                st = e.stat(follow_symlinks=False)
-                if e.is_dir(follow_symlinks=False):
-                    stack.append(e.path)
-                if st.st_nlink > 1:
-                    k = (st.st_dev, st.st_ino)
-                    if k in seen:
-                        continue
-                    seen.add(k)
-                total += st.st_blocks * 512
-    return total
+    # Layers are the user's trees, of any depth: never Python recursion (see util.fstree).
+    remove_tree(path)
 
 
 class DirSnapshotter(ABC):
@@ -129,6 +102,9 @@ class DirSnapshotter(ABC):
         # new-* dirs of creations in flight in this process (one daemon per data root):
         # cleanup() must not take them.
         self._inflight: set[str] = set()
+        # A directory whose removal failed is still on disk (as rm-*): the engine has
+        # cleanup() try again.
+        self.has_leftovers = False
         self._meta = self._load()
 
     # -- metadata ------------------------------------------------------------------------------
@@ -255,7 +231,7 @@ class DirSnapshotter(ABC):
                 rec = Record(id=self._meta.next_id, kind=kind, parent=parent, created=time.time())
                 final = self._dir(rec)
                 if final.exists():  # left over from a crash before its metadata was written
-                    await anyio.to_thread.run_sync(_rmtree, final)
+                    await self._discard(final)
                 os.rename(tmp, final)
                 wanted = self._apply(msgspec.structs.replace(
                     self._meta, next_id=self._meta.next_id + 1,
@@ -268,7 +244,7 @@ class DirSnapshotter(ABC):
                 os.rename(final, tmp)
                 raise
         except BaseException:
-            await anyio.to_thread.run_sync(_rmtree, tmp)
+            await self._discard(tmp)
             raise
         finally:
             self._inflight.discard(tmp.name)
@@ -326,13 +302,22 @@ class DirSnapshotter(ABC):
                     self._meta = msgspec.structs.replace(
                         self._meta, snapshots={**self._meta.snapshots, key: rec})
                 raise
-        # Renamed before deletion so a crash mid-delete leaves an rm-* that cleanup() finds.
-        doomed = self._snaps_dir / f"rm-{rec.id}-{uuid.uuid4().hex[:8]}"
+        await self._discard(self._dir(rec))
+
+    async def _discard(self, path: Path) -> None:
+        """Remove a directory no record names (any more). Renamed first so that a crash or a
+        failure mid-delete leaves an rm-* that cleanup() finds; a failure is logged, not
+        raised: the snapshot is gone for its users already, only its disk is not back yet."""
+        doomed = self._snaps_dir / f"rm-{path.name}-{uuid.uuid4().hex[:8]}"
         try:
-            os.rename(self._dir(rec), doomed)
+            os.rename(path, doomed)
         except FileNotFoundError:
             return
-        await anyio.to_thread.run_sync(_rmtree, doomed)
+        try:
+            await anyio.to_thread.run_sync(_rmtree, doomed)
+        except OSError as e:
+            self.has_leftovers = True
+            log.warning("cannot remove snapshot directory %s (%s); trying again later", doomed, e)
 
     async def close(self) -> None:
         """Write what is only in memory (removals of active snapshots)."""
@@ -360,10 +345,23 @@ class DirSnapshotter(ABC):
     def upper_dir(self, key: str) -> Path:
         return self._fs(self._get(key))
 
-    async def cleanup(self) -> None:
+    async def cleanup(self) -> bool:
+        """Remove directories no record names: rm-* of removals not finished, new-* of
+        creations a crash interrupted, numbered ones whose metadata was never written. True
+        when none is left; each failure is logged and the rest go on (a leftover must never
+        stop the daemon)."""
+        self.has_leftovers = False
         async with self._lock:
             known = {str(r.id) for r in self._meta.snapshots.values()}
             doomed = [p for p in self._snaps_dir.iterdir()
                       if p.name not in known and p.name not in self._inflight]
+            left = 0
             for p in doomed:
-                await anyio.to_thread.run_sync(_rmtree, p)
+                try:
+                    await anyio.to_thread.run_sync(_rmtree, p)
+                except OSError as e:
+                    left += 1
+                    log.warning("cannot remove snapshot directory %s left behind (%s)", p, e)
+        if left:
+            self.has_leftovers = True
+        return not left

@@ -3,14 +3,17 @@ there while containers use it (`--opt type=tmpfs --opt device=tmpfs --opt o=size
 Docker's local driver)."""
 from __future__ import annotations
 
+import logging
 import os
-import shutil
 import subprocess
 import threading
 from pathlib import Path
 
 from asyncdock.errors import InvalidParameter, SystemError_
 from asyncdock.plugins import InitContext, Registration
+from asyncdock.util.fstree import disk_usage, remove_tree_quietly
+
+log = logging.getLogger(__name__)
 
 _KNOWN = {"type", "device", "o", "size"}
 
@@ -43,7 +46,9 @@ class LocalDriver:
         data = self.path(name)
         if os.path.ismount(data):
             subprocess.run(["umount", "-l", str(data)], capture_output=True)
-        shutil.rmtree(d, ignore_errors=True)
+        # Never into a volume still mounted (remove_tree refuses to cross a mount point).
+        if not remove_tree_quietly(d):
+            log.warning("cannot remove all of volume directory %s", d)
 
     def mount(self, name: str, ref: str, options: dict[str, str]) -> Path:
         p = self.path(name)
@@ -75,15 +80,10 @@ class LocalDriver:
                     subprocess.run(["umount", "-l", str(p)], capture_output=True)
 
     def usage(self, name: str) -> int:
-        total = 0
-        for dirpath, dirnames, filenames in os.walk(self.path(name)):
-            for f in filenames:
-                try:
-                    st = os.lstat(os.path.join(dirpath, f))
-                except OSError:
-                    continue
-                total += st.st_blocks * 512
-        return total
+        try:
+            return disk_usage(self.path(name))
+        except OSError:
+            return 0
 
     def unmount_all(self) -> None:
         with self._lock:

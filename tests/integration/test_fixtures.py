@@ -84,7 +84,8 @@ def layer_tar(image: ib.BuiltImage, digest: str) -> tarfile.TarFile:
 
 # -- the images -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["busybox", "layers", "hardlinks", "deep120", "multiarch", "zstd", "configured"])
+@pytest.mark.parametrize("name", ["busybox", "layers", "hardlinks", "deep120", "deepdirs", "multiarch", "zstd",
+                                  "configured"])
 def test_builds_are_deterministic(name: str, test_images: dict[str, ib.BuiltImage], tmp_path: Path) -> None:
     fresh = ib.build_layout(name, tmp_path / "layout")
     assert {t: r.descriptor.digest for t, r in fresh.tags.items()} == \
@@ -123,6 +124,11 @@ def test_image_shapes(test_images: dict[str, ib.BuiltImage]) -> None:
     assert len(test_images["busybox"].tag().layers) == 1
     assert len(test_images["layers"].tag().layers) == 4
     assert len(test_images["deep120"].tag().layers) == ib.DEEP_LAYERS == 120
+
+    deep = test_images["deepdirs"]
+    names = [m.name for m in layer_tar(deep, deep.tag().layers[1]).getmembers()]
+    assert names[-1] == "deep/" + "/".join(["d"] * ib.DEEP_DIRS) + "/leaf"
+    assert len(names) == ib.DEEP_DIRS + 2  # deep, each d, the leaf
 
     many = test_images["manyfiles"]
     files = [m for m in layer_tar(many, many.tag().layers[1]).getmembers() if m.isfile()]

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import pytest
 
 from asyncdock.events import EventBus
+from asyncdock.leftovers import Leftovers
 from asyncdock.networks import netns
 from asyncdock.networks.linkreaper import LinkReaper
 from asyncdock.networks.manager import NetworkManager
@@ -278,7 +279,7 @@ def test_reaper_recovers_from_missed_notifications(tmp: Path) -> None:
 
 def _manager(root: Path) -> NetworkManager:
     eng = types.SimpleNamespace(bus=EventBus(), data_root=root / "data", exec_root=root / "exec", config=None,
-                                containers=None)
+                                containers=None, leftovers=Leftovers())
     return NetworkManager(eng)
 
 

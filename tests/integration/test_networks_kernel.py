@@ -14,6 +14,7 @@ import pytest
 
 from asyncdock import errors
 from asyncdock.events import EventBus
+from asyncdock.leftovers import Leftovers
 from asyncdock.networks.manager import NetworkManager
 from tests.support import netcheck
 
@@ -31,7 +32,7 @@ async def _run(*argv: str, timeout: float = 10) -> tuple[int, str]:
 
 def _manager(root: Path) -> NetworkManager:
     eng = types.SimpleNamespace(bus=EventBus(), data_root=root / "data", exec_root=root / "exec", config=None,
-                                containers=None)
+                                containers=None, leftovers=Leftovers())
     return NetworkManager(eng)
 
 

@@ -282,8 +282,8 @@ def test_seccomp(h: Harness, tmp_path: Path) -> None:
             == "Seccomp:\t0\n"
         assert (await h.sh("grep ^Seccomp: /proc/self/status", privileged=True)).stdout \
             == "Seccomp:\t0\n"
-        # Our own rule set (used when containers-common is absent) works in both runtimes and
-        # denies what needs CAP_SYS_ADMIN (a user namespace here).
+        # Our own rule set (the default), given as a file, works in both runtimes and denies
+        # what needs CAP_SYS_ADMIN (a user namespace here).
         builtin = tmp_path / "builtin.json"
         builtin.write_text(json.dumps(seccomp.BUILTIN_RULES))
         r = await h.sh("grep ^Seccomp: /proc/self/status; ls / >/dev/null && echo works; "

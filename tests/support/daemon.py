@@ -23,6 +23,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from asyncdock.util.fstree import remove_tree_quietly
+
 from .process import WaitTimeout, forget, spawn, tail, terminate, wait_until
 
 if TYPE_CHECKING:
@@ -280,7 +282,9 @@ class Daemon:
         elif KEEP:
             print(f"ASYNCDOCK_TEST_KEEP: kept {self.root}")
         else:
-            shutil.rmtree(self.root, ignore_errors=True)
+            # Iterative: data roots can hold trees deeper than shutil.rmtree can recurse.
+            if not remove_tree_quietly(self.root):
+                problems.append(f"cannot remove {self.root}")
         return problems
 
 

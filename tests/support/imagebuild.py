@@ -542,6 +542,19 @@ def build_deep120(c: _Ctx) -> None:
     c.w.tag(c.w.add_image(layers, history=history), "latest")
 
 
+DEEP_DIRS = 2000
+
+
+def build_deepdirs(c: _Ctx) -> None:
+    """(f) one layer holding a directory tree DEEP_DIRS levels deep, /deep/d/d/.../d/leaf:
+    longer than PATH_MAX from the host's root and deeper than Python's recursion limit, for
+    every walk and removal of image and container trees."""
+    path = "deep/" + "/".join(["d"] * DEEP_DIRS)
+    layer = LayerBuilder().file(f"{path}/leaf", f"{DEEP_DIRS} levels\n")
+    layers = [c.base(), c.w.add_layer(layer)]
+    c.w.tag(c.w.add_image(layers, history=[c.BASE_HISTORY, _hist("COPY deep /deep")]), "latest")
+
+
 def build_multiarch(c: _Ctx) -> None:
     """(f) an OCI index: linux/amd64 (busybox + /arch), linux/arm64/v8 (a small synthetic layer:
     never run, only resolved), and a buildx-style attestation manifest for unknown/unknown that
@@ -807,6 +820,7 @@ BUILDERS: dict[str, Callable[[_Ctx], None]] = {
     "hardlinks": build_hardlinks,
     "manyfiles": build_manyfiles,
     "deep120": build_deep120,
+    "deepdirs": build_deepdirs,
     "multiarch": build_multiarch,
     "bench": build_bench,
     "zstd": build_zstd,

@@ -9,6 +9,7 @@ import time
 import msgspec
 
 from ... import __version__
+from ...containers import seccomp
 from ...hostinfo import host_facts
 from ..http import Request, Response, Router, json_response
 from ..server import API_VERSION_STR, MIN_API_VERSION_STR
@@ -154,7 +155,7 @@ async def info(req: Request) -> Response:
         "RuncCommit": {"ID": engine.runtime_probes.get(engine.default_runtime).version
                        if engine.default_runtime in engine.runtime_probes else "", "Expected": ""},
         "InitCommit": {"ID": "", "Expected": ""},
-        "SecurityOptions": ["name=seccomp,profile=default"],
+        "SecurityOptions": [f"name=seccomp,profile={seccomp.PROFILE_NAME}"],
         "Warnings": warnings or None,
     }
     return json_response(body)
