@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,52 +84,71 @@ def _changes(upper_fd: int, lower_fds: list[int]) -> list[dict[str, Any]]:
                 os.close(fd)
         return None
 
-    def walk(dir_fd: int, rel_dir: str) -> None:
+    def listing(dir_fd: int) -> Iterator[os.DirEntry[str]]:
         try:
-            entries = sorted(os.scandir(dir_fd), key=lambda e: e.name)
+            return iter(sorted(os.scandir(dir_fd), key=lambda e: e.name))
         except OSError:
-            return
-        for entry in entries:
-            rel = f"{rel_dir}/{entry.name}" if rel_dir != "/" else f"/{entry.name}"
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            sub: int | None = None
-            if stat.S_ISDIR(st.st_mode):
-                try:
-                    sub = os.open(entry.name, _DIR_FLAGS, dir_fd=dir_fd)
-                except OSError:
-                    continue  # gone, or no directory any more
-            try:
-                kind: int | None
-                if _is_whiteout(st):
-                    kind = CHANGE_DELETE
-                else:
-                    kind = CHANGE_ADD
-                    low = in_lower(rel)
-                    if low is not None:
-                        kind = CHANGE_MODIFY
-                        if stat.S_ISDIR(low.st_mode) and sub is not None and not _opaque(sub):
-                            if low.st_mode == st.st_mode and low.st_mtime_ns == st.st_mtime_ns:
-                                kind = None
-                if kind is not None:
-                    if rel not in _INIT_PATHS:
-                        parent = os.path.dirname(rel)
-                        if kind != CHANGE_MODIFY and parent != "/" and parent not in changed_dirs:
-                            changes.append({"Path": parent, "Kind": CHANGE_MODIFY})
-                            changed_dirs.add(parent)
-                        if not (sub is not None and rel in changed_dirs):
-                            changes.append({"Path": rel, "Kind": kind})
-                if sub is not None:
-                    if kind is not None and rel not in _INIT_PATHS:
-                        changed_dirs.add(rel)
-                    walk(sub, rel)
-            finally:
-                if sub is not None:
-                    os.close(sub)
+            return iter(())
 
-    walk(upper_fd, "/")
+    def visit(dir_fd: int, rel: str, entry: os.DirEntry[str]) -> int | None:
+        """Record the change `entry` is, if any; the fd of a directory to descend into."""
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            return None
+        sub: int | None = None
+        if stat.S_ISDIR(st.st_mode):
+            try:
+                sub = os.open(entry.name, _DIR_FLAGS, dir_fd=dir_fd)
+            except OSError:
+                return None  # gone, or no directory any more
+        try:
+            kind: int | None
+            if _is_whiteout(st):
+                kind = CHANGE_DELETE
+            else:
+                kind = CHANGE_ADD
+                low = in_lower(rel)
+                if low is not None:
+                    kind = CHANGE_MODIFY
+                    if stat.S_ISDIR(low.st_mode) and sub is not None and not _opaque(sub):
+                        if low.st_mode == st.st_mode and low.st_mtime_ns == st.st_mtime_ns:
+                            kind = None
+            if kind is not None:
+                if rel not in _INIT_PATHS:
+                    parent = os.path.dirname(rel)
+                    if kind != CHANGE_MODIFY and parent != "/" and parent not in changed_dirs:
+                        changes.append({"Path": parent, "Kind": CHANGE_MODIFY})
+                        changed_dirs.add(parent)
+                    if not (sub is not None and rel in changed_dirs):
+                        changes.append({"Path": rel, "Kind": kind})
+            if sub is not None and kind is not None and rel not in _INIT_PATHS:
+                changed_dirs.add(rel)
+        except BaseException:
+            if sub is not None:
+                os.close(sub)
+            raise
+        return sub
+
+    # Depth first, children in name order, with an explicit stack (one fd a level): a
+    # container's tree can be deeper than Python's recursion limit.
+    stack: list[tuple[int, str, Iterator[os.DirEntry[str]]]] = [(upper_fd, "/", listing(upper_fd))]
+    try:
+        while stack:
+            dir_fd, rel_dir, entries = stack[-1]
+            entry = next(entries, None)
+            if entry is None:
+                stack.pop()
+                if stack:  # the upper dir's fd is the caller's
+                    os.close(dir_fd)
+                continue
+            rel = f"{rel_dir}/{entry.name}" if rel_dir != "/" else f"/{entry.name}"
+            sub = visit(dir_fd, rel, entry)
+            if sub is not None:
+                stack.append((sub, rel, listing(sub)))
+    finally:
+        for dir_fd, _, _ in stack[1:]:
+            os.close(dir_fd)
     # Directories the runtime touched only to make its mount points are no change of the user's.
     reported = {c["Path"] for c in changes}
     out = []

@@ -17,11 +17,11 @@ import contextlib
 import errno
 import os
 import posixpath
-import shutil
 import stat
 from collections.abc import Iterator
 
 from ..snapshots.tarstream import BLK, CHR, DIR, FIFO, LNK, REG, SYM, ChunkStream, Member, TarError, TarReader
+from ..util.fstree import remove_tree
 from .rootfs_fs import clean_member_name, lstat_at, open_in_root
 
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -151,9 +151,9 @@ class _Extractor:
                 raise BadArchive(f"cannot overwrite non-directory {path!r} with directory {path!r}")
             if not (have_dir and is_dir):
                 if have_dir:
-                    # rmtree with dir_fd walks by fds and never follows a symlink
+                    # by fds, never following a symlink, and iteratively (any depth)
                     self._drop_parent_if_below(rel)
-                    shutil.rmtree(base, dir_fd=pfd)
+                    remove_tree(base, dir_fd=pfd)
                 else:
                     os.unlink(base, dir_fd=pfd)
         mode = m.mode & 0o7777

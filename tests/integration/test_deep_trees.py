@@ -3,8 +3,10 @@ containers: pulled, run, written to, removed; left behind by a crash and found a
 start; and a leftover that cannot be removed does not stop the daemon."""
 from __future__ import annotations
 
+import io
 import os
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,20 @@ def _leftover_dirs(d: Daemon) -> list[str]:
     snaps = sorted(p.name for p in _snapshots_dir(d).iterdir() if p.name.startswith(("rm-", "new-")))
     trash = sorted(p.name for p in (d.data_root / "containers").iterdir() if p.name.startswith("rm-"))
     return snaps + trash
+
+
+def _one_file_tar(name: str, data: bytes) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _names(tar: bytes) -> list[str]:
+    with tarfile.open(fileobj=io.BytesIO(tar), mode="r|") as t:
+        return [m.name.rstrip("/") for m in t]
 
 
 def _make_deep(top: Path, depth: int) -> None:
@@ -60,6 +76,21 @@ def test_pull_run_write_and_remove_a_tree_2000_deep(daemon_factory: DaemonFactor
     sizes = daemon.docker("ps", "-a", "--size", "--format", "{{.Size}}").stdout
     assert "B" in sizes, sizes  # the container's size walked its 2,000-deep layer
     assert "deepdirs" in daemon.docker("system", "df", "-v").stdout
+    # diff, export and cp walk the container's tree: 2,000 levels without recursion
+    if driver == "overlayfs":  # the copy snapshotter has no diff
+        diff = daemon.docker("diff", "writer").stdout.splitlines()
+        assert [line.split("/").count("d") for line in diff] == [DEEP_DIRS, DEEP_DIRS], [line[:20] for line in diff]
+        assert diff[0].startswith("C /deep/d/") and diff[1].startswith("A /deep/d/") and diff[1].endswith("/written")
+    exported = _names(daemon.docker("export", "writer", text=False).stdout)
+    assert [n.split("/").count("d") for n in exported if n.endswith(("/written", "/leaf"))] == [DEEP_DIRS] * 2
+    tree = _names(daemon.docker("cp", "writer:/deep", "-", text=False).stdout)
+    assert tree[0] == "deep" and len(tree) == DEEP_DIRS + 3  # deep, 2,000 d's, leaf, written
+    # and an archive put over the deep directory replaces it whole (a file where the tree was;
+    # the docker CLI always sends noOverwriteDirNonDir, the API does not have to)
+    status, body = daemon.request("PUT", "/containers/writer/archive?path=/", _one_file_tar("deep", b"flat"),
+                                  headers={"Content-Type": "application/x-tar"})
+    assert status == 200, body
+    assert _names(daemon.docker("cp", "writer:/deep", "-", text=False).stdout) == ["deep"]
     daemon.docker("rm", "writer")
     out = daemon.docker("rmi", IMAGE)
     assert "Deleted:" in out.stdout, out.stdout + out.stderr
