@@ -1,17 +1,22 @@
-"""One thread at a time in `ast.parse`, to keep CPython 3.11's AST constructor sane.
+"""One `ast.parse` at a time, with no garbage collection inside it, to keep CPython 3.11's AST
+constructor sane.
 
 Python 3.11 (3.11.7 here) keeps the AST constructor's recursion counter in one process-wide
-struct (CPython gh-106905, fixed in 3.11.8 and 3.12.2). When two threads build ASTs at once --
-pytest formatting a failure (its traceback styles and the `traceback` module both call
-`ast.parse`) while a fixture's thread formats a logged exception -- one of them sees the
-other's counter and raises "SystemError: AST constructor recursion depth mismatch". pytest
-then dies with INTERNALERROR and the failing test's own report is lost. A lock around
-`ast.parse` makes the constructor's runs one at a time; it costs nothing measurable.
+struct (CPython gh-106905, fixed in 3.11.8 and 3.12.2). The constructor is C code that runs no
+Python code of its own, but its allocations can start the cyclic garbage collector, whose
+finalizers do run Python code: an asyncio Task's `__del__` logging "Task exception was never
+retrieved" formats a traceback, and the `traceback` module calls `ast.parse`, nested inside
+the first one (or a switch to a thread that parses). The inner run resets the shared counter
+and the outer one raises "SystemError: AST constructor recursion depth mismatch". When the
+outer one was pytest formatting a failure, pytest died with INTERNALERROR and the failing
+test's report was lost. Here `ast.parse` takes a lock and pauses the collector for the time
+of the call, so no finalizer runs inside it; it costs nothing measurable.
 """
 
 from __future__ import annotations
 
 import ast
+import gc
 import sys
 import threading
 from typing import Any
@@ -28,7 +33,13 @@ def install() -> None:
 
     def locked_parse(*args: Any, **kwargs: Any) -> Any:
         with _lock:
-            return parse(*args, **kwargs)
+            collecting = gc.isenabled()
+            gc.disable()
+            try:
+                return parse(*args, **kwargs)
+            finally:
+                if collecting:
+                    gc.enable()
 
     locked_parse._asyncdock_locked = True  # type: ignore[attr-defined]
     ast.parse = locked_parse  # type: ignore[assignment]

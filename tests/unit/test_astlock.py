@@ -15,11 +15,13 @@ SOURCE = (Path(__file__).resolve().parents[2] / "asyncdock" / "containers" / "ma
 
 
 class _Finalised:
-    """Runs Python code from the garbage collector, in the middle of another thread's parse:
-    that is where the interpreter switches threads inside the AST constructor."""
+    """Runs Python code from the garbage collector, in the middle of a parse: there the
+    interpreter switches threads inside the AST constructor, and there a finalizer that formats
+    a traceback (asyncio's "Task exception was never retrieved") parses inside the parse."""
 
     def __del__(self) -> None:
         sum(range(200))
+        ast.parse("x = [1, (2, 3)]")
 
 
 def _parse_in_threads(threads: int = 3, rounds: int = 80) -> list[BaseException]:
