@@ -413,8 +413,7 @@ class Puller:
                 job = LayerJob(chain, parent_chain, parent_job, desc, diff_id)
                 self._jobs[chain] = job
                 job.task = asyncio.create_task(self._run_job(job, repo), name=f"layer {desc.short_id}")
-                job.task.add_done_callback(lambda _t, j=job: self._jobs.pop(j.chain_id, None)
-                                           if self._jobs.get(j.chain_id) is j else None)
+                job.task.add_done_callback(lambda t, j=job: self._job_done(t, j))
             job.watchers.append(out)
             job.refs += 1
             joined.append(job)
@@ -444,6 +443,14 @@ class Puller:
         )
         await self.images.add(record)
         return self.images.find(image_id) or record
+
+    def _job_done(self, task: asyncio.Task[int], job: LayerJob) -> None:
+        if self._jobs.get(job.chain_id) is job:
+            del self._jobs[job.chain_id]
+        # A failure reaches every pull still waiting through _root_error; a job the pulls
+        # gave up on (its parent failed after they had) has nobody left to tell.
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("layer %s: %s", job.short, task.exception())
 
     async def _layers_present(self, rec: ImageRecord) -> bool:
         top = ImageStore.top_chain_id(rec)
