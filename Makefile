@@ -4,7 +4,7 @@ PYTHON := .venv/bin/python
 # Extra pytest arguments, e.g. make test PYTEST_ARGS='-k pull -x --lf'
 PYTEST_ARGS ?=
 
-.PHONY: demo setup test test-vs-docker stop
+.PHONY: demo setup lint test test-vs-docker stop
 
 setup:
 	bash scripts/setup.sh
@@ -16,8 +16,11 @@ stop:
 	bash scripts/stop.sh
 
 # pytest exits 5 when it ran no test: make fails on it like on any other non-zero status.
-test: setup
+test: setup lint
 	$(PYTHON) -m pytest tests -x -q -m 'not dockerd' $(PYTEST_ARGS)
+
+lint: setup
+	$(PYTHON) -m ruff check asyncdock plugins tests bench scripts
 
 # Opt-in: tests comparing asyncdock with a real dockerd.
 test-vs-docker: setup

@@ -25,7 +25,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from asyncdock.networks.portproxy import TcpProxy  # noqa: E402
 
 REQ = b"GET / HTTP/1.0\r\nHost: bench\r\n\r\n"
 

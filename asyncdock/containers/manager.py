@@ -23,7 +23,7 @@ from ..util.ids import is_full_id, new_id, short_id
 from . import names as names_mod
 from .models import ZERO_TIME, ContainerConfig, ContainerRecord, CreateRequest, HostConfig, LogConfig, State
 from .spec import MASKED_PATHS, READONLY_PATHS
-from .stdio import STDERR, STDOUT, OutputHub, pump_output
+from .stdio import OutputHub
 from .store import ContainerStore
 from .status import rfc3339nano
 
@@ -818,7 +818,7 @@ class ContainerManager:
         full = names_mod.validate_name(new)
         old = rec.name
         if full == old:
-            raise errors.Conflict(f"Renaming a container with the same name as its current name")
+            raise errors.Conflict("Renaming a container with the same name as its current name")
         self.store.reserve_name(full, rec.id)
         rec.name = full
         try:

@@ -26,7 +26,6 @@ import contextlib
 import heapq
 import itertools
 import logging
-import os
 import time
 import uuid
 from collections import deque

@@ -89,7 +89,7 @@ class Pool:
                 raise InvalidParameter(f"no available IPv4 addresses on this network's address pools: {wanted} is "
                                        f"outside {self.net}")
             if ip in self.used or ip == self.gateway:
-                raise Forbidden(f"Address already in use")
+                raise Forbidden("Address already in use")
             self.used.add(ip)
             return str(ip)
         first = int(self.net.network_address) + 1

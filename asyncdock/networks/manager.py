@@ -323,8 +323,8 @@ class NetworkManager:
                 continue
             other = self.get(name)
             if other.driver in ("host", "null") and other.id != net.id:
-                raise errors.InvalidParameter(f"container cannot be connected to multiple networks with one of the "
-                                              f"networks in private (none) mode")
+                raise errors.InvalidParameter("container cannot be connected to multiple networks with one of the "
+                                              "networks in private (none) mode")
             wanted = _get(_get(es, "IPAMConfig"), "IPv4Address", "")
             if wanted and other.builtin:
                 raise errors.InvalidParameter("user specified IP address is supported on user defined networks only")
@@ -454,7 +454,7 @@ class NetworkManager:
     async def _join(self, sb: Sandbox, c: ContainerNet, net: Network, a: Attachment, *, default_route: bool) -> Endpoint:
         driver = self.drivers[net.driver]
         if not driver.needs_endpoint:
-            raise errors.Forbidden(f"container cannot be disconnected from host network or connected to host network")
+            raise errors.Forbidden("container cannot be disconnected from host network or connected to host network")
         if net.builtin and net.driver == "bridge":
             await self._recheck_default_subnet(net)
         pool = self._pool(net)

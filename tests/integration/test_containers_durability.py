@@ -11,7 +11,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
 
 from asyncdock.runtime.cgroups import cgroup_dirs
 from tests.support.daemon import Daemon

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from asyncdock.api.http import Request, Router, json_response
+from asyncdock.api.http import Request, json_response
 from asyncdock.api.server import ApiServer, App
 
 

@@ -13,7 +13,6 @@ from ... import errors
 from ...containers import render
 from ...containers.manager import parse_signal
 from ...containers.models import ContainerRecord, CreateRequest
-from ...containers.stdio import STDERR, STDOUT
 from ..filters import match_label, parse_filters
 from ..http import Request, Response, Router, empty_response, json_response
 

@@ -164,7 +164,6 @@ async def info(req: Request) -> Response:
 async def system_df(req: Request) -> Response:
     """`GET /system/df` (API 1.41 shape): images with their container counts and shared sizes,
     containers with SizeRw/SizeRootFs, and no volumes or build cache yet (empty lists)."""
-    from ...containers import render
     from .containers import _size, summary_of
     from .images import summary
 
