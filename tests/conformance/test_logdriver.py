@@ -16,7 +16,7 @@ import asyncio
 import os
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import anyio
 import pytest
@@ -26,12 +26,10 @@ from asyncdock.errors import InvalidParameter
 from asyncdock.logs.base import LogDriver, LogNotReadable, LogRecord, LogWriter, ReadOptions, Stream
 from asyncdock.plugins import LOGDRIVERS, InitContext
 from tests.support.plugins import registered
+from tests.support.logs import CID, DEADLINE, T0, read_all, stopped, write_all
 
 pytestmark = pytest.mark.anyio
 
-CID = "4f1c" + "0" * 60
-T0 = 1_795_857_224_000_000_000  # 2026-11-28T09:13:44Z
-DEADLINE = 10.0
 NOT_READABLE = "configured logging driver does not support reading"
 ROTATION = {"max-size": "1k", "max-file": "3"}
 
@@ -52,10 +50,6 @@ def log_dir(tmp_path: Path) -> Path:
     d = tmp_path / "containers" / CID
     d.mkdir(parents=True)
     return d
-
-
-def stopped() -> bool:
-    return False
 
 
 def _reads(name: str) -> bool:
@@ -109,19 +103,6 @@ class Running:
     def __call__(self) -> bool:
         self.polled.set()
         return self.value
-
-
-async def read_all(driver: LogDriver, log_dir: Path, **opts: Any) -> list[LogRecord]:
-    with anyio.fail_after(DEADLINE):
-        return [r async for r in driver.read(log_dir, CID, ReadOptions(**opts), stopped)]
-
-
-def write_all(driver: LogDriver, log_dir: Path, records: list[LogRecord],
-              opts: dict[str, str] | None = None) -> None:
-    w = driver.open_writer(log_dir, CID, opts or {})
-    for r in records:
-        w.write(r)
-    w.close()
 
 
 async def next_record(it: AsyncIterator[LogRecord]) -> LogRecord:

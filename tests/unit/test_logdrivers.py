@@ -13,7 +13,6 @@ import sys
 import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
@@ -41,12 +40,10 @@ import asyncdock_logdriver_local as local_plugin  # noqa: E402
 import asyncdock_logdriver_none as none_plugin  # noqa: E402
 from asyncdock_logdriver_jsonfile.codec import JSONLineCodec, go_json_string  # noqa: E402
 from asyncdock_logdriver_local.codec import LocalCodec  # noqa: E402
+from tests.support.logs import CID, DEADLINE, T0, read_all, stopped, write_all  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 
-CID = "4f1c" + "0" * 60
-T0 = 1_795_857_224_000_000_000  # 2026-11-28T09:13:44Z
-DEADLINE = 10.0
 
 
 @pytest.fixture
@@ -75,23 +72,6 @@ def log_dir(tmp_path: Path) -> Path:
 def rec(i: int, stream: Stream = "stdout", data: bytes | None = None) -> LogRecord:
     return LogRecord(stream=stream, data=data if data is not None else f"line {i}\n".encode(),
                      time_ns=T0 + i * 1_000_000)
-
-
-def stopped() -> bool:
-    return False
-
-
-async def read_all(driver: LogDriver, log_dir: Path, **opts: Any) -> list[LogRecord]:
-    with anyio.fail_after(DEADLINE):
-        return [r async for r in driver.read(log_dir, CID, ReadOptions(**opts), stopped)]
-
-
-def write_all(driver: LogDriver, log_dir: Path, records: list[LogRecord],
-              opts: dict[str, str] | None = None) -> None:
-    w = driver.open_writer(log_dir, CID, opts or {})
-    for r in records:
-        w.write(r)
-    w.close()
 
 
 def log_files(driver: FileLogDriver, log_dir: Path) -> list[str]:
