@@ -161,13 +161,7 @@ class _Extractor:
             fd = os.open(base, _FILE_FLAGS, 0o600, dir_fd=pfd)
             try:
                 try:
-                    if m.sparse is not None:
-                        for offset, size in m.sparse:
-                            os.lseek(fd, offset, os.SEEK_SET)
-                            reader.write_data(fd, size)
-                        os.ftruncate(fd, m.size)
-                    elif m.size:
-                        reader.write_data(fd, m.size)
+                    reader.write_member(fd, m)
                 except BaseException:
                     # a file cut short (a truncated tar, an aborted upload) is not left behind
                     with contextlib.suppress(OSError):

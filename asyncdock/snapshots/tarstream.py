@@ -301,6 +301,17 @@ class TarReader:
         if got < n:
             raise TarError("the archive ends inside a member's data")
 
+    def write_member(self, fd: int, m: Member) -> None:
+        """Write regular member m's contents to fd: its data runs at their offsets (holes
+        left as holes) for a sparse file, else its data."""
+        if m.sparse is not None:
+            for offset, size in m.sparse:
+                os.lseek(fd, offset, os.SEEK_SET)
+                self.write_data(fd, size)
+            os.ftruncate(fd, m.size)
+        elif m.size:
+            self.write_data(fd, m.size)
+
     def read_data(self, n: int = -1) -> bytes:
         n = self._left if n < 0 or n > self._left else n
         data = self.stream.read(n)

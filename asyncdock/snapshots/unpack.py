@@ -417,13 +417,7 @@ class _Extractor:
             self.size += m.size
         try:
             try:
-                if m.sparse is not None:
-                    for offset, size in m.sparse:
-                        os.lseek(fd, offset, os.SEEK_SET)
-                        tr.write_data(fd, size)
-                    os.ftruncate(fd, m.size)
-                elif m.size:
-                    tr.write_data(fd, m.size)
+                tr.write_member(fd, m)
             except TarError:
                 raise LayerError(f"layer ends inside the data of {m.name!r}") from None
             # Order matters: chown clears set-id bits and security.capability, so chmod and
