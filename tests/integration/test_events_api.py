@@ -154,6 +154,8 @@ def test_cli_matches_docker_cli(shared_daemon: Daemon) -> None:
             assert _AGO.sub("<age>", mine) == _AGO.sub("<age>", theirs), args
         mine = json.loads(_asyncdock(d, "ps", "-a", "--filter", f"name={name}", "--format", "{{json .}}").stdout)
         theirs = json.loads(d.docker("ps", "-a", "--filter", f"name={name}", "--format", "{{json .}}").stdout)
+        # the age ticks between the two commands, as in the tables above
+        assert _AGO.fullmatch(mine.pop("RunningFor")) and _AGO.fullmatch(theirs.pop("RunningFor"))
         assert mine == theirs
         until = str(int(time.time()) + 1)
         time.sleep(1.1)
