@@ -18,6 +18,7 @@ Function fixtures
                      debug=None, extra_args=(), check_leaks=True) -> support.daemon.Daemon
     daemon           daemon_factory() with defaults: a fresh daemon whose registry-mirrors and
                      insecure-registries point at `registry`, so `docker run busybox` works
+    scratch          a fresh directory under ASYNCDOCK_TEST_TMP, unmounted and removed after
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -43,7 +46,7 @@ from tests.support import astlock  # noqa: E402
 astlock.install()
 
 from tests.support import imagebuild  # noqa: E402
-from tests.support.daemon import DOCKER_CLI, Daemon  # noqa: E402
+from tests.support.daemon import DOCKER_CLI, TEST_TMP, Daemon, mounts_under  # noqa: E402
 from tests.support.faultproxy import Fault, FaultProxy  # noqa: E402
 from tests.support.registry import Registry  # noqa: E402
 from tests.support.registry import token_registry as _start_token_registry  # noqa: E402
@@ -203,3 +206,19 @@ def shared_daemon(registry: Registry) -> Iterator[Daemon]:
     d = Daemon(_daemon_config(registry, None, ())).start()
     yield d
     _finish([d], show_logs=False)
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    """A fresh directory for a test that runs engine parts in process (their data and exec
+    roots, a web root), removed after it: what the parts mounted there (netns pins, volume
+    mounts) is unmounted first, and a mount that will not go fails the test instead of being
+    deleted through."""
+    d = Path(tempfile.mkdtemp(prefix="adt-scratch-", dir=TEST_TMP))
+    yield d
+    for point in mounts_under([d]):
+        subprocess.run(["umount", "-l", point], capture_output=True, timeout=30)
+    remaining = mounts_under([d])
+    if remaining:
+        pytest.fail(f"mounts still present, {d} kept: {remaining}", pytrace=False)
+    shutil.rmtree(d)

@@ -5,7 +5,6 @@ left after release and shutdown. Traffic goes only to the namespaces this test m
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import types
 from pathlib import Path
 
@@ -35,9 +34,9 @@ def _manager(root: Path) -> NetworkManager:
     return NetworkManager(eng)
 
 
-def test_endpoints_dns_in_use_and_cleanup() -> None:
+def test_endpoints_dns_in_use_and_cleanup(scratch: Path) -> None:
     async def main() -> None:
-        root = Path(tempfile.mkdtemp(prefix="adnk", dir="/tmp"))
+        root = scratch
         m = _manager(root)
         await m.start()
         tag = m.tag
@@ -80,10 +79,10 @@ def test_endpoints_dns_in_use_and_cleanup() -> None:
     asyncio.run(asyncio.wait_for(main(), 120))
 
 
-def test_port_published_from_endpoint_and_released() -> None:
+def test_port_published_from_endpoint_and_released(scratch: Path) -> None:
     """publish() on an endpoint: a server in the endpoint's netns reached through 127.0.0.1."""
     async def main() -> None:
-        root = Path(tempfile.mkdtemp(prefix="adnk", dir="/tmp"))
+        root = scratch
         m = _manager(root)
         await m.start()
         server = None

@@ -7,7 +7,6 @@ import asyncio
 import os
 import socket
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,9 +41,9 @@ def test_netns() -> Iterator[tuple[str, str]]:
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
-def test_tcp_http_and_udp_through_proxy(test_netns: tuple[str, str]) -> None:
+def test_tcp_http_and_udp_through_proxy(test_netns: tuple[str, str], scratch: Path) -> None:
     name, ns_ip = test_netns
-    www = Path(tempfile.mkdtemp(prefix="adwww", dir="/tmp"))
+    www = scratch
     (www / "index.html").write_text("proxied\n" * 1000)
 
     async def main() -> None:

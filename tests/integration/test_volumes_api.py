@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import tempfile
 import types
 import uuid
 from pathlib import Path
@@ -89,9 +88,9 @@ def test_volume_data_survives_restart(daemon: Daemon) -> None:
     assert not mp.exists()
 
 
-def test_container_path_in_process() -> None:
+def test_container_path_in_process(scratch: Path) -> None:
     async def main() -> None:
-        root = Path(tempfile.mkdtemp(prefix="advol", dir="/tmp"))
+        root = scratch
         bus = EventBus()
         eng = types.SimpleNamespace(bus=bus, data_root=root / "data", exec_root=root / "exec")
         vm = VolumeManager(eng)
