@@ -258,7 +258,9 @@ async def _delete(rt: Any, cid: str, *, exited: bool = False) -> None:
     try:
         await rt.delete(cid, force=True, exited=exited)
     except Exception as e:
-        log.debug("delete %s: %s", short_id(cid), e)
+        # The runtime keeps its state for the container: the next daemon start's
+        # cleanup_leftovers retries, but the user should see why it is still there.
+        log.warning("deleting the runtime state of %s: %s", short_id(cid), e)
 
 
 def _rootfs_released(mgr: ContainerManager, rec: ContainerRecord) -> None:
