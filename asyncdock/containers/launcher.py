@@ -85,6 +85,7 @@ async def launch(mgr: ContainerManager, rec: ContainerRecord, lv: Live) -> Proce
 
     await asyncio.to_thread(ensure_rootfs)
     opened: list[int] = []
+    created = False  # the runtime holds state for it: a failure from here on deletes that
     try:
         # The network side first: a published port already in use fails the start before the
         # runtime does anything (Docker's order).
@@ -115,6 +116,7 @@ async def launch(mgr: ContainerManager, rec: ContainerRecord, lv: Live) -> Proce
             await rt.create(rec.id, bundle, pid_file=pid_file, stdio=pipes.child)
         except RuntimeError_ as e:
             raise _start_error(rt.name, e.message) from None
+        created = True
         output_done, stdin = await start_stdio_pipes(pipes, opened, lv.hub, emit)
         if stdin is not None:
             lv.stdin_w = stdin
@@ -123,10 +125,13 @@ async def launch(mgr: ContainerManager, rec: ContainerRecord, lv: Live) -> Proce
         try:
             await rt.start(rec.id)
         except RuntimeError_ as e:
-            await _force_delete(rt, rec.id)
             raise _start_error(rt.name, e.message) from None
         return Process(pid, exit_future, output_done, cgroups_path(rec))
     except BaseException:
+        if created:
+            # a failed or cancelled start, or a pid file the runtime did not fill: its state
+            # (and the container's init, if it got that far) must not outlive the start
+            await _force_delete(rt, rec.id)
         for fd in opened:
             try:
                 os.close(fd)
