@@ -880,6 +880,7 @@ class ContainerManager:
         await self._remove_orphan_snapshots({r.id for r in records} | self.store.unreadable)
         for rec in records:
             if rec.state.running or rec.state.paused:
+                await asyncio.to_thread(_kill_leftover_processes, rec)
                 await asyncio.to_thread(remove_cgroup_dirs, cgroups_path(rec))
         to_restart: list[ContainerRecord] = []
         for rec in records:
@@ -958,6 +959,26 @@ class ContainerManager:
             await asyncio.wait(set(self._reclaims), timeout=30)
         for task in list(self._tasks):
             task.cancel()
+
+
+def _kill_leftover_processes(rec: ContainerRecord) -> None:
+    """Processes of a container that was running when the daemon died and that the runtime's
+    delete did not take with it (the runtime lost its state in the crash): killed, and waited
+    for (boundedly) so that the cgroups can go."""
+    from ..runtime.cgroups import existing_cgroup_dirs, kill_cgroup_processes
+    from .launcher import cgroups_path
+
+    path = cgroups_path(rec)
+    if not kill_cgroup_processes(path):
+        return
+    log.info("killed the processes of %s left by a previous run", short_id(rec.id))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if all(not (d / "cgroup.procs").read_text().strip() for d in existing_cgroup_dirs(path)
+               if (d / "cgroup.procs").exists()):
+            return
+        time.sleep(0.02)  # the kernel takes a moment to reap a killed task out of its cgroup
+    log.warning("processes of %s left by a previous run did not exit", short_id(rec.id))
 
 
 def _until_filter(values: list[str] | None) -> int:
