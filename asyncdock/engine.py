@@ -118,7 +118,7 @@ class Engine:
 
         self.networks = NetworkManager(self)
         await self.networks.start()  # its own leftovers: logged per item, never fatal
-        self.volumes = VolumeManager(self)
+        self.volumes = VolumeManager(bus=self.bus, data_root=self.data_root, exec_root=self.exec_root)
         await self.volumes.start()
         # --- end networks issue
         from .containers.manager import ContainerManager

@@ -289,8 +289,6 @@ class ContainerManager:
         """-v, --mount, the image's VOLUMEs and --volumes-from become mount points; new named or
         anonymous volumes get the image's content copied up (so the rootfs is mounted for that
         only when a volume is involved)."""
-        from ..volumes.manager import snapshot_view
-
         hc, cfg = rec.host_config, rec.config
         volumes_from = []
         for ref in hc.volumes_from or []:
@@ -303,7 +301,8 @@ class ContainerManager:
                       volume_driver=hc.volume_driver)
         if not needs_view:
             return await self.engine.volumes.prepare_mounts(rec.id, **kwargs)
-        async with snapshot_view(self.engine, rec.id) as view:
+        mounts = await self.engine.snapshotter.mounts(rec.id)
+        async with self.engine.volumes.copyup_view(rec.id, mounts) as view:
             return await self.engine.volumes.prepare_mounts(rec.id, rootfs_view=view, **kwargs)
 
     def _merge_config(self, body: CreateRequest, ic: Any, cid: str) -> ContainerConfig:
