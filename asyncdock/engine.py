@@ -116,7 +116,8 @@ class Engine:
         from .networks.manager import NetworkManager
         from .volumes.manager import VolumeManager
 
-        self.networks = NetworkManager(self)
+        self.networks = NetworkManager(bus=self.bus, data_root=self.data_root, exec_root=self.exec_root,
+                                       leftovers=self.leftovers)
         await self.networks.start()  # its own leftovers: logged per item, never fatal
         self.volumes = VolumeManager(bus=self.bus, data_root=self.data_root, exec_root=self.exec_root)
         await self.volumes.start()
@@ -124,6 +125,7 @@ class Engine:
         from .containers.manager import ContainerManager
 
         self.containers = ContainerManager(self)
+        self.networks.set_container_lookup(self.containers.get)
         if hasattr(self.images, "set_in_use"):
             self.images.set_in_use(self.containers.image_users, self.containers.reclaimed)
         await self.containers.recover()
