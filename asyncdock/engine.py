@@ -52,9 +52,6 @@ class Engine:
         self.puller: Any = None
         self.containers: Any = None
         self.exits: Any = None
-        from .containers.exec import ExecStore
-
-        self.execs = ExecStore()
         self.networks: Any = None  # networks issue: NetworkManager
         self.volumes: Any = None  # networks issue: VolumeManager
         self._started = False
@@ -122,9 +119,17 @@ class Engine:
         self.volumes = VolumeManager(bus=self.bus, data_root=self.data_root, exec_root=self.exec_root)
         await self.volumes.start()
         # --- end networks issue
+        from .containers.deps import ContainerDeps, ContainerSettings
         from .containers.manager import ContainerManager
 
-        self.containers = ContainerManager(self)
+        settings = ContainerSettings(
+            data_root=self.data_root, exec_root=self.exec_root, default_runtime=self.default_runtime,
+            storage_driver=self.storage_driver_name(), log_driver=self.config.log_driver,
+            log_opts=dict(self.config.log_opts))
+        self.containers = ContainerManager(ContainerDeps(
+            settings=settings, bus=self.bus, images=self.images, runtimes=self.runtimes,
+            snapshotter=self.snapshotter, networks=self.networks, volumes=self.volumes,
+            logdrivers=self.logdrivers, exits=self.exits, leftovers=self.leftovers))
         self.networks.set_container_lookup(self.containers.get)
         if hasattr(self.images, "set_in_use"):
             self.images.set_in_use(self.containers.image_users, self.containers.reclaimed)

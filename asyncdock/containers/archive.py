@@ -98,7 +98,7 @@ async def container_root(mgr: Any, rec: ContainerRecord, *, for_export: bool = F
         # cannot be mounted twice)
         await mgr.exit_cleaned(rec.id)
         target = mgr.bundles / f"{rec.id}-cp-{uuid.uuid4().hex[:8]}"
-        mounts = await mgr.engine.snapshotter.mounts(rec.id)
+        mounts = await mgr.snapshotter.mounts(rec.id)
         target.mkdir(parents=True)
         try:
             await asyncio.to_thread(mount, mounts, target)
@@ -345,7 +345,7 @@ async def serve_archive_get(req: Any, rec: ContainerRecord) -> Any:
                     log.debug("archive of %s failed", path, exc_info=True)
                     raise errors.SystemError_(f"cannot archive {path}: {_reason(e)}") from None
                 out = await req.stream(content_type="application/x-tar", headers=[header])
-                mgr._event(rec, "archive-path")
+                mgr.publish(rec, "archive-path")
                 await _stream_tar(gen, first, out, f"archive of {path} in container {rec.id[:12]}")
             finally:
                 gen.close()  # no step runs now (_in_thread waits for its step)
@@ -403,7 +403,7 @@ async def serve_archive_put(req: Any, rec: ContainerRecord) -> Any:
         finally:
             await feed.aclose()
             os.close(root_fd)
-    mgr._event(rec, "extract-to-dir")
+    mgr.publish(rec, "extract-to-dir")
     return empty_response(200)
 
 
@@ -425,5 +425,5 @@ async def serve_export(req: Any, rec: ContainerRecord) -> Any:
                 gen.close()
         finally:
             os.close(root_fd)
-    mgr._event(rec, "export")
+    mgr.publish(rec, "export")
     return out

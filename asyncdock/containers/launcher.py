@@ -71,13 +71,12 @@ def _start_error(runtime: str, message: str) -> LaunchError:
 async def launch(mgr: ContainerManager, rec: ContainerRecord, lv: Live) -> Process:
     from ..snapshots.mount import is_mounted
 
-    engine = mgr.engine
-    rt = engine.runtimes[rec.runtime]
+    rt = mgr.runtimes[rec.runtime]
     bundle = mgr.bundles / rec.id
     rootfs = bundle / "rootfs"
     files_dir = mgr.store.dir(rec.id)
     rootfs.mkdir(parents=True, exist_ok=True)
-    mounts = await engine.snapshotter.mounts(rec.id)
+    mounts = await mgr.snapshotter.mounts(rec.id)
 
     def ensure_rootfs() -> None:  # one thread hop for the check and the mount
         if not is_mounted(rootfs):
@@ -89,11 +88,11 @@ async def launch(mgr: ContainerManager, rec: ContainerRecord, lv: Live) -> Proce
     try:
         # The network side first: a published port already in use fails the start before the
         # runtime does anything (Docker's order).
-        net = engine.networks
+        net = mgr.networks
         sandbox = await net.container_start(rec.id)
         hc = rec.host_config
         await net.publish(rec.id, hc.port_bindings, rec.config.exposed_ports, hc.publish_all_ports)
-        binds = await engine.volumes.spec_binds(rec.id, rec.mounts)
+        binds = await mgr.volumes.spec_binds(rec.id, rec.mounts)
         from .spec import ExecutableError
 
         def etc_files_and_spec() -> dict[str, Any]:  # one thread hop for both
@@ -106,7 +105,7 @@ async def launch(mgr: ContainerManager, rec: ContainerRecord, lv: Live) -> Proce
             raise _start_error(rt.name, f"unable to start container process: {e.message}") from None
         rt.prepare_spec(rec.id, spec)
         (bundle / "config.json").write_bytes(msgspec.json.encode(spec))
-        driver = engine.logdrivers[rec.host_config.log_config.type]
+        driver = mgr.logdrivers[rec.host_config.log_config.type]
         if rec.config.tty:
             return await _launch_tty(mgr, rec, lv, rt, bundle, files_dir, driver)
         # stdio: our ends are read by the pumps; the container's ends go to the runtime
@@ -121,7 +120,7 @@ async def launch(mgr: ContainerManager, rec: ContainerRecord, lv: Live) -> Proce
         if stdin is not None:
             lv.stdin_w = stdin
         pid = int(pid_file.read_text().strip())
-        exit_future = engine.exits.watch(pid)
+        exit_future = mgr.exits.watch(pid)
         try:
             await rt.start(rec.id)
         except RuntimeError_ as e:
@@ -186,7 +185,6 @@ async def _launch_tty(mgr: ContainerManager, rec: ContainerRecord, lv: Live, rt:
     output is raw (one stream), stdin goes to the master. Cleanup on failure is the caller's."""
     from .tty import ConsoleSocket, setup_console
 
-    engine = mgr.engine
     emit, pid_file = _open_log_and_pid_file(lv, rec, driver, files_dir, bundle)
     cs = ConsoleSocket()
     try:
@@ -214,7 +212,7 @@ async def _launch_tty(mgr: ContainerManager, rec: ContainerRecord, lv: Live, rt:
         raise
     try:
         pid = int(pid_file.read_text().strip())
-        exit_future = engine.exits.watch(pid)
+        exit_future = mgr.exits.watch(pid)
         await rt.start(rec.id)
     except BaseException as e:
         stdin_transport.close()
@@ -242,11 +240,11 @@ def _build_spec(mgr: ContainerManager, rec: ContainerRecord, rootfs: Path, files
 async def _release_net_and_volumes(mgr: ContainerManager, rec: ContainerRecord) -> None:
     """The sandbox (netns, veths, port proxies) and the volume mounts of one run."""
     try:
-        await mgr.engine.networks.release(rec.id)
+        await mgr.networks.release(rec.id)
     except Exception as e:
         log.warning("releasing the network of %s: %s", short_id(rec.id), e)
     try:
-        await mgr.engine.volumes.release_mounts(rec.id, rec.mounts)
+        await mgr.volumes.release_mounts(rec.id, rec.mounts)
     except Exception as e:
         log.warning("releasing the volumes of %s: %s", short_id(rec.id), e)
 
@@ -295,7 +293,7 @@ async def teardown(mgr: ContainerManager, rec: ContainerRecord, proc: Process) -
         except OSError:
             return False
 
-    rt = mgr.engine.runtimes[rec.runtime]
+    rt = mgr.runtimes[rec.runtime]
     if rec.host_config.pid_mode:
         # Sharing another pid namespace: processes the init left behind survive it and may
         # still use the rootfs, so they are killed (and the state deleted) before it goes.
@@ -359,7 +357,7 @@ async def cleanup_leftovers(mgr: ContainerManager, records: list[ContainerRecord
     """What a crash left: runtime state (and processes), mounts and bundles."""
     from ..snapshots.mount import unmount_all_under
 
-    for name, rt in mgr.engine.runtimes.items():
+    for name, rt in mgr.runtimes.items():
         try:
             ids = await rt.list()
         except Exception as e:
