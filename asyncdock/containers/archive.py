@@ -25,7 +25,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import errors
 from .models import ContainerRecord
@@ -33,6 +33,9 @@ from .rootfs_fs import open_dir, open_in_root, open_root, resolved_path
 from .status import rfc3339nano
 from .tarextract import BadArchive, ExtractFailed, extract
 from .tarwrite import tar_stream
+
+if TYPE_CHECKING:
+    from .manager import ContainerManager
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -73,7 +76,8 @@ def go_file_mode(st_mode: int) -> int:
 
 
 @contextlib.asynccontextmanager
-async def container_root(mgr: Any, rec: ContainerRecord, *, for_export: bool = False) -> AsyncIterator[Path]:
+async def container_root(mgr: ContainerManager, rec: ContainerRecord, *,
+                         for_export: bool = False) -> AsyncIterator[Path]:
     """The container's root for the time of an operation. A container that is not running
     gets its snapshot mounted under the bundles directory (crash cleanup unmounts it), under
     the container's lock so that a start cannot race with the mount."""

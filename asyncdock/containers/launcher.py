@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from .. import errors
-from ..logs.base import LogRecord
-from ..runtime.base import RuntimeError_
+from ..logs.base import LogDriver, LogRecord
+from ..runtime.base import OCIRuntime, RuntimeError_
+from ..snapshots.base import Mount
 from ..util.fstree import remove_tree_quietly, walk
 from ..util.ids import short_id
 from .etcfiles import write_etc_files
@@ -25,6 +26,7 @@ from .stdio import open_stdio_pipes, start_stdio_pipes
 
 if TYPE_CHECKING:
     from .manager import ContainerManager, Live
+    from .spec import BindMount
 
 log = logging.getLogger(__name__)
 
@@ -144,12 +146,11 @@ async def launch(mgr: ContainerManager, rec: ContainerRecord, lv: Live) -> Proce
         raise
 
 
-def _mount_rootfs(mounts: list[Any], rootfs: Path, throwaway: bool) -> None:
+def _mount_rootfs(mounts: list[Mount], rootfs: Path, throwaway: bool) -> None:
     """Mount the container's snapshot. A --rm container's writable layer is deleted with it,
     so its overlay is `volatile` (Linux 5.10+, as Podman does for --rm): no sync of the upper
     layer at unmount, which is on every such container's exit path. Plain mount where the
     kernel refuses the option."""
-    from ..snapshots.base import Mount
     from ..snapshots.mount import MountError, mount
 
     if throwaway and any(m.type == "overlay" for m in mounts):
@@ -164,7 +165,7 @@ def _mount_rootfs(mounts: list[Any], rootfs: Path, throwaway: bool) -> None:
     mount(mounts, rootfs)
 
 
-def _open_log_and_pid_file(lv: Live, rec: ContainerRecord, driver: Any, files_dir: Path,
+def _open_log_and_pid_file(lv: Live, rec: ContainerRecord, driver: LogDriver, files_dir: Path,
                            bundle: Path) -> tuple[Callable[[str, bytes, int], None], Path]:
     """Open the container's log writer (on `lv`, so teardown closes it) and clear the runtime's
     pid file; returns the pumps' log sink and the pid file's path."""
@@ -179,8 +180,8 @@ def _open_log_and_pid_file(lv: Live, rec: ContainerRecord, driver: Any, files_di
     return emit, pid_file
 
 
-async def _launch_tty(mgr: ContainerManager, rec: ContainerRecord, lv: Live, rt: Any, bundle: Path,
-                      files_dir: Path, driver: Any) -> Process:
+async def _launch_tty(mgr: ContainerManager, rec: ContainerRecord, lv: Live, rt: OCIRuntime, bundle: Path,
+                      files_dir: Path, driver: LogDriver) -> Process:
     """`Tty`: the runtime makes the pty and sends us its master through the console socket; the
     output is raw (one stream), stdin goes to the master. Cleanup on failure is the caller's."""
     from .tty import ConsoleSocket, setup_console
@@ -229,7 +230,7 @@ async def _launch_tty(mgr: ContainerManager, rec: ContainerRecord, lv: Live, rt:
 
 
 def _build_spec(mgr: ContainerManager, rec: ContainerRecord, rootfs: Path, files_dir: Path,
-                binds: list[Any], netns: str) -> dict[str, Any]:
+                binds: list[BindMount], netns: str) -> dict[str, Any]:
     from .specinput import spec_input
     from .spec import build_spec
 
@@ -249,7 +250,7 @@ async def _release_net_and_volumes(mgr: ContainerManager, rec: ContainerRecord) 
         log.warning("releasing the volumes of %s: %s", short_id(rec.id), e)
 
 
-async def _force_delete(rt: Any, cid: str) -> None:
+async def _force_delete(rt: OCIRuntime, cid: str) -> None:
     try:
         await rt.kill(cid, 9, all_processes=True)
     except Exception:
@@ -257,7 +258,7 @@ async def _force_delete(rt: Any, cid: str) -> None:
     await _delete(rt, cid)
 
 
-async def _delete(rt: Any, cid: str, *, exited: bool = False) -> None:
+async def _delete(rt: OCIRuntime, cid: str, *, exited: bool = False) -> None:
     try:
         await rt.delete(cid, force=True, exited=exited)
     except Exception as e:
@@ -308,7 +309,8 @@ async def teardown(mgr: ContainerManager, rec: ContainerRecord, proc: Process) -
     return oom
 
 
-async def release_after_exit(mgr: ContainerManager, rec: ContainerRecord, rt: Any, cgroups: str) -> None:
+async def release_after_exit(mgr: ContainerManager, rec: ContainerRecord, rt: OCIRuntime,
+                             cgroups: str) -> None:
     """The rootfs mount and bundle, the cgroup directories, then the runtime's record of the
     exited container.
 

@@ -23,7 +23,8 @@ from ..util.ids import is_full_id, new_id, short_id
 from . import names as names_mod
 from .deps import ContainerDeps
 from .exec import ExecStore
-from .models import ZERO_TIME, ContainerConfig, ContainerRecord, CreateRequest, HostConfig, LogConfig, State
+from .models import (ZERO_TIME, ContainerConfig, ContainerRecord, CreateRequest, HostConfig, LogConfig, MountPoint,
+                     State)
 from .spec import MASKED_PATHS, READONLY_PATHS
 from .stdio import OutputHub
 from .store import ContainerStore
@@ -296,7 +297,7 @@ class ContainerManager:
         self.publish(rec, "create")
         return rec
 
-    async def _prepare_mounts(self, rec: ContainerRecord) -> list[Any]:
+    async def _prepare_mounts(self, rec: ContainerRecord) -> list[MountPoint]:
         """-v, --mount, the image's VOLUMEs and --volumes-from become mount points; new named or
         anonymous volumes get the image's content copied up (so the rootfs is mounted for that
         only when a volume is involved)."""
@@ -308,8 +309,8 @@ class ContainerManager:
         needs_view = bool(cfg.volumes) or bool(volumes_from) or \
             any(not b.split(":", 1)[0].startswith("/") for b in hc.binds or []) or \
             any(m.type == "volume" for m in hc.mounts or [])
-        kwargs = dict(binds=hc.binds, mounts=hc.mounts, config_volumes=cfg.volumes, volumes_from=volumes_from,
-                      volume_driver=hc.volume_driver)
+        kwargs: dict[str, Any] = dict(binds=hc.binds, mounts=hc.mounts, config_volumes=cfg.volumes,
+                                      volumes_from=volumes_from, volume_driver=hc.volume_driver)
         if not needs_view:
             return await self.volumes.prepare_mounts(rec.id, **kwargs)
         mounts = await self.snapshotter.mounts(rec.id)
