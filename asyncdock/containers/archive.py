@@ -25,7 +25,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import errors
 from .models import ContainerRecord
@@ -33,6 +33,9 @@ from .rootfs_fs import open_dir, open_in_root, open_root, resolved_path
 from .status import rfc3339nano
 from .tarextract import BadArchive, ExtractFailed, extract
 from .tarwrite import tar_stream
+
+if TYPE_CHECKING:
+    from .manager import ContainerManager
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -73,7 +76,8 @@ def go_file_mode(st_mode: int) -> int:
 
 
 @contextlib.asynccontextmanager
-async def container_root(mgr: Any, rec: ContainerRecord, *, for_export: bool = False) -> AsyncIterator[Path]:
+async def container_root(mgr: ContainerManager, rec: ContainerRecord, *,
+                         for_export: bool = False) -> AsyncIterator[Path]:
     """The container's root for the time of an operation. A container that is not running
     gets its snapshot mounted under the bundles directory (crash cleanup unmounts it), under
     the container's lock so that a start cannot race with the mount."""
@@ -98,7 +102,7 @@ async def container_root(mgr: Any, rec: ContainerRecord, *, for_export: bool = F
         # cannot be mounted twice)
         await mgr.exit_cleaned(rec.id)
         target = mgr.bundles / f"{rec.id}-cp-{uuid.uuid4().hex[:8]}"
-        mounts = await mgr.engine.snapshotter.mounts(rec.id)
+        mounts = await mgr.snapshotter.mounts(rec.id)
         target.mkdir(parents=True)
         try:
             await asyncio.to_thread(mount, mounts, target)
@@ -345,7 +349,7 @@ async def serve_archive_get(req: Any, rec: ContainerRecord) -> Any:
                     log.debug("archive of %s failed", path, exc_info=True)
                     raise errors.SystemError_(f"cannot archive {path}: {_reason(e)}") from None
                 out = await req.stream(content_type="application/x-tar", headers=[header])
-                mgr._event(rec, "archive-path")
+                mgr.publish(rec, "archive-path")
                 await _stream_tar(gen, first, out, f"archive of {path} in container {rec.id[:12]}")
             finally:
                 gen.close()  # no step runs now (_in_thread waits for its step)
@@ -403,7 +407,7 @@ async def serve_archive_put(req: Any, rec: ContainerRecord) -> Any:
         finally:
             await feed.aclose()
             os.close(root_fd)
-    mgr._event(rec, "extract-to-dir")
+    mgr.publish(rec, "extract-to-dir")
     return empty_response(200)
 
 
@@ -425,5 +429,5 @@ async def serve_export(req: Any, rec: ContainerRecord) -> Any:
                 gen.close()
         finally:
             os.close(root_fd)
-    mgr._event(rec, "export")
+    mgr.publish(rec, "export")
     return out

@@ -35,7 +35,7 @@ async def serve_attach(req: Request, rec: ContainerRecord) -> Any:
         lv.hub = OutputHub()  # output of the next start (`docker start -a`)
     queue = lv.hub.subscribe() if stream else None
     conn = await req.hijack(multiplexed=not tty)
-    mgr._event(rec, "attach")
+    mgr.publish(rec, "attach")
 
     def close_stdin() -> None:
         # Client closed its side: with StdinOnce (docker run -i), the container's stdin
@@ -55,7 +55,7 @@ async def serve_attach(req: Request, rec: ContainerRecord) -> Any:
             detached = await run_session(conn, queue, tty=tty, out=want_stdout, err=want_stderr,
                                          stdin=stdin, detach_keys=detach_keys)
             if detached:
-                mgr._event(rec, "detach")
+                mgr.publish(rec, "detach")
     except (ConnectionResetError, BrokenPipeError):
         pass
     finally:

@@ -27,7 +27,7 @@ async def serve_attach_ws(req: Request, rec: ContainerRecord) -> Any:
         lv.hub = OutputHub()
     queue = lv.hub.subscribe() if req.arg_bool("stream") else None
     conn = await req.hijack_with(head)
-    mgr._event(rec, "attach")
+    mgr.publish(rec, "attach")
     opcode = ws.BINARY if req.api_version >= (1, 28) else ws.TEXT
     closed = asyncio.Event()
 

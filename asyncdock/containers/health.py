@@ -74,7 +74,7 @@ class HealthMonitor:
 
     def start(self) -> None:
         self.rec.state.health = Health(status=STARTING)
-        self.task = self.mgr._spawn(self._run())
+        self.task = self.mgr.spawn(self._run())
 
     def stop(self) -> None:
         if self.task is not None:
@@ -120,14 +120,14 @@ class HealthMonitor:
             if h.failing_streak >= self.retries:
                 h.status = UNHEALTHY
         st.health = h
-        self.mgr._save_state(self.rec)
+        self.mgr.save_state(self.rec)
         if h.status != old:
-            self.mgr._event(self.rec, f"health_status: {h.status}")
+            self.mgr.publish(self.rec, f"health_status: {h.status}")
 
     async def _probe(self, argv: list[str]) -> tuple[int, str]:
         rec = self.rec
         mgr = self.mgr
-        rt = mgr.engine.runtimes[rec.runtime]
+        rt = mgr.runtimes[rec.runtime]
         bundle = mgr.bundles / rec.id
         process = _process_json(bundle, argv)
         tag = os.urandom(4).hex()
@@ -177,7 +177,7 @@ class HealthMonitor:
             return
         except TimeoutError:
             pass
-        fut = self.mgr.engine.exits.watch(pid) if pid else None
+        fut = self.mgr.exits.watch(pid) if pid else None
         try:
             proc.kill()
         except ProcessLookupError:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import types
 import uuid
 from pathlib import Path
 
@@ -92,8 +91,7 @@ def test_container_path_in_process(scratch: Path) -> None:
     async def main() -> None:
         root = scratch
         bus = EventBus()
-        eng = types.SimpleNamespace(bus=bus, data_root=root / "data", exec_root=root / "exec")
-        vm = VolumeManager(eng)
+        vm = VolumeManager(bus=bus, data_root=root / "data", exec_root=root / "exec")
         await vm.start()
         # an image rootfs with content at /etc/app (copy-up source) and a VOLUME /cache
         rootfs = root / "rootfs"

@@ -57,7 +57,7 @@ async def changes(req: Request) -> Response:
     from ...containers.changes import container_changes
 
     rec = _get(req)
-    return json_response(await container_changes(req.engine, rec) or None)
+    return json_response(await container_changes(req.engine.snapshotter, rec) or None)
 
 
 def register(router: Router) -> None:
