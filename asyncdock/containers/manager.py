@@ -10,17 +10,19 @@ import asyncio
 import logging
 import os
 import signal as signal_mod
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import errors
+from ..clock import Clock, SystemClock
 from ..util.errtext import client_text, os_error_text
 from ..util.fsflags import mark_topdir
 from ..util.fstree import remove_tree
 from ..util.ids import is_full_id, new_id, short_id
+from ..util.tasks import TaskSet
 from . import names as names_mod
+from .backoff import next_delay
 from .models import ZERO_TIME, ContainerConfig, ContainerRecord, CreateRequest, HostConfig, LogConfig, State
 from .spec import MASKED_PATHS, READONLY_PATHS
 from .stdio import OutputHub
@@ -34,8 +36,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SHM = 64 * 1024 * 1024
 DEFAULT_STOP_TIMEOUT = 10
-RESTART_BASE = 0.1
-RESTART_MAX = 60.0
+# How long shutdown waits, in all, for the exits, the clean-ups after them and the reclaims of
+# removed containers to finish before it cancels what is left.
+SHUTDOWN_WAIT = 45.0
 
 
 def parse_signal(value: str | int | None, default: int = signal_mod.SIGKILL) -> int:
@@ -78,15 +81,19 @@ class Live:
 
 
 class ContainerManager:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, clock: Clock | None = None) -> None:
         self.engine = engine
+        # every wait on a period (restart back-off, health intervals) and every timestamp
+        self.clock: Clock = clock if clock is not None else SystemClock()
         self.bus = engine.bus
         self.store = ContainerStore(engine.data_root / "containers")
         self.bundles = engine.exec_root / "bundles"
         self.bundles.mkdir(parents=True, exist_ok=True)
         mark_topdir(self.bundles)  # a bundle per container start (see util.fsflags)
         self._live: dict[str, Live] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        # Supervision (monitors, restart timers, health checks, exec monitors), exit clean-ups
+        # and reclaims: all of it, awaited or cancelled by shutdown.
+        self._tasks = TaskSet("containers", clock=self.clock)
         self._cleanups: dict[str, asyncio.Task[Any]] = {}  # container id -> deferred cleanup
         self._reclaims: set[asyncio.Task[Any]] = set()  # snapshots of removed containers going
         from .seccomp import DefaultProfiles
@@ -134,17 +141,15 @@ class ContainerManager:
     def _event(self, rec: ContainerRecord, action: str, **extra: str) -> None:
         self.bus.event("container", action, rec.id, self._attrs(rec, **extra), legacy_from=rec.image)
 
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+    def _spawn(self, coro: Any, name: str | None = None) -> asyncio.Task[Any]:
+        return self._tasks.spawn(coro, name=name or coro.__qualname__)
 
     def defer_exit_cleanup(self, cid: str, coro: Any) -> None:
         """Run the cleanup of an exited container (rootfs mount, runtime state, cgroups) in the
         background; the next start of that container, its removal and the daemon's shutdown
         wait for it (exit_cleaned)."""
-        task = self._spawn(_logged(coro, f"cleaning up after the exit of {short_id(cid)}"))
+        task = self._spawn(_logged(coro, f"cleaning up after the exit of {short_id(cid)}"),
+                           f"exit clean-up of {short_id(cid)}")
         self._cleanups[cid] = task
 
         def done(t: asyncio.Task[Any]) -> None:
@@ -185,7 +190,8 @@ class ContainerManager:
             except errors.NotFound:
                 pass
 
-        task = self._spawn(_logged(reclaim(), f"giving back the disk of removed container {short_id(cid)}"))
+        task = self._spawn(_logged(reclaim(), f"giving back the disk of removed container {short_id(cid)}"),
+                           f"reclaim of {short_id(cid)}")
         self._reclaims.add(task)
         task.add_done_callback(self._reclaims.discard)
 
@@ -248,7 +254,7 @@ class ContainerManager:
         self.engine.networks.validate_mode(hc.network_mode, endpoints)
         self.store.reserve_name(full, cid)
         try:
-            now = time.time_ns()
+            now = self.clock.time_ns()
             driver = self.engine.logdrivers[log_driver]
             rec = ContainerRecord(
                 id=cid, name=full, created=rfc3339nano(now), created_ns=now, image=body.image,
@@ -438,9 +444,9 @@ class ContainerManager:
             self._save_state(rec)
             lv.hub.close()
             if rec.host_config.auto_remove:
-                self._spawn(self._auto_remove(rec))
+                self._spawn(self._auto_remove(rec), f"auto-remove of {short_id(rec.id)}")
             raise e.error from None
-        now = time.time_ns()
+        now = self.clock.time_ns()
         rec.state = State(status="running", running=True, pid=proc.pid, started_at=rfc3339nano(now),
                           finished_at=ZERO_TIME, health=None)
         rec.started_ns = now
@@ -457,7 +463,7 @@ class ContainerManager:
         self._save_state(rec)
         lv.pid = proc.pid
         lv.started.set()
-        lv.monitor = self._spawn(self._monitor(rec, lv, proc))
+        lv.monitor = self._spawn(self._monitor(rec, lv, proc), f"monitor of {short_id(rec.id)}")
         self._event(rec, "start")
 
     async def _monitor(self, rec: ContainerRecord, lv: Live, proc: Any) -> None:
@@ -480,7 +486,7 @@ class ContainerManager:
         if lv.stdin_w is not None:
             lv.stdin_w.close()
             lv.stdin_w = None
-        now = time.time_ns()
+        now = self.clock.time_ns()
         health = rec.state.health
         rec.state = State(status="exited", exit_code=code, oom_killed=oom, started_at=rec.state.started_at,
                           finished_at=rfc3339nano(now), health=health)
@@ -497,7 +503,7 @@ class ContainerManager:
         if self._shutting_down:
             return
         if rec.host_config.auto_remove and not lv.removing:
-            self._spawn(self._auto_remove(rec))
+            self._spawn(self._auto_remove(rec), f"auto-remove of {short_id(rec.id)}")
         elif self._should_restart(rec, code):
             self._schedule_restart(rec, lv, now)
 
@@ -513,19 +519,14 @@ class ContainerManager:
         return False
 
     def _schedule_restart(self, rec: ContainerRecord, lv: Live, exited_ns: int) -> None:
-        # Docker's back-off: 100 ms doubling per restart, reset once a run lasted 10 s.
-        ran = (exited_ns - rec.started_ns) / 1e9
-        if ran >= 10:
-            delay = RESTART_BASE
-        else:
-            delay = min(self._backoff.get(rec.id, RESTART_BASE / 2) * 2, RESTART_MAX)
+        delay = next_delay(self._backoff.get(rec.id), (exited_ns - rec.started_ns) / 1e9)
         self._backoff[rec.id] = delay
         rec.state.restarting = True
         rec.state.status = "restarting"
         self._save_state(rec)
 
         async def later() -> None:
-            await asyncio.sleep(delay)
+            await self.clock.sleep(delay)
             # From here the start is in flight: nobody cancels it (a cancel in the middle of a
             # launch would leak runtime state); stop/remove/shutdown set their flags and then
             # wait for the lock instead.
@@ -544,7 +545,7 @@ class ContainerManager:
                     rec.state.status = "exited"
                     self._save_state(rec)
 
-        lv.restart_timer = self._spawn(later())
+        lv.restart_timer = self._spawn(later(), f"restart of {short_id(rec.id)}")
 
     # ---------------------------------------------------------------- signals, stop, kill
     async def kill(self, rec: ContainerRecord, sig: int, ref: str | None = None) -> None:
@@ -890,7 +891,7 @@ class ContainerManager:
                 await self._destroy(rec, self.live(rec))
                 continue
             if rec.state.running or rec.state.paused or rec.state.restarting:
-                now = time.time_ns()
+                now = self.clock.time_ns()
                 rec.state = State(status="exited", exit_code=255 if (rec.state.running or rec.state.paused) else rec.state.exit_code,
                                   started_at=rec.state.started_at, finished_at=rfc3339nano(now))
                 rec.finished_ns = now
@@ -921,7 +922,12 @@ class ContainerManager:
                 except Exception as e:
                     log.warning("removing the snapshot of %s: %s", short_id(info.name), e)
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, timeout: float = SHUTDOWN_WAIT) -> None:
+        """Stop the running containers (their policies kept for the next start), then let
+        their exits be handled, the clean-ups after them (rootfs, cgroups, the runtime's state)
+        and the reclaims of removed containers finish, for at most `timeout` seconds in all:
+        what is pending then is logged by name and cancelled. Every other task of the manager
+        (health checks, exec monitors, restart timers) is cancelled; all of them are awaited."""
         self._shutting_down = True
         for lv in list(self._live.values()):
             if lv.restart_timer is not None:
@@ -949,15 +955,23 @@ class ContainerManager:
 
         if running:
             await asyncio.gather(*(stop_one(r) for r in running))
-        for lv in self._live.values():
-            if lv.monitor is not None and not lv.monitor.done():
-                await asyncio.wait({lv.monitor}, timeout=5)
-        if self._cleanups:
-            await asyncio.wait(set(self._cleanups.values()), timeout=10)
-        if self._reclaims:
-            await asyncio.wait(set(self._reclaims), timeout=30)
-        for task in list(self._tasks):
-            task.cancel()
+        deadline = self.clock.monotonic() + timeout
+        # A monitor that ends defers its exit's clean-up: asked again until nothing is owed.
+        while owed := self._owed_at_shutdown():
+            late = await self._tasks.wait(owed, max(0.0, deadline - self.clock.monotonic()))
+            if late:
+                log.warning("shutdown: still pending after %gs, cancelled: %s", timeout,
+                            ", ".join(sorted(t.get_name() for t in late)))
+                break
+        await self._tasks.close()
+
+    def _owed_at_shutdown(self) -> set[asyncio.Task[Any]]:
+        """What shutdown lets finish: the exits' monitors, the clean-ups after them and the
+        reclaims of removed containers."""
+        owed = {lv.monitor for lv in self._live.values() if lv.monitor is not None}
+        owed.update(self._cleanups.values())
+        owed.update(self._reclaims)
+        return {t for t in owed if not t.done()}
 
 
 def _until_filter(values: list[str] | None) -> int:
