@@ -15,17 +15,21 @@ from pathlib import Path
 from typing import Any
 
 from . import plugins
+from .clock import Clock, SystemClock
 from .config import DaemonConfig
 from .events import EventBus
 from .util.fstree import remove_tree
 from .util.ids import new_id
+from .util.tasks import TaskSet
 
 log = logging.getLogger(__name__)
+
+HOUSEKEEPING_PERIOD = 30.0
 
 
 class Engine:
     def __init__(self, config: DaemonConfig | None = None, *, data_root: str | None = None,
-                 exec_root: str | None = None, **settings: Any) -> None:
+                 exec_root: str | None = None, clock: Clock | None = None, **settings: Any) -> None:
         cfg = config or DaemonConfig()
         if data_root is not None:
             cfg.data_root = data_root
@@ -36,11 +40,13 @@ class Engine:
         self.config = cfg
         self.data_root = Path(cfg.data_root)
         self.exec_root = Path(cfg.exec_root)
-        self.bus = EventBus()
+        # the time every subsystem waits on and stamps with (a test's fake one, tests/support)
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.bus = EventBus(clock=self.clock.time_ns)
         from .leftovers import Leftovers
 
         # clean-ups of what earlier runs left: failures logged and retried, never fatal
-        self.leftovers = Leftovers()
+        self.leftovers = Leftovers(self.clock.monotonic)
         self.engine_id = ""
         self.runtimes: dict[str, Any] = {}
         self.runtime_probes: dict[str, Any] = {}
@@ -59,7 +65,7 @@ class Engine:
         self.volumes: Any = None  # networks issue: VolumeManager
         self._started = False
         self._init_version: str | None = None
-        self._janitor: asyncio.Task[None] | None = None
+        self._tasks = TaskSet("engine", clock=self.clock)  # the housekeeping loop
 
     # ---- lifecycle
     async def __aenter__(self) -> Engine:
@@ -123,11 +129,11 @@ class Engine:
         # --- end networks issue
         from .containers.manager import ContainerManager
 
-        self.containers = ContainerManager(self)
+        self.containers = ContainerManager(self, clock=self.clock)
         if hasattr(self.images, "set_in_use"):
             self.images.set_in_use(self.containers.image_users, self.containers.reclaimed)
         await self.containers.recover()
-        self._janitor = asyncio.get_running_loop().create_task(self._housekeeping())
+        self._tasks.spawn(self._housekeeping(), name="housekeeping")
         self._started = True
         self.bus.event("daemon", "start", self.engine_id, {"name": os.uname().nodename})
 
@@ -135,8 +141,7 @@ class Engine:
         if not self._started:
             return
         self._started = False
-        if self._janitor is not None:
-            self._janitor.cancel()
+        await self._tasks.close()  # no housekeeping pass under the shutdown's feet
         if self.containers is not None:
             await self.containers.shutdown()
         for rt in self.runtimes.values():
@@ -159,7 +164,7 @@ class Engine:
         """Retry clean-ups that failed, reap zombies nobody waits for (orphans of --pid host
         containers and detached execs) and drop partial downloads no pull wants any more."""
         while True:
-            await asyncio.sleep(30)
+            await self.clock.sleep(HOUSEKEEPING_PERIOD)
             try:
                 await self.leftovers.retry_due()
                 snap = self.snapshotter
