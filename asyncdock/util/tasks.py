@@ -72,17 +72,17 @@ class TaskSet:
             pass
         return {t for t in waiting if not t.done()}
 
-    async def close(self, timeout: float = 0.0) -> None:
-        """Let the tasks run for up to `timeout` seconds, then cancel what is left and await
-        it (for at most CANCEL_WAIT seconds: what still runs then is logged and left). Tasks
-        spawned meanwhile are cancelled too."""
+    async def close(self, timeout: float | None = 0.0) -> None:
+        """Let the tasks run for up to `timeout` seconds (None: as long as they take), then
+        cancel what is left and await it (for at most CANCEL_WAIT seconds: what still runs then
+        is logged and left). Tasks spawned meanwhile are cancelled at once."""
         grace = timeout
         while True:
             live = self.pending()
             if not live:
                 return
             late = await self.wait(live, grace)
-            if late and grace > 0:
+            if late and grace:
                 log.warning("%s: still running after %gs, cancelled: %s", self.owner, grace, _names(late))
             for t in late:
                 t.cancel()

@@ -154,3 +154,28 @@ def test_uncancellable_finishes_the_step_then_raises_the_cancellation() -> None:
             return "value"
         assert await uncancellable(plain()) == "value"
     run(body())
+
+
+def test_close_without_limit_waits_for_the_work_then_cancels_what_it_spawned() -> None:
+    clock = FakeClock()
+
+    async def body() -> None:
+        go, entered = asyncio.Event(), asyncio.Event()
+        done: list[str] = []
+
+        async def delete() -> None:
+            entered.set()
+            await go.wait()
+            done.append("deleted")
+            tasks.spawn(asyncio.Event().wait(), name="spawned at the end")
+
+        tasks = TaskSet("owner", clock=clock)
+        tasks.spawn(delete(), name="delete")
+        closing = asyncio.create_task(tasks.close(timeout=None))
+        await entered.wait()  # the delete runs, and close waits for it
+        clock.advance(3600)  # no timer: time does not end the wait
+        assert not closing.done()
+        go.set()
+        await closing
+        assert done == ["deleted"] and len(tasks) == 0 and clock.sleeping == 0
+    run(body())
