@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import plugins
+from .clock import Clock, SystemClock
 from .config import DaemonConfig
 from .events import EventBus
 from .leftovers import Leftovers
 from .util.fstree import remove_tree
 from .util.ids import new_id
+from .util.tasks import TaskSet
 
 if TYPE_CHECKING:
     from .containers.manager import ContainerManager
@@ -35,10 +37,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+HOUSEKEEPING_PERIOD = 30.0
+
 
 class Engine:
     def __init__(self, config: DaemonConfig | None = None, *, data_root: str | None = None,
-                 exec_root: str | None = None, **settings: object) -> None:
+                 exec_root: str | None = None, clock: Clock | None = None, **settings: object) -> None:
         cfg = config or DaemonConfig()
         if data_root is not None:
             cfg.data_root = data_root
@@ -49,9 +53,11 @@ class Engine:
         self.config = cfg
         self.data_root = Path(cfg.data_root)
         self.exec_root = Path(cfg.exec_root)
-        self.bus = EventBus()
+        # the time every subsystem waits on and stamps with (a test's fake one, tests/support)
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.bus = EventBus(clock=self.clock.time_ns)
         # clean-ups of what earlier runs left: failures logged and retried, never fatal
-        self.leftovers = Leftovers()
+        self.leftovers = Leftovers(self.clock.monotonic)
         self.engine_id = ""
         self.runtimes: dict[str, OCIRuntime] = {}
         self.runtime_probes: dict[str, ProbeResult] = {}
@@ -68,7 +74,7 @@ class Engine:
         self.volumes: VolumeManager | None = None
         self._started = False
         self._init_version: str | None = None
-        self._janitor: asyncio.Task[None] | None = None
+        self._tasks = TaskSet("engine", clock=self.clock)  # the housekeeping loop
 
     # ---- lifecycle
     async def __aenter__(self) -> Engine:
@@ -136,12 +142,11 @@ class Engine:
         self.containers = ContainerManager(ContainerDeps(
             settings=settings, bus=self.bus, images=self.images, runtimes=self.runtimes,
             snapshotter=self.snapshotter, networks=self.networks, volumes=self.volumes,
-            logdrivers=self.logdrivers, exits=self.exits, leftovers=self.leftovers))
+            logdrivers=self.logdrivers, exits=self.exits, leftovers=self.leftovers, clock=self.clock))
         self.networks.set_container_lookup(self.containers.get)
         self.images.set_in_use(self.containers.image_users, self.containers.reclaimed)
         await self.containers.recover()
-        self._janitor = asyncio.get_running_loop().create_task(
-            self._housekeeping(self.snapshotter, self.exits, self.puller))
+        self._tasks.spawn(self._housekeeping(self.snapshotter, self.exits, self.puller), name="housekeeping")
         self._started = True
         self.bus.event("daemon", "start", self.engine_id, {"name": os.uname().nodename})
 
@@ -149,8 +154,7 @@ class Engine:
         if not self._started:
             return
         self._started = False
-        if self._janitor is not None:
-            self._janitor.cancel()
+        await self._tasks.close()  # no housekeeping pass under the shutdown's feet
         if self.containers is not None:
             await self.containers.shutdown()
         for rt in self.runtimes.values():
@@ -172,7 +176,7 @@ class Engine:
         """Retry clean-ups that failed, reap zombies nobody waits for (orphans of --pid host
         containers and detached execs) and drop partial downloads no pull wants any more."""
         while True:
-            await asyncio.sleep(30)
+            await self.clock.sleep(HOUSEKEEPING_PERIOD)
             try:
                 await self.leftovers.retry_due()
                 # a snapshotter plugin may say that a removal which failed earlier in this run

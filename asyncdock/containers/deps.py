@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..clock import Clock, SystemClock
 from ..events.sink import EventSink
 from ..leftovers import CleanupQueue
 from ..logs.base import LogDriver
@@ -118,3 +119,5 @@ class ContainerDeps:
     logdrivers: LogDrivers
     exits: ExitWatch
     leftovers: CleanupQueue
+    # every wait on a period (restart back-off, health intervals) and every timestamp
+    clock: Clock = field(default_factory=SystemClock)

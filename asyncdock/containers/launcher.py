@@ -20,6 +20,7 @@ from ..runtime.base import OCIRuntime, RuntimeError_
 from ..snapshots.base import Mount
 from ..util.fstree import remove_tree_quietly, walk
 from ..util.ids import short_id
+from ..util.tasks import uncancellable
 from .etcfiles import write_etc_files
 from .models import ContainerRecord
 from .stdio import open_stdio_pipes, start_stdio_pipes
@@ -322,10 +323,15 @@ async def release_after_exit(mgr: ContainerManager, rec: ContainerRecord, rt: OC
     before it ran is cleaned up at the next daemon start (cleanup_leftovers)."""
     # The cgroups before the runtime's record: a crash in between leaves the record, which the
     # next start's cleanup_leftovers hands to the runtime's delete (the crun plugin's delete
-    # after an exit is the record's removal alone).
-    results = await asyncio.gather(_release_rootfs(mgr, rec), asyncio.to_thread(remove_cgroup_dirs, cgroups),
-                                   return_exceptions=True)
-    await _delete(rt, rec.id, exited=True)
+    # after an exit is the record's removal alone). A cancellation (a shutdown whose wait ran
+    # out) must not skip the delete, nor cut it off halfway: a clean stop would leave the
+    # runtime's state directory behind for the next start.
+    try:
+        results = await asyncio.gather(_release_rootfs(mgr, rec),
+                                       asyncio.to_thread(remove_cgroup_dirs, cgroups),
+                                       return_exceptions=True)
+    finally:
+        await uncancellable(_delete(rt, rec.id, exited=True))
     for r in results:
         if isinstance(r, BaseException):
             raise r

@@ -20,7 +20,9 @@ from ..util.errtext import client_text, os_error_text
 from ..util.fsflags import mark_topdir
 from ..util.fstree import remove_tree
 from ..util.ids import is_full_id, new_id, short_id
+from ..util.tasks import TaskSet
 from . import names as names_mod
+from .backoff import next_delay
 from .deps import ContainerDeps
 from .exec import ExecStore
 from .models import (ZERO_TIME, ContainerConfig, ContainerRecord, CreateRequest, HostConfig, LogConfig, MountPoint,
@@ -34,8 +36,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SHM = 64 * 1024 * 1024
 DEFAULT_STOP_TIMEOUT = 10
-RESTART_BASE = 0.1
-RESTART_MAX = 60.0
+# How long shutdown waits, in all, for the exits, the clean-ups after them and the reclaims of
+# removed containers to finish before it cancels what is left.
+SHUTDOWN_WAIT = 45.0
 
 
 def parse_signal(value: str | int | None, default: int = signal_mod.SIGKILL) -> int:
@@ -89,13 +92,16 @@ class ContainerManager:
         self.logdrivers = deps.logdrivers
         self.exits = deps.exits
         self.leftovers = deps.leftovers
+        self.clock = deps.clock
         self.execs = ExecStore()  # the exec instances of its containers (moby keeps them in memory too)
         self.store = ContainerStore(deps.settings.data_root / "containers")
         self.bundles = deps.settings.exec_root / "bundles"
         self.bundles.mkdir(parents=True, exist_ok=True)
         mark_topdir(self.bundles)  # a bundle per container start (see util.fsflags)
         self._live: dict[str, Live] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        # Supervision (monitors, restart timers, health checks, exec monitors), exit clean-ups
+        # and reclaims: all of it, awaited or cancelled by shutdown.
+        self._tasks = TaskSet("containers", clock=self.clock)
         self._cleanups: dict[str, asyncio.Task[Any]] = {}  # container id -> deferred cleanup
         self._reclaims: set[asyncio.Task[Any]] = set()  # snapshots of removed containers going
         from .seccomp import DefaultProfiles
@@ -145,18 +151,17 @@ class ContainerManager:
         """A `container` event of `rec` (its labels, image and name as attributes)."""
         self.bus.event("container", action, rec.id, self._attrs(rec, **extra), legacy_from=rec.image)
 
-    def spawn(self, coro: Any) -> asyncio.Task[Any]:
-        """A background task of the supervisor (cancelled at shutdown)."""
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+    def spawn(self, coro: Any, name: str | None = None) -> asyncio.Task[Any]:
+        """A background task of the supervisor (its task set: failures logged, cancelled and
+        awaited at shutdown)."""
+        return self._tasks.spawn(coro, name=name or coro.__qualname__)
 
     def defer_exit_cleanup(self, cid: str, coro: Any) -> None:
         """Run the cleanup of an exited container (rootfs mount, runtime state, cgroups) in the
         background; the next start of that container, its removal and the daemon's shutdown
         wait for it (exit_cleaned)."""
-        task = self.spawn(_logged(coro, f"cleaning up after the exit of {short_id(cid)}"))
+        task = self.spawn(_logged(coro, f"cleaning up after the exit of {short_id(cid)}"),
+                          f"exit clean-up of {short_id(cid)}")
         self._cleanups[cid] = task
 
         def done(t: asyncio.Task[Any]) -> None:
@@ -197,7 +202,8 @@ class ContainerManager:
             except errors.NotFound:
                 pass
 
-        task = self.spawn(_logged(reclaim(), f"giving back the disk of removed container {short_id(cid)}"))
+        task = self.spawn(_logged(reclaim(), f"giving back the disk of removed container {short_id(cid)}"),
+                          f"reclaim of {short_id(cid)}")
         self._reclaims.add(task)
         task.add_done_callback(self._reclaims.discard)
 
@@ -260,7 +266,7 @@ class ContainerManager:
         self.networks.validate_mode(hc.network_mode, endpoints)
         self.store.reserve_name(full, cid)
         try:
-            now = time.time_ns()
+            now = self.clock.time_ns()
             driver = self.logdrivers[log_driver]
             rec = ContainerRecord(
                 id=cid, name=full, created=rfc3339nano(now), created_ns=now, image=body.image,
@@ -449,9 +455,9 @@ class ContainerManager:
             self.save_state(rec)
             lv.hub.close()
             if rec.host_config.auto_remove:
-                self.spawn(self._auto_remove(rec))
+                self.spawn(self._auto_remove(rec), f"auto-remove of {short_id(rec.id)}")
             raise e.error from None
-        now = time.time_ns()
+        now = self.clock.time_ns()
         rec.state = State(status="running", running=True, pid=proc.pid, started_at=rfc3339nano(now),
                           finished_at=ZERO_TIME, health=None)
         rec.started_ns = now
@@ -468,7 +474,7 @@ class ContainerManager:
         self.save_state(rec)
         lv.pid = proc.pid
         lv.started.set()
-        lv.monitor = self.spawn(self._monitor(rec, lv, proc))
+        lv.monitor = self.spawn(self._monitor(rec, lv, proc), f"monitor of {short_id(rec.id)}")
         self.publish(rec, "start")
 
     async def _monitor(self, rec: ContainerRecord, lv: Live, proc: Any) -> None:
@@ -491,7 +497,7 @@ class ContainerManager:
         if lv.stdin_w is not None:
             lv.stdin_w.close()
             lv.stdin_w = None
-        now = time.time_ns()
+        now = self.clock.time_ns()
         health = rec.state.health
         rec.state = State(status="exited", exit_code=code, oom_killed=oom, started_at=rec.state.started_at,
                           finished_at=rfc3339nano(now), health=health)
@@ -508,7 +514,7 @@ class ContainerManager:
         if self._shutting_down:
             return
         if rec.host_config.auto_remove and not lv.removing:
-            self.spawn(self._auto_remove(rec))
+            self.spawn(self._auto_remove(rec), f"auto-remove of {short_id(rec.id)}")
         elif self._should_restart(rec, code):
             self._schedule_restart(rec, lv, now)
 
@@ -524,19 +530,14 @@ class ContainerManager:
         return False
 
     def _schedule_restart(self, rec: ContainerRecord, lv: Live, exited_ns: int) -> None:
-        # Docker's back-off: 100 ms doubling per restart, reset once a run lasted 10 s.
-        ran = (exited_ns - rec.started_ns) / 1e9
-        if ran >= 10:
-            delay = RESTART_BASE
-        else:
-            delay = min(self._backoff.get(rec.id, RESTART_BASE / 2) * 2, RESTART_MAX)
+        delay = next_delay(self._backoff.get(rec.id), (exited_ns - rec.started_ns) / 1e9)
         self._backoff[rec.id] = delay
         rec.state.restarting = True
         rec.state.status = "restarting"
         self.save_state(rec)
 
         async def later() -> None:
-            await asyncio.sleep(delay)
+            await self.clock.sleep(delay)
             # From here the start is in flight: nobody cancels it (a cancel in the middle of a
             # launch would leak runtime state); stop/remove/shutdown set their flags and then
             # wait for the lock instead.
@@ -555,7 +556,7 @@ class ContainerManager:
                     rec.state.status = "exited"
                     self.save_state(rec)
 
-        lv.restart_timer = self.spawn(later())
+        lv.restart_timer = self.spawn(later(), f"restart of {short_id(rec.id)}")
 
     # ---------------------------------------------------------------- signals, stop, kill
     async def kill(self, rec: ContainerRecord, sig: int, ref: str | None = None) -> None:
@@ -902,7 +903,7 @@ class ContainerManager:
                 await self._destroy(rec, self.live(rec))
                 continue
             if rec.state.running or rec.state.paused or rec.state.restarting:
-                now = time.time_ns()
+                now = self.clock.time_ns()
                 rec.state = State(status="exited", exit_code=255 if (rec.state.running or rec.state.paused) else rec.state.exit_code,
                                   started_at=rec.state.started_at, finished_at=rfc3339nano(now))
                 rec.finished_ns = now
@@ -933,7 +934,12 @@ class ContainerManager:
                 except Exception as e:
                     log.warning("removing the snapshot of %s: %s", short_id(info.name), e)
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, timeout: float = SHUTDOWN_WAIT) -> None:
+        """Stop the running containers (their policies kept for the next start), then let
+        their exits be handled, the clean-ups after them (rootfs, cgroups, the runtime's state)
+        and the reclaims of removed containers finish, for at most `timeout` seconds in all:
+        what is pending then is logged by name and cancelled. Every other task of the manager
+        (health checks, exec monitors, restart timers) is cancelled; all of them are awaited."""
         self._shutting_down = True
         for lv in list(self._live.values()):
             if lv.restart_timer is not None:
@@ -961,15 +967,23 @@ class ContainerManager:
 
         if running:
             await asyncio.gather(*(stop_one(r) for r in running))
-        for lv in self._live.values():
-            if lv.monitor is not None and not lv.monitor.done():
-                await asyncio.wait({lv.monitor}, timeout=5)
-        if self._cleanups:
-            await asyncio.wait(set(self._cleanups.values()), timeout=10)
-        if self._reclaims:
-            await asyncio.wait(set(self._reclaims), timeout=30)
-        for task in list(self._tasks):
-            task.cancel()
+        deadline = self.clock.monotonic() + timeout
+        # A monitor that ends defers its exit's clean-up: asked again until nothing is owed.
+        while owed := self._owed_at_shutdown():
+            late = await self._tasks.wait(owed, max(0.0, deadline - self.clock.monotonic()))
+            if late:
+                log.warning("shutdown: still pending after %gs, cancelled: %s", timeout,
+                            ", ".join(sorted(t.get_name() for t in late)))
+                break
+        await self._tasks.close()
+
+    def _owed_at_shutdown(self) -> set[asyncio.Task[Any]]:
+        """What shutdown lets finish: the exits' monitors, the clean-ups after them and the
+        reclaims of removed containers."""
+        owed = {lv.monitor for lv in self._live.values() if lv.monitor is not None}
+        owed.update(self._cleanups.values())
+        owed.update(self._reclaims)
+        return {t for t in owed if not t.done()}
 
 
 def _kill_leftover_processes(rec: ContainerRecord) -> None:

@@ -159,7 +159,7 @@ class NetworkManager:
                 await self.release(cid, events=False)
             except Exception:
                 log.exception("releasing network of %s", short_id(cid))
-        self.dns.close()
+        await self.dns.close()
         # The containers have stopped: their netns (and veths) are on their way out. Links
         # still there after this are deleted explicitly, then by the drivers' cleanup anyway.
         await self.reaper.settle(timeout=2.0)
