@@ -44,7 +44,7 @@ class Probes:
         self.results: list[HealthLogEntry] = []
         self.health: list[Health] = []
         self._saved = asyncio.Event()
-        save = mgr._save_state
+        save = mgr.save_state
 
         def saving(rec: ContainerRecord) -> None:
             save(rec)
@@ -54,7 +54,7 @@ class Probes:
                 self.health.append(Health(status=h.status, failing_streak=h.failing_streak))
                 self._saved.set()
 
-        mgr._save_state = saving  # type: ignore[method-assign]
+        mgr.save_state = saving  # type: ignore[method-assign]
 
     async def wait(self, count: int) -> Health:
         """The health once `count` probes are recorded."""
