@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .. import errors
+from ..base import errors
 from .models import ContainerRecord
 from .rootfs_fs import open_dir, open_in_root, open_root, resolved_path
 from .status import rfc3339nano

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .. import errors
+from ..base import errors
 from ..util.errtext import os_error_text
 from ..util.ids import new_id
 from .models import ContainerRecord

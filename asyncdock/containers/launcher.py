@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .. import errors
+from ..base import errors
 from ..logs.base import LogRecord
 from ..runtime.base import RuntimeError_
 from ..util.fstree import remove_tree_quietly, walk

@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-from .. import errors
+from ..base import errors
 from ..util.errtext import os_error_text
 from ..logs.base import LogNotReadable, ReadOptions
 from ..logs.framing import SYSTEMERR, format_log_payload, frame, frame_record

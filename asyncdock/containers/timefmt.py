@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 
-from ..errors import InvalidParameter
+from ..base.errors import InvalidParameter
 from .status import parse_docker_time
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")

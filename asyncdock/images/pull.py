@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 from ..config import DaemonConfig
 from ..containers.status import parse_docker_time
 from ..content.store import ContentStore, DigestMismatch, IngestLocked, IngestWriter
-from ..errors import EngineError
+from ..base.errors import EngineError
 from ..events import EventBus, LayerProgress
 from ..registry.auth import AuthConfig
 from ..registry.client import RegistryClient, Repository, ResolvedManifest

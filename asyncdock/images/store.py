@@ -20,7 +20,7 @@ import msgspec
 
 from ..containers.status import rfc3339nano
 from ..content.store import ContentStore
-from ..errors import Conflict, InvalidParameter, NotFound
+from ..base.errors import Conflict, InvalidParameter, NotFound
 from ..registry.reference import Reference, parse_any, parse_normalized
 from ..snapshots.base import Snapshotter
 from ..util.atomic import atomic_write_json

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import errors, plugins
+from .. import plugins
+from ..base import errors
 from ..containers.status import rfc3339nano
 from ..util.ids import new_id, short_id
 from . import ipam, netns

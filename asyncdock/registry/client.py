@@ -28,7 +28,7 @@ import aiohttp
 import msgspec
 
 from ..config import DaemonConfig
-from ..errors import EngineError, InvalidParameter, NotFound, Unauthorized
+from ..base.errors import EngineError, InvalidParameter, NotFound, Unauthorized
 from ..util.errtext import connection_error_text
 from ..images.models import (DOCKER_SCHEMA1, INDEX_TYPES, MANIFEST_ACCEPT, MANIFEST_TYPES, Descriptor,
                              ManifestError, Platform, classify_manifest, decode_index, decode_manifest)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform as _platform
 from collections.abc import Sequence
 
-from ..errors import InvalidParameter
+from ..base.errors import InvalidParameter
 from ..images.models import Descriptor, Platform
 
 _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "i386": "386",

@@ -18,7 +18,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from .. import errors, plugins
+from .. import plugins
+from ..base import errors
 from ..containers.models import MountPoint
 from ..containers.spec import BindMount
 from ..containers.status import rfc3339nano

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Literal
 
-from asyncdock.errors import SystemError_
+from asyncdock.base.errors import SystemError_
 from asyncdock.plugins import InitContext, Registration
 from asyncdock.snapshots.base import Mount
 from asyncdock_snapshotter_overlay.dirstore import DirSnapshotter, Kind, Record

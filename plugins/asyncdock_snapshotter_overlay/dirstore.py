@@ -40,7 +40,7 @@ from typing import Literal
 import anyio.to_thread
 import msgspec
 
-from asyncdock.errors import Conflict, InvalidParameter, NotFound
+from asyncdock.base.errors import Conflict, InvalidParameter, NotFound
 from asyncdock.snapshots.base import Mount, SnapshotInfo
 from asyncdock.util.atomic import atomic_write_json
 from asyncdock.util.corrupt import aside_name, move_aside

@@ -17,7 +17,7 @@ import pytest
 
 from asyncdock.config import DaemonConfig
 from asyncdock.content.store import ContentStore
-from asyncdock.errors import EngineError, NotFound, Unauthorized
+from asyncdock.base.errors import EngineError, NotFound, Unauthorized
 from asyncdock.events import EventBus, LayerProgress
 from asyncdock.images.pull import Puller
 from asyncdock.images.store import ImageStore

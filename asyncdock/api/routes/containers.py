@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from ... import errors
+from ...base import errors
 from ...containers import render
 from ...containers.manager import parse_signal
 from ...containers.models import ContainerRecord, CreateRequest

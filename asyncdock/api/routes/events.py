@@ -24,7 +24,7 @@ from typing import Any
 
 import msgspec
 
-from ...errors import InvalidParameter
+from ...base.errors import InvalidParameter
 from ...events import Event, LayerProgress, SubscriberLagged
 from ...events.journal import format_seq, parse_seq
 from ...events.models import Actor

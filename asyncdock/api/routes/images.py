@@ -7,7 +7,7 @@ from typing import Any
 
 from ...containers.status import ZERO_TIME, parse_docker_time, rfc3339nano
 from ...containers.timefmt import parse_timestamp_filter
-from ...errors import EngineError, InvalidParameter, NotFound, NotImplementedYet
+from ...base.errors import EngineError, InvalidParameter, NotFound, NotImplementedYet
 from ...images import progress as pm
 from ...images.models import ContainerConfig, HealthConfig
 from ...images.store import ImageRecord, ImageStore
