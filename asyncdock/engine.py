@@ -18,7 +18,7 @@ from . import plugins
 from .config import DaemonConfig
 from .events import EventBus
 from .util.fstree import remove_tree
-from .util.ids import new_id
+from .base.ids import new_id
 
 log = logging.getLogger(__name__)
 

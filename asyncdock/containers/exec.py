@@ -24,7 +24,7 @@ import msgspec
 
 from ..base import errors
 from ..util.errtext import os_error_text
-from ..util.ids import new_id
+from ..base.ids import new_id
 from .models import ContainerRecord
 from .stdio import STDOUT, OutputHub, open_stdio_pipes, start_stdio_pipes
 

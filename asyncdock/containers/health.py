@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..util.errtext import client_text
-from ..util.ids import short_id
+from ..base.ids import short_id
 from .models import Health, HealthConfig, HealthLogEntry
 from .status import rfc3339nano
 

@@ -18,7 +18,7 @@ from ..base import errors
 from ..logs.base import LogRecord
 from ..runtime.base import RuntimeError_
 from ..util.fstree import remove_tree_quietly, walk
-from ..util.ids import short_id
+from ..base.ids import short_id
 from .etcfiles import write_etc_files
 from .models import ContainerRecord
 from .stdio import open_stdio_pipes, start_stdio_pipes

@@ -19,7 +19,7 @@ from ..base import errors
 from ..util.errtext import client_text, os_error_text
 from ..util.fsflags import mark_topdir
 from ..util.fstree import remove_tree
-from ..util.ids import is_full_id, new_id, short_id
+from ..base.ids import is_full_id, new_id, short_id
 from . import names as names_mod
 from .models import ZERO_TIME, ContainerConfig, ContainerRecord, CreateRequest, HostConfig, LogConfig, State
 from .spec import MASKED_PATHS, READONLY_PATHS

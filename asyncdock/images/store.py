@@ -25,7 +25,7 @@ from ..registry.reference import Reference, parse_any, parse_normalized
 from ..snapshots.base import Snapshotter
 from ..util.atomic import atomic_write_json
 from ..util.corrupt import move_aside
-from ..util.ids import short_id
+from ..base.ids import short_id
 from .models import ContainerConfig, ImageConfig, decode_config
 
 log = logging.getLogger(__name__)

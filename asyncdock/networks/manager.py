@@ -20,7 +20,7 @@ from typing import Any
 from .. import plugins
 from ..base import errors
 from ..containers.status import rfc3339nano
-from ..util.ids import new_id, short_id
+from ..base.ids import new_id, short_id
 from . import ipam, netns
 from .base import IPAM, Endpoint, IPAMConfig, Network
 from .dns import DNS_ADDR, EmbeddedDNS

@@ -23,7 +23,7 @@ from ..base import errors
 from ..containers.models import MountPoint
 from ..containers.spec import BindMount
 from ..containers.status import rfc3339nano
-from ..util.ids import new_id
+from ..base.ids import new_id
 from .base import Volume
 from .store import VolumeStore
 
