@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..util.errtext import client_text
 from ..base.ids import short_id
 from .models import Health, HealthConfig, HealthLogEntry
-from .status import rfc3339nano
+from ..base.timefmt import rfc3339nano
 
 if TYPE_CHECKING:
     from .manager import ContainerManager

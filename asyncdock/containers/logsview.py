@@ -9,7 +9,7 @@ from ..util.errtext import os_error_text
 from ..logs.base import LogNotReadable, ReadOptions
 from ..logs.framing import SYSTEMERR, format_log_payload, frame, frame_record
 from .models import ContainerRecord
-from .timefmt import parse_timestamp_filter
+from ..base.timefmt import parse_timestamp_filter
 
 if TYPE_CHECKING:
     from ..api.http import Request

@@ -25,7 +25,7 @@ from .models import ZERO_TIME, ContainerConfig, ContainerRecord, CreateRequest, 
 from .spec import MASKED_PATHS, READONLY_PATHS
 from .stdio import OutputHub
 from .store import ContainerStore
-from .status import rfc3339nano
+from ..base.timefmt import rfc3339nano
 
 if TYPE_CHECKING:
     from ..engine import Engine
@@ -963,7 +963,7 @@ class ContainerManager:
 def _until_filter(values: list[str] | None) -> int:
     if not values:
         return 0
-    from .timefmt import parse_timestamp_filter  # noqa: PLC0415
+    from ..base.timefmt import parse_timestamp_filter  # noqa: PLC0415
 
     return parse_timestamp_filter(values[-1])
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..config import DaemonConfig
-from ..containers.status import parse_docker_time
+from ..base.timefmt import parse_docker_time
 from ..content.store import ContentStore, DigestMismatch, IngestLocked, IngestWriter
 from ..base.errors import EngineError
 from ..events import EventBus, LayerProgress

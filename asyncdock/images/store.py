@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from ..containers.status import rfc3339nano
+from ..base.timefmt import rfc3339nano
 from ..content.store import ContentStore
 from ..base.errors import Conflict, InvalidParameter, NotFound
 from ..registry.reference import Reference, parse_any, parse_normalized

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import struct
 
-from asyncdock.containers.status import rfc3339nano_fixed
+from asyncdock.base.timefmt import rfc3339nano_fixed
 from asyncdock.logs.base import LogRecord, Stream
 
 STDIN = 0

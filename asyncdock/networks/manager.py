@@ -19,7 +19,7 @@ from typing import Any
 
 from .. import plugins
 from ..base import errors
-from ..containers.status import rfc3339nano
+from ..base.timefmt import rfc3339nano
 from ..base.ids import new_id, short_id
 from . import ipam, netns
 from .base import IPAM, Endpoint, IPAMConfig, Network
@@ -272,7 +272,7 @@ class NetworkManager:
 
     async def prune(self, filters: dict[str, list[str]]) -> list[str]:
         from ..api.filters import match_label
-        from ..containers.timefmt import parse_timestamp_filter
+        from ..base.timefmt import parse_timestamp_filter
 
         until = parse_timestamp_filter(filters["until"][-1]) if filters.get("until") else 0
         deleted: list[str] = []

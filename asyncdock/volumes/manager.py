@@ -22,7 +22,7 @@ from .. import plugins
 from ..base import errors
 from ..containers.models import MountPoint
 from ..containers.spec import BindMount
-from ..containers.status import rfc3339nano
+from ..base.timefmt import rfc3339nano
 from ..base.ids import new_id
 from .base import Volume
 from .store import VolumeStore

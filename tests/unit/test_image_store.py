@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import pytest
 
-from asyncdock.containers.status import parse_docker_time
+from asyncdock.base.timefmt import parse_docker_time
 from asyncdock.content.store import ContentStore
 from asyncdock.base.errors import Conflict, InvalidParameter, NotFound
 from asyncdock.events import EventBus

@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ...containers.status import ZERO_TIME, parse_docker_time, rfc3339nano
-from ...containers.timefmt import parse_timestamp_filter
 from ...base.errors import EngineError, InvalidParameter, NotFound, NotImplementedYet
+from ...base.timefmt import ZERO_TIME, parse_docker_time, parse_timestamp_filter, rfc3339nano
 from ...images import progress as pm
 from ...images.models import ContainerConfig, HealthConfig
 from ...images.store import ImageRecord, ImageStore
