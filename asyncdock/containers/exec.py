@@ -369,7 +369,7 @@ async def _monitor(engine: Engine, rec: ContainerRecord, ex: ExecInstance, exit_
 
 async def serve_exec_start(req: Any, ex: ExecInstance, body: ExecStartConfig) -> Any:
     from ..api.http import empty_response
-    from ..logs.framing import frame
+    from ..base.stdcopy import frame
     from .attach import StdinSide, run_session
     from .tty import parse_detach_keys
 
