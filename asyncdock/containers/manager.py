@@ -833,7 +833,7 @@ class ContainerManager:
 
     # ---------------------------------------------------------------- prune
     async def prune(self, filters: dict[str, list[str]]) -> tuple[list[str], int]:
-        from ..api.filters import match_label
+        from ..base.filters import match_label
 
         until_ns = _until_filter(filters.get("until"))
         deleted: list[str] = []

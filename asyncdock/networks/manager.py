@@ -271,7 +271,7 @@ class NetworkManager:
         self.bus.event("network", "destroy", net.id, {"name": net.name, "type": net.driver})
 
     async def prune(self, filters: dict[str, list[str]]) -> list[str]:
-        from ..api.filters import match_label
+        from ..base.filters import match_label
         from ..base.timefmt import parse_timestamp_filter
 
         until = parse_timestamp_filter(filters["until"][-1]) if filters.get("until") else 0

@@ -130,7 +130,7 @@ class VolumeManager:
         self.bus.event("volume", "destroy", name, {"driver": v.driver})
 
     def list(self, filters: dict[str, list[str]] | None = None) -> list[Volume]:
-        from ..api.filters import bool_filter, match_label
+        from ..base.filters import bool_filter, match_label
 
         f = filters or {}
         for key in f:

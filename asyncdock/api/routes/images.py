@@ -14,7 +14,7 @@ from ...registry.auth import AuthConfig, decode_registry_auth
 from ...registry.platforms import parse_platform
 from ...registry.reference import familiar_match, parse_pull_reference
 from ...util.errtext import client_text
-from ..filters import bool_filter, match_label, parse_filters
+from ...base.filters import bool_filter, match_label, parse_filters
 from ..http import Request, Response, Router, StreamResponse, empty_response, json_response
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ import msgspec
 
 from ...base.errors import InvalidParameter, Unavailable
 from ..bodies import VolumeCreate, checked
-from ..filters import parse_filters
+from ...base.filters import parse_filters
 from ..http import Request, Response, Router, empty_response, json_response
 
 
