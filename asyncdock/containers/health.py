@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..util.errtext import client_text
 from ..base.ids import short_id
-from .models import Health, HealthConfig, HealthLogEntry
+from .models import Health, HealthLogEntry
+from ..base.healthcheck import HealthConfig
 from ..base.timefmt import rfc3339nano
 
 if TYPE_CHECKING:

@@ -335,7 +335,7 @@ class ContainerManager:
             cfg.stop_signal = ic.stop_signal
         if cfg.healthcheck is None and getattr(ic, "healthcheck", None) is not None:
             h = ic.healthcheck
-            from .models import HealthConfig
+            from ..base.healthcheck import HealthConfig
 
             cfg.healthcheck = HealthConfig(test=getattr(h, "test", None), interval=getattr(h, "interval", 0) or 0,
                                            timeout=getattr(h, "timeout", 0) or 0,

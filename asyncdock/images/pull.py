@@ -48,7 +48,7 @@ from ..snapshots.limits import LayerNoSpace, LayerTooLarge, free_bytes, free_spa
 from ..util.errtext import client_text
 from ..util.fstree import disk_usage
 from . import progress as pm
-from .models import LAYER_TYPES, ContainerConfig, Descriptor, ImageConfig, Platform, decode_config
+from ..base.oci import LAYER_TYPES, ContainerConfig, Descriptor, ImageConfig, Platform, decode_config
 from .pipe import DEFAULT_PIPE_LIMIT, CountingReader, LayerPipe, PipeClosed, TeeReader
 from .store import ImageRecord, ImageStore, LayerBlob, chain_ids
 

@@ -26,7 +26,7 @@ from ..snapshots.base import Snapshotter
 from ..util.atomic import atomic_write_json
 from ..util.corrupt import move_aside
 from ..base.ids import short_id
-from .models import ContainerConfig, ImageConfig, decode_config
+from ..base.oci import ContainerConfig, ImageConfig, decode_config
 
 log = logging.getLogger(__name__)
 

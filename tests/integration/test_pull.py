@@ -514,7 +514,7 @@ def test_ingest_opened_for_a_cancelled_transfer_is_not_left_locked(tmp_path: Pat
     layer failed at that moment): the open completes in the thread, and the writer it made must
     be closed, or every later pull of that blob waits for the lock and fails."""
     from asyncdock.content.store import IngestLocked
-    from asyncdock.images.models import Descriptor
+    from asyncdock.base.oci import Descriptor
 
     digest = "sha256:" + "ab" * 32
     desc = Descriptor(mediaType="application/vnd.oci.image.layer.v1.tar+gzip", digest=digest, size=10)

@@ -8,7 +8,7 @@ from typing import Any
 from ...base.errors import EngineError, InvalidParameter, NotFound, NotImplementedYet
 from ...base.timefmt import ZERO_TIME, parse_docker_time, parse_timestamp_filter, rfc3339nano
 from ...images import progress as pm
-from ...images.models import ContainerConfig, HealthConfig
+from ...base.oci import ContainerConfig, HealthConfig
 from ...images.store import ImageRecord, ImageStore
 from ...registry.auth import AuthConfig, decode_registry_auth
 from ...registry.platforms import parse_platform
