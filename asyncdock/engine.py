@@ -20,7 +20,7 @@ from .config import DaemonConfig
 from .events import EventBus
 from .leftovers import Leftovers
 from .util.fstree import remove_tree
-from .util.ids import new_id
+from .base.ids import new_id
 from .util.tasks import TaskSet
 
 if TYPE_CHECKING:

@@ -354,7 +354,7 @@ def cmd_logs(argv: list[str]) -> int:
 
 
 def cmd_exec(argv: list[str]) -> int:
-    from .. import errors
+    from ..base import errors
     from ..client import Client
 
     p = _parser("exec")

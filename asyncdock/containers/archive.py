@@ -27,10 +27,10 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .. import errors
+from ..base import errors
 from .models import ContainerRecord
 from .rootfs_fs import open_dir, open_in_root, open_root, resolved_path
-from .status import rfc3339nano
+from ..base.timefmt import rfc3339nano
 from .tarextract import BadArchive, ExtractFailed, extract
 from .tarwrite import tar_stream
 

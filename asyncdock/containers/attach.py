@@ -11,7 +11,8 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from ..logs.framing import frame, frame_record
+from ..logs.framing import frame_record
+from ..base.stdcopy import frame
 from .models import ContainerRecord
 from .stdio import OutputHub
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .. import errors
+from ..base import errors
 from ..snapshots.base import Mount, Snapshotter
 from .models import ContainerRecord
 from .rootfs_fs import RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, openat2

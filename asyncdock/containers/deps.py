@@ -24,7 +24,7 @@ from .models import MountPoint
 from .spec import BindMount
 
 if TYPE_CHECKING:
-    from ..images.models import ImageConfig
+    from ..base.oci import ImageConfig
     from ..images.store import ImageRecord
 
 # The OCI runtimes that work on this host, by the name a container's HostConfig.Runtime uses.

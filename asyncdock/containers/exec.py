@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .. import errors
+from ..base import errors
 from ..util.errtext import os_error_text
-from ..util.ids import new_id
+from ..base.ids import new_id
 from .models import ContainerRecord
 from .stdio import STDOUT, OutputHub, open_stdio_pipes, start_stdio_pipes
 
@@ -354,7 +354,7 @@ async def _monitor(mgr: ContainerManager, rec: ContainerRecord, ex: ExecInstance
 
 async def serve_exec_start(req: Any, ex: ExecInstance, body: ExecStartConfig) -> Any:
     from ..api.http import empty_response
-    from ..logs.framing import frame
+    from ..base.stdcopy import frame
     from .attach import StdinSide, run_session
     from .tty import parse_detach_keys
 

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..clock import within
 from ..util.errtext import client_text
-from ..util.ids import short_id
-from .models import Health, HealthConfig, HealthLogEntry
-from .status import rfc3339nano
+from ..base.ids import short_id
+from .models import Health, HealthLogEntry
+from ..base.healthcheck import HealthConfig
+from ..base.timefmt import rfc3339nano
 
 if TYPE_CHECKING:
     from .manager import ContainerManager

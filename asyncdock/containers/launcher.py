@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .. import errors
+from ..base import errors
 from ..logs.base import LogDriver, LogRecord
 from ..runtime.base import OCIRuntime, RuntimeError_
 from ..snapshots.base import Mount
 from ..util.fstree import remove_tree_quietly, walk
-from ..util.ids import short_id
+from ..base.ids import short_id
 from ..util.tasks import uncancellable
 from .etcfiles import write_etc_files
 from .models import ContainerRecord

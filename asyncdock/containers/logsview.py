@@ -4,12 +4,13 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-from .. import errors
+from ..base import errors
 from ..util.errtext import os_error_text
 from ..logs.base import LogNotReadable, ReadOptions
-from ..logs.framing import SYSTEMERR, format_log_payload, frame, frame_record
+from ..logs.framing import format_log_payload, frame_record
+from ..base.stdcopy import SYSTEMERR, frame
 from .models import ContainerRecord
-from .timefmt import parse_timestamp_filter
+from ..base.timefmt import parse_timestamp_filter
 
 if TYPE_CHECKING:
     from ..api.http import Request

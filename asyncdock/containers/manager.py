@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import errors
+from ..base import errors
 from ..util.errtext import client_text, os_error_text
 from ..util.fsflags import mark_topdir
 from ..util.fstree import remove_tree
-from ..util.ids import is_full_id, new_id, short_id
+from ..base.ids import is_full_id, new_id, short_id
 from ..util.tasks import TaskSet
 from . import names as names_mod
 from .backoff import next_delay
@@ -30,7 +30,7 @@ from .models import (ZERO_TIME, ContainerConfig, ContainerRecord, CreateRequest,
 from .spec import MASKED_PATHS, READONLY_PATHS
 from .stdio import OutputHub
 from .store import ContainerStore
-from .status import rfc3339nano
+from ..base.timefmt import rfc3339nano
 
 log = logging.getLogger(__name__)
 
@@ -352,7 +352,7 @@ class ContainerManager:
             cfg.stop_signal = ic.stop_signal
         if cfg.healthcheck is None and getattr(ic, "healthcheck", None) is not None:
             h = ic.healthcheck
-            from .models import HealthConfig
+            from ..base.healthcheck import HealthConfig
 
             cfg.healthcheck = HealthConfig(test=getattr(h, "test", None), interval=getattr(h, "interval", 0) or 0,
                                            timeout=getattr(h, "timeout", 0) or 0,
@@ -845,7 +845,7 @@ class ContainerManager:
 
     # ---------------------------------------------------------------- prune
     async def prune(self, filters: dict[str, list[str]]) -> tuple[list[str], int]:
-        from ..api.filters import match_label
+        from ..base.filters import match_label
 
         until_ns = _until_filter(filters.get("until"))
         deleted: list[str] = []
@@ -1009,7 +1009,7 @@ def _kill_leftover_processes(rec: ContainerRecord) -> None:
 def _until_filter(values: list[str] | None) -> int:
     if not values:
         return 0
-    from .timefmt import parse_timestamp_filter  # noqa: PLC0415
+    from ..base.timefmt import parse_timestamp_filter  # noqa: PLC0415
 
     return parse_timestamp_filter(values[-1])
 

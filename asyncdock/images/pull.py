@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..config import DaemonConfig
-from ..containers.status import parse_docker_time
+from ..base.timefmt import parse_docker_time
 from ..content.store import ContentStore, DigestMismatch, IngestLocked, IngestWriter
-from ..errors import EngineError
+from ..base.errors import EngineError
 from ..events import EventBus, LayerProgress
 from ..registry.auth import AuthConfig
 from ..registry.client import RegistryClient, Repository, ResolvedManifest
@@ -49,7 +49,7 @@ from ..util.errtext import client_text
 from ..util.fstree import disk_usage
 from ..util.tasks import TaskSet
 from . import progress as pm
-from .models import LAYER_TYPES, ContainerConfig, Descriptor, ImageConfig, Platform, decode_config
+from ..base.oci import LAYER_TYPES, ContainerConfig, Descriptor, ImageConfig, Platform, decode_config
 from .pipe import DEFAULT_PIPE_LIMIT, CountingReader, LayerPipe, PipeClosed, TeeReader
 from .store import ImageRecord, ImageStore, LayerBlob, chain_ids
 

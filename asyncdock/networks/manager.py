@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import errors, plugins
-from ..containers.status import rfc3339nano
+from .. import plugins
+from ..base import errors
+from ..base.timefmt import rfc3339nano
 from ..events.sink import EventSink
 from ..leftovers import CleanupQueue
-from ..util.ids import new_id, short_id
+from ..base.ids import new_id, short_id
 from . import ipam, netns
 from .base import IPAM, Endpoint, IPAMConfig, Network, NetworkDriver
 from .deps import ContainerLookup, KnownContainer
@@ -282,8 +283,8 @@ class NetworkManager:
         self.bus.event("network", "destroy", net.id, {"name": net.name, "type": net.driver})
 
     async def prune(self, filters: dict[str, list[str]]) -> list[str]:
-        from ..api.filters import match_label
-        from ..containers.timefmt import parse_timestamp_filter
+        from ..base.filters import match_label
+        from ..base.timefmt import parse_timestamp_filter
 
         until = parse_timestamp_filter(filters["until"][-1]) if filters.get("until") else 0
         deleted: list[str] = []

@@ -18,13 +18,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from .. import errors, plugins
+from .. import plugins
+from ..base import errors
 from ..containers.models import MountPoint
 from ..containers.spec import BindMount
-from ..containers.status import rfc3339nano
+from ..base.timefmt import rfc3339nano
 from ..events.sink import EventSink
 from ..snapshots.base import Mount
-from ..util.ids import new_id
+from ..base.ids import new_id
 from .base import Volume, VolumeDriver
 from .store import VolumeStore
 
@@ -132,7 +133,7 @@ class VolumeManager:
         self.bus.event("volume", "destroy", name, {"driver": v.driver})
 
     def list(self, filters: dict[str, list[str]] | None = None) -> list[Volume]:
-        from ..api.filters import bool_filter, match_label
+        from ..base.filters import bool_filter, match_label
 
         f = filters or {}
         for key in f:

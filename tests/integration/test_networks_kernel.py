@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from asyncdock import errors
+from asyncdock.base import errors
 from asyncdock.events import EventBus
 from asyncdock.leftovers import Leftovers
 from asyncdock.networks.manager import NetworkManager

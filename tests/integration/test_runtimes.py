@@ -29,7 +29,7 @@ from asyncdock.containers.launcher import remove_cgroup_dirs
 from asyncdock.containers.spec import (ALL_CAPABILITIES, DEFAULT_CAPABILITIES, BindMount,
                                        DeviceMapping, ExecutableError, Resources, TmpfsMount,
                                        Ulimit, find_executable, resolve_user)
-from asyncdock.errors import InvalidParameter
+from asyncdock.base.errors import InvalidParameter
 from asyncdock.plugins import InitContext, Registration
 from asyncdock.runtime.base import OCIRuntime, RuntimeError_
 from asyncdock.runtime.cgroups import existing_cgroup_dirs

@@ -11,7 +11,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from asyncdock import errors
+from asyncdock.base import errors
 from asyncdock.events import EventBus
 from asyncdock.volumes.manager import VolumeManager
 from tests.support.daemon import Daemon

@@ -15,7 +15,7 @@ import pytest
 from asyncdock.containers.health import DEFAULT_INTERVAL, DEFAULT_RETRIES, DEFAULT_TIMEOUT, HEALTHY, STARTING, UNHEALTHY
 from asyncdock.containers.manager import ContainerManager
 from asyncdock.containers.models import ContainerRecord, Health, HealthConfig, HealthLogEntry
-from asyncdock.containers.status import rfc3339nano
+from asyncdock.base.timefmt import rfc3339nano
 from tests.support.fakeclock import FakeClock
 from tests.support.fakeengine import container_manager, create
 from tests.support.fakeruntime import FakeRuntime

@@ -14,7 +14,7 @@ import pytest
 
 from asyncdock.containers import launcher
 from asyncdock.containers.manager import SHUTDOWN_WAIT
-from asyncdock.util.ids import short_id
+from asyncdock.base.ids import short_id
 from tests.support.fakeclock import FakeClock
 from tests.support.fakeengine import container_manager, create
 from tests.support.fakeruntime import FakeRuntime

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ... import errors
+from ...base import errors
 from ..http import Request, Response, Router, empty_response, json_response
 
 

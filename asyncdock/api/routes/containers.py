@@ -9,11 +9,11 @@ from typing import Any
 
 import msgspec
 
-from ... import errors
+from ...base import errors
 from ...containers import render
 from ...containers.manager import parse_signal
 from ...containers.models import ContainerRecord, CreateRequest
-from ..filters import match_label, parse_filters
+from ...base.filters import match_label, parse_filters
 from ..http import Request, Response, Router, empty_response, json_response
 
 log = logging.getLogger(__name__)
