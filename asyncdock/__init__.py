@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __all__ = ["Client", "Engine", "APIError", "NotFound", "Conflict", "__version__"]
-__version__ = "0.1.0"
+from .base.version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
     from .client import Client

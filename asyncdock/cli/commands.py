@@ -140,7 +140,7 @@ def cmd_inspect(argv: list[str]) -> int:
 
 
 def cmd_version(argv: list[str]) -> int:
-    from .. import __version__
+    from ..base.version import __version__
 
     p = _parser("version")
     p.add_argument("-f", "--format")

@@ -217,11 +217,7 @@ RULES: list[Rule] = [
     Rule("asyncdock", "asyncdock.engine",
          "only what assembles the engine imports it; managers get typed dependencies",
          except_importers=("asyncdock.engine", "asyncdock.daemon", "asyncdock.api.server",
-                           "asyncdock.client.embedded"),
-         known=frozenset({
-             ("asyncdock.containers.exec", "asyncdock.engine"),
-             ("asyncdock.containers.manager", "asyncdock.engine"),
-         })),
+                           "asyncdock.client.embedded")),
     Rule("asyncdock_*", "asyncdock.engine",
          "only what assembles the engine imports it; plugins get an InitContext"),
 ]
@@ -233,9 +229,6 @@ KNOWN_CYCLES: list[frozenset[str]] = [
     frozenset({"asyncdock.engine", "asyncdock.containers.exec", "asyncdock.containers.health",
                "asyncdock.containers.launcher", "asyncdock.containers.manager",
                "asyncdock.containers.specinput"}),
-    # the lazy `asyncdock.Engine` (and `asyncdock.client.EmbeddedEngine`) -> client.embedded ->
-    # api.server, which takes `__version__` from the package
-    frozenset({"asyncdock", "asyncdock.client", "asyncdock.client.embedded", "asyncdock.api.server"}),
 ]
 
 
