@@ -27,6 +27,7 @@ from .deps import ContainerDeps
 from .exec import ExecStore
 from .models import (ZERO_TIME, ContainerConfig, ContainerRecord, CreateRequest, HostConfig, LogConfig, MountPoint,
                      State)
+from .resources import check_resources, check_update, update_resources
 from .spec import MASKED_PATHS, READONLY_PATHS
 from .stdio import OutputHub
 from .store import ContainerStore
@@ -397,9 +398,7 @@ class ContainerManager:
                 hc.masked_paths = list(MASKED_PATHS)
             if hc.readonly_paths is None:
                 hc.readonly_paths = list(READONLY_PATHS)
-        if hc.nano_cpus and (hc.cpu_quota or hc.cpu_period):
-            raise errors.InvalidParameter("Conflicting options: Nano CPUs and CPU Period cannot both be set")
-        _check_resources(hc)
+        check_resources(hc, os.cpu_count() or 1)
         if hc.memory > 0 and hc.memory_swap == 0 and host_facts().swap_limit:
             # Docker's default: as much swap as memory (daemon_unix.go adaptContainerSettings)
             hc.memory_swap = hc.memory * 2
@@ -674,33 +673,18 @@ class ContainerManager:
                 raise fail("Restart policy cannot be updated because AutoRemove is enabled for the container")
         async with lv.lock:
             old = {attr: getattr(hc, attr) for attr in new}
-            mem = new.get("memory", 0)
-            if mem:
-                if hc.memory_swap > 0 and mem > hc.memory_swap and not new.get("memory_swap"):
-                    raise fail("Memory limit should be smaller than already set memoryswap limit, "
-                               "update the memoryswap at the same time")
-            if new.get("nano_cpus") and (hc.cpu_quota or new.get("cpu_quota")):
-                raise fail("Conflicting options: CPU Quota cannot be updated as NanoCPUs has already been set")
-            for attr, v in new.items():
-                setattr(hc, attr, v)
             try:
-                _check_resources(hc)
+                check_update(hc, new)
+                for attr, v in new.items():
+                    setattr(hc, attr, v)
+                check_resources(hc, os.cpu_count() or 1)  # the same checks as at create
             except errors.EngineError as e:
                 for attr, v in old.items():
                     setattr(hc, attr, v)
                 raise fail(e.message) from None
             if new and rec.state.running:
-                from .spec import Resources, _resources
-
-                r = Resources(memory=hc.memory, memory_swap=hc.memory_swap,
-                              memory_reservation=hc.memory_reservation, cpu_shares=hc.cpu_shares,
-                              cpu_period=hc.cpu_period, cpu_quota=hc.cpu_quota, nano_cpus=hc.nano_cpus,
-                              cpuset_cpus=hc.cpuset_cpus, cpuset_mems=hc.cpuset_mems, pids_limit=hc.pids_limit,
-                              blkio_weight=hc.blkio_weight)
-                res = _resources(r, [])
-                res.pop("devices", None)
                 try:
-                    await self.runtimes[rec.runtime].update(rec.id, res)
+                    await self.runtimes[rec.runtime].update(rec.id, update_resources(hc))
                 except Exception as e:
                     for attr, v in old.items():
                         setattr(hc, attr, v)
@@ -1012,21 +996,6 @@ def _until_filter(values: list[str] | None) -> int:
     from ..base.timefmt import parse_timestamp_filter  # noqa: PLC0415
 
     return parse_timestamp_filter(values[-1])
-
-
-def _check_resources(hc: HostConfig) -> None:
-    if hc.nano_cpus and (hc.cpu_quota or hc.cpu_period):
-        raise errors.InvalidParameter("Conflicting options: Nano CPUs and CPU Period cannot both be set")
-    if hc.nano_cpus and (hc.nano_cpus < 10_000_000 or hc.nano_cpus > (os.cpu_count() or 1) * 1_000_000_000):
-        raise errors.InvalidParameter(f"Range of CPUs is from 0.01 to {float(os.cpu_count() or 1):.2f}, "
-                                      f"as there are only {os.cpu_count() or 1} CPUs available")
-    if hc.memory and hc.memory < 6 * 1024 * 1024:
-        raise errors.InvalidParameter("Minimum memory limit allowed is 6MB")
-    if hc.memory_swap and hc.memory_swap > 0 and hc.memory and hc.memory_swap < hc.memory:
-        raise errors.InvalidParameter("Minimum memoryswap limit should be larger than memory limit, see usage")
-    if hc.memory_swap and hc.memory_swap > 0 and not hc.memory:
-        raise errors.InvalidParameter("You should always set the Memory limit when using Memoryswap limit, "
-                                      "see usage")
 
 
 async def _logged(coro: Any, what: str) -> None:
