@@ -21,20 +21,20 @@ from ..util.fsflags import mark_topdir
 from ..util.fstree import remove_tree
 from ..base.ids import is_full_id, new_id, short_id
 from ..util.tasks import TaskSet
+from ..hostinfo import host_facts
 from . import names as names_mod
 from .backoff import next_delay
+from .createplan import DaemonFacts, plan_create
 from .deps import ContainerDeps
 from .exec import ExecStore
-from .models import (ZERO_TIME, ContainerConfig, ContainerRecord, CreateRequest, HostConfig, LogConfig, MountPoint,
-                     State)
-from .spec import MASKED_PATHS, READONLY_PATHS
+from .models import RESTART_POLICIES, ZERO_TIME, ContainerRecord, CreateRequest, HostConfig, MountPoint, State
+from .resources import check_resources, check_update, update_resources
 from .stdio import OutputHub
 from .store import ContainerStore
 from ..base.timefmt import rfc3339nano
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SHM = 64 * 1024 * 1024
 DEFAULT_STOP_TIMEOUT = 10
 # How long shutdown waits, in all, for the exits, the clean-ups after them and the reclaims of
 # removed containers to finish before it cancels what is left.
@@ -93,6 +93,12 @@ class ContainerManager:
         self.exits = deps.exits
         self.leftovers = deps.leftovers
         self.clock = deps.clock
+        host = host_facts()
+        self.facts = DaemonFacts(
+            default_runtime=deps.settings.default_runtime, runtimes=frozenset(deps.runtimes),
+            log_drivers=deps.logdrivers, log_driver=deps.settings.log_driver, log_opts=deps.settings.log_opts,
+            storage_driver=deps.settings.storage_driver, cpu_count=os.cpu_count() or 1,
+            cgroup_v2=host.cgroup_version == "2", swap_limit=host.swap_limit)
         self.execs = ExecStore()  # the exec instances of its containers (moby keeps them in memory too)
         self.store = ContainerStore(deps.settings.data_root / "containers")
         self.bundles = deps.settings.exec_root / "bundles"
@@ -228,52 +234,32 @@ class ContainerManager:
 
     # ---------------------------------------------------------------- create
     async def create(self, body: CreateRequest, name: str | None) -> ContainerRecord:
+        """`docker create`: the record is the create plan's (createplan.py); around it, the I/O.
+        Before it, the image resolved and the id and the name picked; after it, the checks that
+        name other containers and networks, then the name reserved, the snapshot, network and
+        mounts prepared, the record saved and the event published."""
         from ..images.resolve import image_not_found_message
 
         if not body.image:
             raise errors.InvalidParameter("Config.Image is empty")  # docker: "No command specified" comes later
-        hc = body.host_config or HostConfig()
         try:
             image = self.images.resolve(body.image)
         except errors.NotFound:
             raise errors.NotFound(image_not_found_message(body.image)) from None
-        icfg = self.images.config(image)
-        ic = getattr(icfg, "config", None)
+        image_config = getattr(self.images.config(image), "config", None)
         cid = new_id()
         if name:
             full = names_mod.validate_name(name)
         else:
             full = names_mod.generate_name(self.store.name_taken, cid)
-        cfg = self._merge_config(body, ic, cid)
-        argv = list(cfg.entrypoint or []) + list(cfg.cmd or [])
-        if not argv:
-            raise errors.InvalidParameter("No command specified")
-        runtime = hc.runtime or self.settings.default_runtime
-        if runtime not in self.runtimes:
-            raise errors.InvalidParameter(f"Unknown runtime specified {runtime}")
-        self._apply_host_defaults(hc, runtime)
-        log_driver = hc.log_config.type
-        if log_driver not in self.logdrivers:
-            raise errors.InvalidParameter(f'logger: no log driver named \'{log_driver}\' is registered')
-        self.logdrivers[log_driver].validate_options(dict(hc.log_config.config or {}))
-        restart = hc.restart_policy.name or "no"
-        if restart not in ("no", "always", "on-failure", "unless-stopped"):
-            raise errors.InvalidParameter(f"invalid restart policy '{restart}'")
-        if hc.auto_remove and restart != "no":
-            raise errors.InvalidParameter("can't create 'AutoRemove' container with restart policy")
+        rec = plan_create(body, image_config, image_id=image.id, cid=cid, name=full, now_ns=self.clock.time_ns(),
+                          facts=self.facts, container_dir=self.store.dir(cid))
+        hc = rec.host_config
         self._check_modes(hc)
         endpoints = body.networking_config.endpoints_config if body.networking_config else None
         self.networks.validate_mode(hc.network_mode, endpoints)
         self.store.reserve_name(full, cid)
         try:
-            now = self.clock.time_ns()
-            driver = self.logdrivers[log_driver]
-            rec = ContainerRecord(
-                id=cid, name=full, created=rfc3339nano(now), created_ns=now, image=body.image,
-                image_id=image.id, path=argv[0], args=argv[1:], config=cfg, host_config=hc,
-                runtime=runtime, driver=self.settings.storage_driver,
-                log_path=driver.log_path(self.store.dir(cid), cid),
-            )
             top = self.images.top_chain_id(image)
             # The snapshot and the network record are independent writes (each fsynced): made
             # together. The container's own record comes last, so a crash never leaves a
@@ -323,88 +309,9 @@ class ContainerManager:
         async with self.volumes.copyup_view(rec.id, mounts) as view:
             return await self.volumes.prepare_mounts(rec.id, rootfs_view=view, **kwargs)
 
-    def _merge_config(self, body: CreateRequest, ic: Any, cid: str) -> ContainerConfig:
-        """The image's config under the request's, as Docker merges them (daemon/create.go)."""
-        cfg = ContainerConfig(**{f: getattr(body, f) for f in ContainerConfig.__struct_fields__})
-        img_env = list(getattr(ic, "env", None) or [])
-        if img_env:
-            keys = {e.split("=", 1)[0] for e in (cfg.env or [])}
-            cfg.env = [e for e in img_env if e.split("=", 1)[0] not in keys] + list(cfg.env or [])
-        if cfg.entrypoint is None or (not cfg.entrypoint and not cfg.cmd):
-            if cfg.entrypoint is None:
-                cfg.entrypoint = list(getattr(ic, "entrypoint", None) or []) or None
-            if not cfg.cmd:
-                cfg.cmd = list(getattr(ic, "cmd", None) or []) or None
-        elif cfg.entrypoint == [""]:
-            cfg.entrypoint = None
-        if not cfg.working_dir:
-            cfg.working_dir = getattr(ic, "working_dir", "") or ""
-        if not cfg.user:
-            cfg.user = getattr(ic, "user", "") or ""
-        labels = dict(getattr(ic, "labels", None) or {})
-        labels.update(cfg.labels or {})
-        cfg.labels = labels
-        for attr in ("exposed_ports", "volumes"):
-            merged = dict(getattr(ic, attr, None) or {})
-            merged.update(getattr(cfg, attr) or {})
-            setattr(cfg, attr, merged or None)
-        if cfg.stop_signal is None and getattr(ic, "stop_signal", None):
-            cfg.stop_signal = ic.stop_signal
-        if cfg.healthcheck is None and getattr(ic, "healthcheck", None) is not None:
-            h = ic.healthcheck
-            from ..base.healthcheck import HealthConfig
-
-            cfg.healthcheck = HealthConfig(test=getattr(h, "test", None), interval=getattr(h, "interval", 0) or 0,
-                                           timeout=getattr(h, "timeout", 0) or 0,
-                                           start_period=getattr(h, "start_period", 0) or 0,
-                                           retries=getattr(h, "retries", 0) or 0)
-        if not cfg.hostname:
-            cfg.hostname = cid[:12]
-        if cfg.on_build is None and getattr(ic, "on_build", None):
-            cfg.on_build = list(ic.on_build)
-        return cfg
-
-    def _apply_host_defaults(self, hc: HostConfig, runtime: str) -> None:
-        from ..hostinfo import host_facts
-
-        hc.runtime = runtime
-        if not hc.log_config.type:
-            # the daemon's driver; its options only when the request gave none
-            hc.log_config = LogConfig(self.settings.log_driver,
-                                      hc.log_config.config or dict(self.settings.log_opts))
-        if hc.log_config.config is None:
-            hc.log_config.config = {}
-        if not hc.network_mode:
-            hc.network_mode = "default"
-        if hc.port_bindings is None:
-            hc.port_bindings = {}
-        if not hc.shm_size:
-            hc.shm_size = DEFAULT_SHM
-        if not hc.cgroupns_mode:
-            hc.cgroupns_mode = "private" if host_facts().cgroup_version == "2" else "host"
-        if not hc.ipc_mode:
-            hc.ipc_mode = "private"
-        for attr in ("dns", "dns_options", "dns_search", "blkio_weight_device", "blkio_device_read_bps",
-                     "blkio_device_write_bps", "blkio_device_read_i_ops", "blkio_device_write_i_ops",
-                     "devices", "ulimits"):
-            if getattr(hc, attr) is None:
-                setattr(hc, attr, [])
-        if hc.privileged:
-            hc.masked_paths = None
-            hc.readonly_paths = None
-        else:
-            if hc.masked_paths is None:
-                hc.masked_paths = list(MASKED_PATHS)
-            if hc.readonly_paths is None:
-                hc.readonly_paths = list(READONLY_PATHS)
-        if hc.nano_cpus and (hc.cpu_quota or hc.cpu_period):
-            raise errors.InvalidParameter("Conflicting options: Nano CPUs and CPU Period cannot both be set")
-        _check_resources(hc)
-        if hc.memory > 0 and hc.memory_swap == 0 and host_facts().swap_limit:
-            # Docker's default: as much swap as memory (daemon_unix.go adaptContainerSettings)
-            hc.memory_swap = hc.memory * 2
-
     def _check_modes(self, hc: HostConfig) -> None:
+        """A container:<name> network, pid or ipc mode names a container that exists (the plan
+        cannot tell: it sees no other container)."""
         for attr, label in (("network_mode", "network"), ("pid_mode", "pid"), ("ipc_mode", "ipc")):
             mode = getattr(hc, attr) or ""
             if mode.startswith("container:"):
@@ -668,39 +575,24 @@ class ContainerManager:
         pol = body.get("RestartPolicy") or {}
         pol_name = pol.get("Name") or ""
         if pol_name:
-            if pol_name not in ("no", "always", "on-failure", "unless-stopped"):
+            if pol_name not in RESTART_POLICIES:
                 raise fail(f"invalid restart policy '{pol_name}'")
             if hc.auto_remove and pol_name != "no":
                 raise fail("Restart policy cannot be updated because AutoRemove is enabled for the container")
         async with lv.lock:
             old = {attr: getattr(hc, attr) for attr in new}
-            mem = new.get("memory", 0)
-            if mem:
-                if hc.memory_swap > 0 and mem > hc.memory_swap and not new.get("memory_swap"):
-                    raise fail("Memory limit should be smaller than already set memoryswap limit, "
-                               "update the memoryswap at the same time")
-            if new.get("nano_cpus") and (hc.cpu_quota or new.get("cpu_quota")):
-                raise fail("Conflicting options: CPU Quota cannot be updated as NanoCPUs has already been set")
-            for attr, v in new.items():
-                setattr(hc, attr, v)
             try:
-                _check_resources(hc)
+                check_update(hc, new)
+                for attr, v in new.items():
+                    setattr(hc, attr, v)
+                check_resources(hc, self.facts.cpu_count)  # the same checks as at create
             except errors.EngineError as e:
                 for attr, v in old.items():
                     setattr(hc, attr, v)
                 raise fail(e.message) from None
             if new and rec.state.running:
-                from .spec import Resources, _resources
-
-                r = Resources(memory=hc.memory, memory_swap=hc.memory_swap,
-                              memory_reservation=hc.memory_reservation, cpu_shares=hc.cpu_shares,
-                              cpu_period=hc.cpu_period, cpu_quota=hc.cpu_quota, nano_cpus=hc.nano_cpus,
-                              cpuset_cpus=hc.cpuset_cpus, cpuset_mems=hc.cpuset_mems, pids_limit=hc.pids_limit,
-                              blkio_weight=hc.blkio_weight)
-                res = _resources(r, [])
-                res.pop("devices", None)
                 try:
-                    await self.runtimes[rec.runtime].update(rec.id, res)
+                    await self.runtimes[rec.runtime].update(rec.id, update_resources(hc))
                 except Exception as e:
                     for attr, v in old.items():
                         setattr(hc, attr, v)
@@ -1012,21 +904,6 @@ def _until_filter(values: list[str] | None) -> int:
     from ..base.timefmt import parse_timestamp_filter  # noqa: PLC0415
 
     return parse_timestamp_filter(values[-1])
-
-
-def _check_resources(hc: HostConfig) -> None:
-    if hc.nano_cpus and (hc.cpu_quota or hc.cpu_period):
-        raise errors.InvalidParameter("Conflicting options: Nano CPUs and CPU Period cannot both be set")
-    if hc.nano_cpus and (hc.nano_cpus < 10_000_000 or hc.nano_cpus > (os.cpu_count() or 1) * 1_000_000_000):
-        raise errors.InvalidParameter(f"Range of CPUs is from 0.01 to {float(os.cpu_count() or 1):.2f}, "
-                                      f"as there are only {os.cpu_count() or 1} CPUs available")
-    if hc.memory and hc.memory < 6 * 1024 * 1024:
-        raise errors.InvalidParameter("Minimum memory limit allowed is 6MB")
-    if hc.memory_swap and hc.memory_swap > 0 and hc.memory and hc.memory_swap < hc.memory:
-        raise errors.InvalidParameter("Minimum memoryswap limit should be larger than memory limit, see usage")
-    if hc.memory_swap and hc.memory_swap > 0 and not hc.memory:
-        raise errors.InvalidParameter("You should always set the Memory limit when using Memoryswap limit, "
-                                      "see usage")
 
 
 async def _logged(coro: Any, what: str) -> None:

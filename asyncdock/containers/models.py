@@ -40,6 +40,10 @@ class ContainerConfig(msgspec.Struct, rename="pascal"):
     shell: list[str] | None = None
 
 
+# The names RestartPolicy.Name may take (create and update refuse any other).
+RESTART_POLICIES = ("no", "always", "on-failure", "unless-stopped")
+
+
 class RestartPolicy(msgspec.Struct, rename="pascal"):
     name: str = "no"
     maximum_retry_count: int = 0

@@ -425,7 +425,8 @@ def host_devices() -> list[dict[str, Any]]:
 
 # --- resources -----------------------------------------------------------------------------
 
-def _resources(r: Resources, device_rules: list[dict[str, Any]]) -> dict[str, Any]:
+def linux_resources(r: Resources, device_rules: list[dict[str, Any]]) -> dict[str, Any]:
+    """The spec's linux.resources (runtime-spec): also what `docker update` hands the runtime."""
     res: dict[str, Any] = {"devices": device_rules}
     mem: dict[str, Any] = {}
     if r.memory:
@@ -546,7 +547,7 @@ def build_spec(inp: SpecInput, profiles: _seccomp.DefaultProfiles | None = None)
 
     linux: dict[str, Any] = {
         "namespaces": _namespaces(inp),
-        "resources": _resources(inp.resources, device_rules),
+        "resources": linux_resources(inp.resources, device_rules),
         "devices": devices,
     }
     if inp.cgroups_path:

@@ -6,8 +6,9 @@ from typing import TYPE_CHECKING
 
 from ..base import errors
 from .models import ContainerRecord
-from .spec import (DEFAULT_PATH_ENV, BindMount, DeviceMapping, Resources, SpecInput, TmpfsMount, Ulimit,
-                   find_executable, path_from_env, resolve_in_rootfs, resolve_user)
+from .resources import spec_resources
+from .spec import (DEFAULT_PATH_ENV, BindMount, DeviceMapping, SpecInput, TmpfsMount, Ulimit, find_executable,
+                   path_from_env, resolve_in_rootfs, resolve_user)
 
 if TYPE_CHECKING:
     from .manager import ContainerManager
@@ -104,11 +105,6 @@ def spec_input(mgr: ContainerManager, rec: ContainerRecord, rootfs: Path, files_
     ipc = hc.ipc_mode or "private"
     if ipc.startswith("container:"):
         ipc = _ns_path(mgr, ipc, "ipc")
-    resources = Resources(
-        memory=hc.memory, memory_swap=hc.memory_swap, memory_reservation=hc.memory_reservation,
-        memory_swappiness=hc.memory_swappiness, cpu_shares=hc.cpu_shares, cpu_period=hc.cpu_period,
-        cpu_quota=hc.cpu_quota, nano_cpus=hc.nano_cpus, cpuset_cpus=hc.cpuset_cpus, cpuset_mems=hc.cpuset_mems,
-        pids_limit=hc.pids_limit, oom_kill_disable=bool(hc.oom_kill_disable), blkio_weight=hc.blkio_weight)
     return SpecInput(
         rootfs=str(rootfs), args=argv, env=env, cwd=cwd, uid=uid, gid=gid, additional_gids=extra,
         hostname=cfg.hostname if hc.uts_mode != "host" else "", domainname=cfg.domainname, tty=cfg.tty,
@@ -119,7 +115,8 @@ def spec_input(mgr: ContainerManager, rec: ContainerRecord, rootfs: Path, files_
         devices=[DeviceMapping(d.path_on_host, d.path_in_container or d.path_on_host, d.cgroup_permissions or "rwm")
                  for d in hc.devices or []],
         sysctls=dict(hc.sysctls or {}), ulimits=[Ulimit(u.name, u.soft, u.hard) for u in hc.ulimits or []],
-        resources=resources, network=network, pid=pid, ipc=ipc, uts="host" if hc.uts_mode == "host" else "private",
+        resources=spec_resources(hc), network=network, pid=pid, ipc=ipc,
+        uts="host" if hc.uts_mode == "host" else "private",
         cgroupns=hc.cgroupns_mode, shm_size=hc.shm_size, init=bool(hc.init), cgroups_path=cgroups_path,
         oom_score_adj=hc.oom_score_adj,
         etc_files={name: str(files_dir / name) for name in ("hostname", "hosts", "resolv.conf")})

@@ -195,6 +195,11 @@ RULES: list[Rule] = [
          "is built on top of it"),
     Rule("asyncdock.snapshots", "asyncdock.containers",
          "snapshots are a lower layer: containers mount them, not the other way round"),
+    *(Rule(pure, "asyncdock", "the create plan and the resource checks are pure: what they need from "
+           "the host and the daemon comes in as arguments, never from a store, a clock or the host itself",
+           except_imported=("asyncdock.base", "asyncdock.logs.base", "asyncdock.containers.models",
+                            "asyncdock.containers.resources", "asyncdock.containers.spec"))
+      for pure in ("asyncdock.containers.createplan", "asyncdock.containers.resources")),
     *(Rule(f"asyncdock.{core}", forbidden, "the core never depends on a front end or a plugin")
       for core in CORE for forbidden in ("asyncdock.cli", "asyncdock.client", "asyncdock_*")),
     *(Rule(f"asyncdock.{core}", "asyncdock.api",
