@@ -44,7 +44,7 @@ from pathlib import Path
 
 from asyncdock.runtime.base import ProbeResult, RuntimeError_
 
-__all__ = ["Behaviour", "FakeRuntime", "Handler", "run_until_killed"]
+__all__ = ["Behaviour", "BehaviourFn", "FakeRuntime", "Handler", "run_until_killed"]
 
 # Above any real pid_max (4194304), so a fake pid can never name a real process.
 _FIRST_PID = 1 << 23
