@@ -642,6 +642,9 @@ class ContainerManager:
         lv = self.live(rec)
         async with lv.lock:
             if not rec.state.running:
+                # Docker's restart starts with resetRestartManager, as a user's start does
+                rec.restart_count = 0
+                self._backoff.pop(rec.id, None)
                 await self._start_locked(rec, lv)
         self.publish(rec, "restart")
 

@@ -203,3 +203,25 @@ def test_a_manual_restart_is_no_policy_restart(tmp_path: Path) -> None:
     scenario(tmp_path, lambda cid, spec: Behaviour(on_signal={signal.SIGHUP: 129, signal.SIGTERM: 0}),
              body)
 
+
+
+def test_a_manual_restart_resets_the_count_and_the_back_off(tmp_path: Path) -> None:
+    """As a user's start: Docker's restart is a containerStart with resetRestartManager, which
+    sets RestartCount back to 0 and drops the back-off."""
+    async def body(e: FakeEngine) -> None:
+        rec = await e.create(host_config=policy("always"))
+        await e.mgr.start(rec)
+        for _ in range(2):
+            await e.until("die")
+            await restarted(e)
+        assert rec.restart_count == 2 and rec.state.running  # the third run, which runs on
+        await e.mgr.restart(rec, None)
+        assert rec.restart_count == 0 and rec.state.running
+        e.took()
+        await e.mgr.kill(rec, signal.SIGHUP)  # a crash: the back-off starts again at its first pause
+        await e.until("die")
+        assert await restarted(e) == pytest.approx(RESTART_BASE)
+        assert rec.restart_count == 1
+        await e.mgr.stop(rec, None)
+    scenario(tmp_path, in_turn(CRASHES, CRASHES, Behaviour(on_signal={signal.SIGHUP: 129, signal.SIGTERM: 0})),
+             body)
