@@ -198,11 +198,13 @@ class FakeEngine:
 
 
 @asynccontextmanager
-async def fake_engine(root: Path, behaviour: BehaviourFn = run_until_killed) -> AsyncIterator[FakeEngine]:
-    """A FakeEngine whose containers behave as `behaviour` says (per runtime create); shut
-    down at the end, and then the runtime must hold no container."""
+async def fake_engine(root: Path, behaviour: BehaviourFn = run_until_killed, *,
+                      runtime: FakeRuntime | None = None) -> AsyncIterator[FakeEngine]:
+    """A FakeEngine whose containers behave as `behaviour` says (per runtime create), on
+    `runtime` if given (a FakeRuntime with a step of its own changed); shut down at the end,
+    and then the runtime must hold no container."""
     clock = FakeClock()
-    rt = FakeRuntime(behaviour=behaviour)
+    rt = runtime if runtime is not None else FakeRuntime(behaviour=behaviour)
     mgr = container_manager(root, rt, clock)
 
     def containers(m: Any) -> bool:
