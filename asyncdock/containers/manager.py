@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..base import errors
+from ..clock import within
 from ..util.errtext import client_text, os_error_text
 from ..util.fsflags import mark_topdir
 from ..util.fstree import remove_tree
@@ -504,9 +505,10 @@ class ContainerManager:
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         lv.exit_waiters.append(fut)
         try:
-            await asyncio.wait_for(asyncio.shield(fut), timeout)
+            # on the manager's clock: a stop's timeout is a wait on a period like the back-off
+            await within(self.clock, timeout, asyncio.shield(fut))
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     async def stop(self, rec: ContainerRecord, timeout: int | None) -> None:
@@ -547,6 +549,9 @@ class ContainerManager:
         lv = self.live(rec)
         async with lv.lock:
             if not rec.state.running:
+                # Docker's restart starts with resetRestartManager, as a user's start does
+                rec.restart_count = 0
+                self._backoff.pop(rec.id, None)
                 await self._start_locked(rec, lv)
         self.publish(rec, "restart")
 

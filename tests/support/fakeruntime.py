@@ -7,9 +7,12 @@ What a real runtime does that such tests see is modelled, and the runtime confor
 and errors are checked against crun's and runc's:
 
 - `create` writes the pid file (a made-up pid, never a real process) and keeps dups of the
-  stdio fds it is given, as the runtime's child would; state "created".
+  stdio fds it is given, as the runtime's child would; state "created". A behaviour may make
+  it fail (nothing kept, as a real runtime cleans up its own failed create) or leave the pid
+  file unwritten (a runtime that died between its create and the pid file).
 - `start`: state "running"; the process's output is written to those fds, and a process whose
-  behaviour says it exits does so (after `delay`, on the event loop).
+  behaviour says it exits does so (after `delay`, on the event loop). A behaviour may make it
+  fail instead (the container stays "created", for the caller to delete).
 - `kill`: the process's reaction to the signal (its `on_signal` handler), else the kernel's
   rule for the init of a pid namespace: SIGKILL ends it (exit code 137), every other signal
   without a handler is ignored.
@@ -41,7 +44,7 @@ from pathlib import Path
 
 from asyncdock.runtime.base import ProbeResult, RuntimeError_
 
-__all__ = ["Behaviour", "FakeRuntime", "Handler", "run_until_killed"]
+__all__ = ["Behaviour", "BehaviourFn", "FakeRuntime", "Handler", "run_until_killed"]
 
 # Above any real pid_max (4194304), so a fake pid can never name a real process.
 _FIRST_PID = 1 << 23
@@ -57,6 +60,9 @@ class Behaviour:
     on_signal: a handler per signal: a Handler, or just the exit code it exits with.
       Signals not listed get the kernel's rule for a pid namespace's init (only SIGKILL,
       exit code 137, ends it).
+    create_error, start_error: the runtime's create (or start) fails with this message, as
+      RuntimeError_; a failed create keeps nothing, a failed start leaves it "created".
+    writes_pid_file: False: create succeeds but the pid file stays unwritten.
     """
 
     exit_code: int | None = None
@@ -64,6 +70,9 @@ class Behaviour:
     stderr: bytes = b""
     on_signal: Mapping[int, Handler | int] = field(default_factory=dict)
     delay: float = 0.0
+    create_error: str | None = None
+    start_error: str | None = None
+    writes_pid_file: bool = True
 
 
 @dataclass(frozen=True)
@@ -201,11 +210,14 @@ class FakeRuntime:
         if console_socket is not None:
             raise RuntimeError_("the fake runtime has no terminals")
         behaviour = self.behaviour(container_id, spec)
+        if behaviour.create_error is not None:
+            raise RuntimeError_(behaviour.create_error)
         # The runtime's child keeps its own copies; the caller closes its ends after create.
         fds = [os.dup(fd) for fd in stdio] if stdio is not None else []
         c = _Container(id=container_id, bundle=Path(bundle), pid=next(self._pids),
                        behaviour=behaviour, stdio=fds)
-        Path(pid_file).write_text(str(c.pid))
+        if behaviour.writes_pid_file:
+            Path(pid_file).write_text(str(c.pid))
         self._containers[container_id] = c
 
     async def start(self, container_id: str) -> None:
@@ -213,8 +225,10 @@ class FakeRuntime:
         await asyncio.sleep(0)
         c = self._get(container_id)
         self._require(c, "created", action="start")
-        c.status = "running"
         b = c.behaviour
+        if b.start_error is not None:
+            raise RuntimeError_(b.start_error)
+        c.status = "running"
         self._write(c, b.stdout, b.stderr)
         if b.exit_code is not None:
             code = b.exit_code

@@ -101,3 +101,30 @@ def test_a_paused_container_exits_once_resumed(tmp_path: Path) -> None:
         assert await fut == 0
         await rt.delete("c")
     run(body())
+
+
+def test_failures_a_behaviour_asks_for(tmp_path: Path) -> None:
+    behaviours = {"no-create": Behaviour(create_error="exec: no such file"),
+                  "no-start": Behaviour(start_error="cannot start"),
+                  "no-pid": Behaviour(writes_pid_file=False)}
+    rt = FakeRuntime(behaviour=lambda cid, spec: behaviours[cid])
+
+    async def body() -> None:
+        b = bundle(tmp_path, "no-create", ["/bin/x"])
+        with pytest.raises(RuntimeError_, match="^exec: no such file$"):
+            await rt.create("no-create", b, pid_file=b / "pid")
+        assert await rt.list() == [] and not (b / "pid").exists()  # a failed create keeps nothing
+
+        b = bundle(tmp_path, "no-start", ["/bin/x"])
+        await rt.create("no-start", b, pid_file=b / "pid")
+        with pytest.raises(RuntimeError_, match="^cannot start$"):
+            await rt.start("no-start")
+        assert (await rt.state("no-start") or {})["status"] == "created"
+        await rt.delete("no-start")
+
+        b = bundle(tmp_path, "no-pid", ["/bin/x"])
+        await rt.create("no-pid", b, pid_file=b / "pid")
+        assert not (b / "pid").exists() and await rt.list() == ["no-pid"]
+        await rt.delete("no-pid")
+        assert await rt.list() == []
+    run(body())

@@ -16,7 +16,7 @@ from asyncdock.containers.manager import ContainerManager
 from asyncdock.containers.models import ContainerRecord, HostConfig, RestartPolicy
 from asyncdock.events.bus import Subscription
 from tests.support.fakeclock import FakeClock
-from tests.support.fakeengine import container_manager, create
+from tests.support.fakeengine import container_manager, create, until_action
 from tests.support.fakeruntime import Behaviour, FakeRuntime
 
 # 0.1, 0.2, 0.4, ... 51.2, then the cap
@@ -46,11 +46,6 @@ class Crashy:
 
     def __call__(self, cid: str, spec: dict[str, object]) -> Behaviour:
         return Behaviour(exit_code=1) if self.crash else Behaviour()
-
-
-async def until_action(sub: Subscription, action: str) -> None:
-    while (await sub.get()).message.action != action:
-        pass
 
 
 async def scenario(tmp_path: Path, policy: RestartPolicy,
