@@ -228,15 +228,15 @@ async def prune(req: Request) -> Response:
     return json_response({"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed})
 
 
-async def attach(req: Request) -> Any:
-    from ...containers.attach import serve_attach
+async def attach(req: Request) -> None:
+    from ..streams.attach import serve_attach
 
     rec = _get(req)
     return await serve_attach(req, rec)
 
 
-async def attach_ws(req: Request) -> Any:
-    from ...containers.attach_ws import serve_attach_ws
+async def attach_ws(req: Request) -> None:
+    from ..streams.attach_ws import serve_attach_ws
 
     return await serve_attach_ws(req, _get(req))
 
