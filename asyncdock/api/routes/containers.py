@@ -14,7 +14,7 @@ from ...containers import render
 from ...containers.manager import parse_signal
 from ...containers.models import ContainerRecord, CreateRequest
 from ..filters import match_label, parse_filters
-from ..http import Request, Response, Router, empty_response, json_response
+from ..http import Request, Response, Router, StreamResponse, empty_response, json_response
 
 log = logging.getLogger(__name__)
 
@@ -241,8 +241,8 @@ async def attach_ws(req: Request) -> None:
     return await serve_attach_ws(req, _get(req))
 
 
-async def logs(req: Request) -> Any:
-    from ...containers.logsview import serve_logs
+async def logs(req: Request) -> StreamResponse:
+    from ..streams.logs import serve_logs
 
     rec = _get(req)
     return await serve_logs(req, rec)
