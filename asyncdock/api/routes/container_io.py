@@ -19,7 +19,7 @@ async def top(req: Request) -> Response:
 
 
 async def stats(req: Request) -> Any:
-    from ...containers.stats import serve_stats
+    from ..streams.stats import serve_stats
 
     return await serve_stats(req, _get(req))
 
