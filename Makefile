@@ -19,8 +19,10 @@ stop:
 test: setup lint
 	$(PYTHON) -m pytest tests -x -q -m 'not dockerd' $(PYTEST_ARGS)
 
+# mypy: strict over the base layer and the plugin interfaces (files and flags: pyproject.toml)
 lint: setup
 	$(PYTHON) -m ruff check asyncdock plugins tests bench scripts
+	$(PYTHON) -m mypy
 
 # Opt-in: tests comparing asyncdock with a real dockerd.
 test-vs-docker: setup

@@ -7,12 +7,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __all__ = ["Client", "Engine", "APIError", "NotFound", "Conflict", "__version__"]
-__version__ = "0.1.0"
+from .base.version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
     from .client import Client
     from .client.embedded import EmbeddedEngine as Engine
-    from .errors import APIError, Conflict, NotFound
+    from .base.errors import APIError, Conflict, NotFound
 
 
 def __getattr__(name: str) -> Any:
@@ -26,7 +26,7 @@ def __getattr__(name: str) -> Any:
 
         return EmbeddedEngine
     if name in ("APIError", "NotFound", "Conflict", "EngineError"):
-        from . import errors
+        from .base import errors
 
         return getattr(errors, name)
     raise AttributeError(name)

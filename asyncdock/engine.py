@@ -12,20 +12,37 @@ import shutil
 import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from . import plugins
+from .clock import Clock, SystemClock
 from .config import DaemonConfig
 from .events import EventBus
+from .leftovers import Leftovers
 from .util.fstree import remove_tree
-from .util.ids import new_id
+from .base.ids import new_id
+from .util.tasks import TaskSet
+
+if TYPE_CHECKING:
+    from .containers.manager import ContainerManager
+    from .content.store import ContentStore
+    from .images.pull import Puller
+    from .images.store import ImageStore
+    from .logs.base import LogDriver
+    from .networks.manager import NetworkManager
+    from .runtime.base import OCIRuntime, ProbeResult
+    from .runtime.reaper import ExitWatcher
+    from .snapshots.base import Snapshotter
+    from .volumes.manager import VolumeManager
 
 log = logging.getLogger(__name__)
+
+HOUSEKEEPING_PERIOD = 30.0
 
 
 class Engine:
     def __init__(self, config: DaemonConfig | None = None, *, data_root: str | None = None,
-                 exec_root: str | None = None, **settings: Any) -> None:
+                 exec_root: str | None = None, clock: Clock | None = None, **settings: object) -> None:
         cfg = config or DaemonConfig()
         if data_root is not None:
             cfg.data_root = data_root
@@ -36,30 +53,28 @@ class Engine:
         self.config = cfg
         self.data_root = Path(cfg.data_root)
         self.exec_root = Path(cfg.exec_root)
-        self.bus = EventBus()
-        from .leftovers import Leftovers
-
+        # the time every subsystem waits on and stamps with (a test's fake one, tests/support)
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.bus = EventBus(clock=self.clock.time_ns)
         # clean-ups of what earlier runs left: failures logged and retried, never fatal
-        self.leftovers = Leftovers()
+        self.leftovers = Leftovers(self.clock.monotonic)
         self.engine_id = ""
-        self.runtimes: dict[str, Any] = {}
-        self.runtime_probes: dict[str, Any] = {}
+        self.runtimes: dict[str, OCIRuntime] = {}
+        self.runtime_probes: dict[str, ProbeResult] = {}
         self.default_runtime = ""
-        self.logdrivers: dict[str, Any] = {}
-        self.snapshotter: Any = None
-        self.content: Any = None
-        self.images: Any = None
-        self.puller: Any = None
-        self.containers: Any = None
-        self.exits: Any = None
-        from .containers.exec import ExecStore
-
-        self.execs = ExecStore()
-        self.networks: Any = None  # networks issue: NetworkManager
-        self.volumes: Any = None  # networks issue: VolumeManager
+        self.logdrivers: dict[str, LogDriver] = {}
+        # The subsystems, built by start() in dependency order (None before it).
+        self.snapshotter: Snapshotter | None = None
+        self.content: ContentStore | None = None
+        self.images: ImageStore | None = None
+        self.puller: Puller | None = None
+        self.containers: ContainerManager | None = None
+        self.exits: ExitWatcher | None = None
+        self.networks: NetworkManager | None = None
+        self.volumes: VolumeManager | None = None
         self._started = False
         self._init_version: str | None = None
-        self._janitor: asyncio.Task[None] | None = None
+        self._tasks = TaskSet("engine", clock=self.clock)  # the housekeeping loop
 
     # ---- lifecycle
     async def __aenter__(self) -> Engine:
@@ -97,10 +112,6 @@ class Engine:
 
         self.content = ContentStore(self.data_root / "content")
         self.images = ImageStore(self.data_root / "images", self.content, self.snapshotter, bus=self.bus)
-        if hasattr(self.images, "load"):
-            res = self.images.load()
-            if asyncio.iscoroutine(res):
-                await res
         self.puller = Puller(self.config, self.content, self.images, self.snapshotter, self.bus)
         await self.leftovers.run("staging snapshots of interrupted pulls",
                                  _done(self.puller.recover))
@@ -112,22 +123,30 @@ class Engine:
             raise SystemExit(f"asyncdock: unknown log driver {self.config.log_driver!r} "
                              f"(have: {', '.join(sorted(self.logdrivers))})")
         await self._select_runtimes()
-        # --- networks issue: networks and volumes exist before any container is recovered
+        # networks and volumes exist before any container is recovered
         from .networks.manager import NetworkManager
         from .volumes.manager import VolumeManager
 
-        self.networks = NetworkManager(self)
+        self.networks = NetworkManager(bus=self.bus, data_root=self.data_root, exec_root=self.exec_root,
+                                       leftovers=self.leftovers)
         await self.networks.start()  # its own leftovers: logged per item, never fatal
-        self.volumes = VolumeManager(self)
+        self.volumes = VolumeManager(bus=self.bus, data_root=self.data_root, exec_root=self.exec_root)
         await self.volumes.start()
-        # --- end networks issue
+        from .containers.deps import ContainerDeps, ContainerSettings
         from .containers.manager import ContainerManager
 
-        self.containers = ContainerManager(self)
-        if hasattr(self.images, "set_in_use"):
-            self.images.set_in_use(self.containers.image_users, self.containers.reclaimed)
+        settings = ContainerSettings(
+            data_root=self.data_root, exec_root=self.exec_root, default_runtime=self.default_runtime,
+            storage_driver=self.storage_driver_name(), log_driver=self.config.log_driver,
+            log_opts=dict(self.config.log_opts))
+        self.containers = ContainerManager(ContainerDeps(
+            settings=settings, bus=self.bus, images=self.images, runtimes=self.runtimes,
+            snapshotter=self.snapshotter, networks=self.networks, volumes=self.volumes,
+            logdrivers=self.logdrivers, exits=self.exits, leftovers=self.leftovers, clock=self.clock))
+        self.networks.set_container_lookup(self.containers.get)
+        self.images.set_in_use(self.containers.image_users, self.containers.reclaimed)
         await self.containers.recover()
-        self._janitor = asyncio.get_running_loop().create_task(self._housekeeping())
+        self._tasks.spawn(self._housekeeping(self.snapshotter, self.exits, self.puller), name="housekeeping")
         self._started = True
         self.bus.event("daemon", "start", self.engine_id, {"name": os.uname().nodename})
 
@@ -135,43 +154,38 @@ class Engine:
         if not self._started:
             return
         self._started = False
-        if self._janitor is not None:
-            self._janitor.cancel()
+        await self._tasks.close()  # no housekeeping pass under the shutdown's feet
         if self.containers is not None:
             await self.containers.shutdown()
         for rt in self.runtimes.values():
             rt.close()
-        # --- networks issue: after the containers stopped; removes bridges, veths, netns,
-        # our nftables chains and proxies, and restores IPv4 forwarding
+        # after the containers stopped; removes bridges, veths, netns, our nftables chains and
+        # proxies, and restores IPv4 forwarding
         if self.networks is not None:
             await self.networks.shutdown()
         if self.volumes is not None:
             await self.volumes.shutdown()
-        # --- end networks issue
-        if self.puller is not None and hasattr(self.puller, "close"):
+        if self.puller is not None:
             await self.puller.close()
         if self.snapshotter is not None and hasattr(self.snapshotter, "close"):
             await self.snapshotter.close()  # removals it has not written yet
         self.bus.event("daemon", "stop", self.engine_id, {"name": os.uname().nodename})
         await self.bus.close_journal()  # flush, fsync, mark the stop clean (numbering goes on)
 
-    async def _housekeeping(self) -> None:
+    async def _housekeeping(self, snap: Snapshotter, exits: ExitWatcher, puller: Puller) -> None:
         """Retry clean-ups that failed, reap zombies nobody waits for (orphans of --pid host
         containers and detached execs) and drop partial downloads no pull wants any more."""
         while True:
-            await asyncio.sleep(30)
+            await self.clock.sleep(HOUSEKEEPING_PERIOD)
             try:
                 await self.leftovers.retry_due()
-                snap = self.snapshotter
+                # a snapshotter plugin may say that a removal which failed earlier in this run
+                # left its directory
                 if getattr(snap, "has_leftovers", False):
-                    # a removal that failed earlier in this run left its directory
                     await self.leftovers.run("snapshot directories left behind",
                                              _done(snap.cleanup))
-                self.exits.reap_orphans()
-                if hasattr(self.puller, "gc_ingests"):
-                    res = self.puller.gc_ingests()
-                    if asyncio.iscoroutine(res):
-                        await res
+                exits.reap_orphans()
+                await puller.gc_ingests()
             except Exception:
                 log.exception("housekeeping")
 
@@ -197,7 +211,7 @@ class Engine:
         atomic_write_bytes(p, value.encode())
         return value
 
-    async def _make_snapshotter(self) -> Any:
+    async def _make_snapshotter(self) -> Snapshotter:
         regs = plugins.discover(plugins.SNAPSHOTTERS)
         wanted = self.config.storage_driver
         if wanted in ("overlay2", "overlay"):
@@ -296,7 +310,7 @@ class Engine:
         return self._init_version
 
 
-def _done(cleanup: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[bool]]:
+def _done(cleanup: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[bool]]:
     """A clean-up for Leftovers.run: done unless it says False (None counts as done)."""
     async def run() -> bool:
         return await cleanup() is not False

@@ -13,12 +13,20 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
 # A clean-up answers True when nothing is left, False when something is (already logged by it,
 # or worth a retry anyway); raising counts as False.
 Cleanup = Callable[[], Awaitable[bool]]
+
+
+class CleanupQueue(Protocol):
+    """How a subsystem hands its clean-ups to the daemon's Leftovers (run now, retried later)."""
+
+    async def run(self, what: str, cleanup: Cleanup) -> bool: ...
+
 
 FIRST_RETRY = 30.0
 MAX_RETRY = 600.0

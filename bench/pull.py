@@ -209,9 +209,8 @@ def measure_floor(ref: str, parent: Path, repeats: int = 3) -> dict[str, Any]:
     """Per layer, alone: download time, unpack wall and CPU time (asyncdock's unpacker, one
     thread, as the daemon runs it); medians over `repeats`."""
     sys.path.insert(0, str(ROOT))
-    sys.path.insert(0, str(ROOT / "plugins"))
     from asyncdock.snapshots.unpack import apply_layer
-    from asyncdock_snapshotter_overlay.dirstore import mark_topdir
+    from asyncdock.util.fsflags import mark_topdir
 
     base, layers = _layers(ref)
     top = Path(tempfile.mkdtemp(prefix="pull-floor-", dir=parent))

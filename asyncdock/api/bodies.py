@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from ..errors import InvalidParameter
+from ..base.errors import InvalidParameter
 
 
 class IPAMConfig(msgspec.Struct, rename="pascal"):

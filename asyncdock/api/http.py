@@ -29,7 +29,7 @@ from urllib.parse import parse_qsl, unquote
 import httptools
 import msgspec
 
-from .. import errors
+from ..base import errors
 
 log = logging.getLogger(__name__)
 

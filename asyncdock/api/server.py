@@ -13,7 +13,8 @@ from typing import Any
 
 import msgspec
 
-from .. import __version__, errors
+from ..base.version import __version__
+from ..base import errors
 from ..util.errtext import client_text
 from .http import (DateCache, HttpConnection, Request, Response, Router, StreamResponse,
                    empty_response, error_response)

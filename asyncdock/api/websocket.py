@@ -6,7 +6,7 @@ import base64
 import hashlib
 import struct
 
-from ..errors import InvalidParameter
+from ..base.errors import InvalidParameter
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA

@@ -140,7 +140,7 @@ def cmd_inspect(argv: list[str]) -> int:
 
 
 def cmd_version(argv: list[str]) -> int:
-    from .. import __version__
+    from ..base.version import __version__
 
     p = _parser("version")
     p.add_argument("-f", "--format")
@@ -354,7 +354,7 @@ def cmd_logs(argv: list[str]) -> int:
 
 
 def cmd_exec(argv: list[str]) -> int:
-    from .. import errors
+    from ..base import errors
     from ..client import Client
 
     p = _parser("exec")

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 # stdlib-only, so `asyncdock ps` stays fast
-from ..containers.status import human_duration
+from ..base.timefmt import human_duration
 
 
 def human_size(n: float) -> str:

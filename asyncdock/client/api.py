@@ -5,7 +5,7 @@
         print(await c.wait(), await c.logs())
 
 Errors: every non-2xx answer raises an `APIError` (`.status`, `.message`); 404 is also a
-`NotFound` and 409 a `Conflict` (asyncdock.errors), so either may be caught.
+`NotFound` and 409 a `Conflict` (asyncdock.base.errors), so either may be caught.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from .. import errors as _errors
+from ..base import errors as _errors
 from ..events.models import Event
 from . import models as m
 from .transport import InProcessTransport, Response, UnixTransport, request

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from ..errors import status_error
+from ..base.errors import status_error
 
 _LIMIT = 1 << 22
 

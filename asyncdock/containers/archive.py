@@ -23,14 +23,17 @@ import threading
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from .. import errors
+from ..base import errors
 from .models import ContainerRecord
 from .rootfs_fs import open_dir, open_in_root, open_root, resolved_path
-from .status import rfc3339nano
+from ..base.timefmt import rfc3339nano
 from .tarextract import BadArchive, ExtractFailed, extract
 from .tarwrite import tar_stream
+
+if TYPE_CHECKING:
+    from .manager import ContainerManager
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -71,7 +74,8 @@ def go_file_mode(st_mode: int) -> int:
 
 
 @contextlib.asynccontextmanager
-async def container_root(mgr: Any, rec: ContainerRecord, *, for_export: bool = False) -> AsyncIterator[Path]:
+async def container_root(mgr: ContainerManager, rec: ContainerRecord, *,
+                         for_export: bool = False) -> AsyncIterator[Path]:
     """The container's root for the time of an operation. A container that is not running
     gets its snapshot mounted under the bundles directory (crash cleanup unmounts it), under
     the container's lock so that a start cannot race with the mount."""
@@ -96,7 +100,7 @@ async def container_root(mgr: Any, rec: ContainerRecord, *, for_export: bool = F
         # cannot be mounted twice)
         await mgr.exit_cleaned(rec.id)
         target = mgr.bundles / f"{rec.id}-cp-{uuid.uuid4().hex[:8]}"
-        mounts = await mgr.engine.snapshotter.mounts(rec.id)
+        mounts = await mgr.snapshotter.mounts(rec.id)
         target.mkdir(parents=True)
         try:
             await asyncio.to_thread(mount, mounts, target)
@@ -328,7 +332,7 @@ async def _open_root(root: Path) -> int:
 class PathArchive:
     """A path in a container's root, found (`stat` is docker cp's answer to HEAD), to be archived."""
 
-    def __init__(self, mgr: Any, rec: ContainerRecord, root_fd: int, path: str, name_given: str,
+    def __init__(self, mgr: ContainerManager, rec: ContainerRecord, root_fd: int, path: str, name_given: str,
                  stat: dict[str, Any]) -> None:
         self._mgr = mgr
         self._rec = rec
@@ -351,14 +355,15 @@ class PathArchive:
             except Exception as e:
                 log.debug("archive of %s failed", path, exc_info=True)
                 raise errors.SystemError_(f"cannot archive {path}: {_reason(e)}") from None
-            self._mgr._event(rec, "archive-path")
+            self._mgr.publish(rec, "archive-path")
             yield TarChunks(gen, first, f"archive of {path} in container {rec.id[:12]}")
         finally:
             gen.close()  # no step runs now (_in_thread waits for its step)
 
 
 @contextlib.asynccontextmanager
-async def path_archive(mgr: Any, rec: ContainerRecord, path: str, name_given: str) -> AsyncIterator[PathArchive]:
+async def path_archive(mgr: ContainerManager, rec: ContainerRecord, path: str,
+                       name_given: str) -> AsyncIterator[PathArchive]:
     """`path` in the container (docker cp out of it) for the time of a request; NotFound, naming
     the container as the client did (`name_given`), when nothing is there."""
     if not path:
@@ -375,8 +380,8 @@ async def path_archive(mgr: Any, rec: ContainerRecord, path: str, name_given: st
             os.close(root_fd)
 
 
-async def put_archive(mgr: Any, rec: ContainerRecord, path: str, name_given: str, body: AsyncGenerator[bytes, None],
-                      *, no_overwrite: bool) -> None:
+async def put_archive(mgr: ContainerManager, rec: ContainerRecord, path: str, name_given: str,
+                      body: AsyncGenerator[bytes, None], *, no_overwrite: bool) -> None:
     """Unpack the tar `body` into the directory `path` of the container (docker cp into it),
     reading `body` only as fast as it is unpacked."""
     if not path:
@@ -421,11 +426,11 @@ async def put_archive(mgr: Any, rec: ContainerRecord, path: str, name_given: str
         finally:
             await feed.aclose()
             os.close(root_fd)
-    mgr._event(rec, "extract-to-dir")
+    mgr.publish(rec, "extract-to-dir")
 
 
 @contextlib.asynccontextmanager
-async def exported(mgr: Any, rec: ContainerRecord) -> AsyncIterator[TarChunks]:
+async def exported(mgr: ContainerManager, rec: ContainerRecord) -> AsyncIterator[TarChunks]:
     """The container's whole root as a tar stream (docker export); its `export` event once the
     caller is done with it and the root is released."""
     async with container_root(mgr, rec, for_export=True) as root:
@@ -443,4 +448,4 @@ async def exported(mgr: Any, rec: ContainerRecord) -> AsyncIterator[TarChunks]:
                 gen.close()
         finally:
             os.close(root_fd)
-    mgr._event(rec, "export")
+    mgr.publish(rec, "export")

@@ -4,26 +4,15 @@ events. The wire side (hijack, stdcopy frames, websocket frames) is api/streams'
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING
 
 from ..logs.base import LogDriver, LogNotReadable, LogRecord, ReadOptions
 from .models import ContainerRecord
-from .stdio import OutputHub
+from .stdio import OutputHub, StdinSide
 
 if TYPE_CHECKING:
     from .manager import ContainerManager
-
-
-class StdinSide:
-    """Where a session's stdin goes: `ready` waits for the process, `writer()` is its stdin (None
-    once closed), `close()` what a client EOF does without a TTY."""
-
-    def __init__(self, ready: Callable[[], Awaitable[Any]], writer: Callable[[], Any],
-                 close: Callable[[], None]) -> None:
-        self.ready = ready
-        self.writer = writer
-        self.close = close
 
 
 class Attachment:
@@ -40,10 +29,10 @@ class Attachment:
         self.output: asyncio.Queue[tuple[int, bytes] | None] | None = lv.hub.subscribe() if stream else None
 
     def attached(self) -> None:
-        self._mgr._event(self._rec, "attach")
+        self._mgr.publish(self._rec, "attach")
 
     def detached(self) -> None:
-        self._mgr._event(self._rec, "detach")
+        self._mgr.publish(self._rec, "detach")
 
     def stdin(self) -> StdinSide | None:
         """The container's stdin, None when it has none (no OpenStdin)."""

@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .. import errors
+from ..base import errors
+from ..snapshots.base import Mount, Snapshotter
+from .models import ContainerRecord
 from .rootfs_fs import RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, openat2
 
 CHANGE_MODIFY, CHANGE_ADD, CHANGE_DELETE = 0, 1, 2
@@ -22,7 +24,7 @@ _INIT_PATHS = {"/dev", "/dev/pts", "/dev/shm", "/dev/console", "/proc", "/sys", 
                "/etc/resolv.conf", "/etc/hosts", "/etc/hostname", "/etc/mtab"}
 
 
-def _lowers(mounts: list[Any]) -> list[Path]:
+def _lowers(mounts: list[Mount]) -> list[Path]:
     for m in mounts:
         if m.type == "overlay":
             for opt in m.options:
@@ -162,10 +164,9 @@ def _changes(upper_fd: int, lower_fds: list[int]) -> list[dict[str, Any]]:
     return out
 
 
-async def container_changes(engine: Any, rec: Any) -> list[dict[str, Any]]:
+async def container_changes(snap: Snapshotter, rec: ContainerRecord) -> list[dict[str, Any]]:
     import asyncio
 
-    snap = engine.snapshotter
     mounts = await snap.mounts(rec.id)
     lowers = _lowers(mounts)
     upper = snap.upper_dir(rec.id)

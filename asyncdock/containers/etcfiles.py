@@ -4,9 +4,9 @@ from __future__ import annotations
 import ipaddress
 import socket
 from pathlib import Path
-from typing import Any
 
 from ..util.atomic import atomic_write_bytes
+from .deps import NetworkAttacher
 from .models import ContainerRecord
 
 _HOSTS_BASE = (
@@ -32,7 +32,7 @@ def host_gateway_ip() -> str:
         return "127.0.0.1"
 
 
-def hosts_file(rec: ContainerRecord, net: Any = None) -> str:
+def hosts_file(rec: ContainerRecord, net: NetworkAttacher | None = None) -> str:
     lines = [_HOSTS_BASE]
     for entry in rec.host_config.extra_hosts or []:
         name, _, ip = entry.partition(":")
@@ -46,7 +46,7 @@ def hosts_file(rec: ContainerRecord, net: Any = None) -> str:
     return "".join(lines)
 
 
-def resolv_conf(rec: ContainerRecord, host_resolv: str = "/etc/resolv.conf", net: Any = None) -> str:
+def resolv_conf(rec: ContainerRecord, host_resolv: str = "/etc/resolv.conf", net: NetworkAttacher | None = None) -> str:
     hc = rec.host_config
     host_mode = hc.network_mode == "host"
     try:
@@ -91,7 +91,7 @@ def resolv_conf(rec: ContainerRecord, host_resolv: str = "/etc/resolv.conf", net
     return out
 
 
-def write_etc_files(rec: ContainerRecord, files_dir: Path, net: Any = None) -> None:
+def write_etc_files(rec: ContainerRecord, files_dir: Path, net: NetworkAttacher | None = None) -> None:
     files_dir.mkdir(parents=True, exist_ok=True)
     hostname = rec.config.hostname if rec.host_config.uts_mode != "host" else socket.gethostname()
     atomic_write_bytes(files_dir / "hostname", (hostname + "\n").encode(), durable=False, mode=0o644)

@@ -22,15 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .. import errors
+from ..base import errors
 from ..util.errtext import os_error_text
-from ..util.ids import new_id
-from .attachment import StdinSide
+from ..base.ids import new_id
 from .models import ContainerRecord
-from .stdio import OutputHub, open_stdio_pipes, start_stdio_pipes
+from .stdio import OutputHub, StdinSide, open_stdio_pipes, start_stdio_pipes
 
 if TYPE_CHECKING:
-    from ..engine import Engine
+    from .manager import ContainerManager
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +90,7 @@ class ExecInstance:
 
 
 class ExecStore:
-    """The engine's exec instances (moby keeps them in memory too)."""
+    """The exec instances of the container manager's containers (moby keeps them in memory too)."""
 
     def __init__(self) -> None:
         self._by_id: dict[str, ExecInstance] = {}
@@ -121,24 +120,11 @@ class ExecStore:
                 self._by_id.pop(e.id, None)
 
 
-def exec_store(engine: Engine) -> ExecStore:
-    return engine.execs
-
-
-def exec_ids(engine: Engine, rec: ContainerRecord) -> list[str] | None:
-    """For `ExecIDs` in container inspect (null when there are none, as Docker)."""
-    if not rec.state.running:
-        return None
-    ids = [e.id for e in exec_store(engine).for_container(rec.id)]
-    return ids or None
-
-
 def _not_running(rec: ContainerRecord) -> errors.EngineError:
     return errors.Conflict(f"Container {rec.id} is not running")
 
 
-def create_exec(engine: Engine, rec: ContainerRecord, cfg: ExecConfig) -> ExecInstance:
-    mgr = engine.containers
+def create_exec(mgr: ContainerManager, rec: ContainerRecord, cfg: ExecConfig) -> ExecInstance:
     if not rec.state.running or rec.state.restarting:
         raise _not_running(rec)
     if rec.state.paused:
@@ -150,8 +136,8 @@ def create_exec(engine: Engine, rec: ContainerRecord, cfg: ExecConfig) -> ExecIn
 
         parse_detach_keys(cfg.detach_keys)
     ex = ExecInstance(id=new_id(), container_id=rec.id, config=cfg)
-    exec_store(engine).add(ex)
-    mgr._event(rec, "exec_create: " + " ".join(cfg.cmd), execID=ex.id)
+    mgr.execs.add(ex)
+    mgr.publish(rec, "exec_create: " + " ".join(cfg.cmd), execID=ex.id)
     return ex
 
 
@@ -221,7 +207,7 @@ class ExecStartError(Exception):
         self.exit_code = exit_code
 
 
-async def start_exec(engine: Engine, ex: ExecInstance, *, discard_output: bool = False) -> None:
+async def start_exec(mgr: ContainerManager, ex: ExecInstance, *, discard_output: bool = False) -> None:
     """Start the process; output goes to `ex.hub`. Raises ExecStartError (exit code recorded)
     or an EngineError before anything ran."""
     from ..runtime.base import RuntimeError_
@@ -229,17 +215,16 @@ async def start_exec(engine: Engine, ex: ExecInstance, *, discard_output: bool =
     from .spec import ExecutableError, find_executable, path_from_env
     from .tty import ConsoleSocket, setup_console
 
-    mgr = engine.containers
     rec = mgr.get(ex.container_id)
     lv = mgr.live(rec)
     if not rec.state.running or not lv.pid:
         raise _not_running(rec)
-    rt = engine.runtimes[rec.runtime]
+    rt = mgr.runtimes[rec.runtime]
     bundle = mgr.bundles / rec.id
     cfg = ex.config
     argv0 = (cfg.cmd or [""])[0]
     root = Path(f"/proc/{lv.pid}/root")
-    mgr._event(rec, "exec_start: " + " ".join(cfg.cmd or []), execID=ex.id)
+    mgr.publish(rec, "exec_start: " + " ".join(cfg.cmd or []), execID=ex.id)
 
     def fail(err: errors.EngineError, code: int) -> ExecStartError:
         ex.exit_code = code
@@ -248,7 +233,7 @@ async def start_exec(engine: Engine, ex: ExecInstance, *, discard_output: bool =
         ex.hub.close()
         ex.done_event.set()
         ex.running_event.set()
-        mgr._event(rec, "exec_die", execID=ex.id, exitCode=str(code))
+        mgr.publish(rec, "exec_die", execID=ex.id, exitCode=str(code))
         return ExecStartError(err, code)
 
     try:
@@ -303,7 +288,7 @@ async def start_exec(engine: Engine, ex: ExecInstance, *, discard_output: bool =
             msg = msg.removeprefix("exec failed: ")
             raise fail(*_exec_error(msg, argv0))
         pid = int(pid_file.read_text().strip())
-        exit_future = engine.exits.watch(pid)
+        exit_future = mgr.exits.watch(pid)
         ex.pid = pid
         ex.running = True
         if cfg.tty:
@@ -336,12 +321,11 @@ async def start_exec(engine: Engine, ex: ExecInstance, *, discard_output: bool =
                 p.unlink(missing_ok=True)
             work.rmdir()
     ex.running_event.set()
-    mgr._spawn(_monitor(engine, rec, ex, exit_future, output_done))
+    mgr.spawn(_monitor(mgr, rec, ex, exit_future, output_done))
 
 
-async def _monitor(engine: Engine, rec: ContainerRecord, ex: ExecInstance, exit_future: asyncio.Future[int],
-                   output_done: list[asyncio.Future[None]]) -> None:
-    mgr = engine.containers
+async def _monitor(mgr: ContainerManager, rec: ContainerRecord, ex: ExecInstance,
+                   exit_future: asyncio.Future[int], output_done: list[asyncio.Future[None]]) -> None:
     lv = mgr.live(rec)
     # Exec processes do not outlive their container (with `--pid host` nothing else kills them).
     container_exit: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -365,13 +349,12 @@ async def _monitor(engine: Engine, rec: ContainerRecord, ex: ExecInstance, exit_
         ex.stdin_w = None
     ex.hub.close()
     ex.done_event.set()
-    mgr._event(rec, "exec_die", execID=ex.id, exitCode=str(code))
+    mgr.publish(rec, "exec_die", execID=ex.id, exitCode=str(code))
 
 
-def claim_start(engine: Engine, ex: ExecInstance, body: ExecStartConfig) -> None:
+def claim_start(mgr: ContainerManager, ex: ExecInstance, body: ExecStartConfig) -> None:
     """What `exec start` checks before anything runs, then marks: an exec starts once, in a
     running container that is not paused."""
-    mgr = engine.containers
     if ex.started:
         if ex.running:
             raise errors.Conflict(f"Error: Exec command {ex.id} is already running")
@@ -386,10 +369,10 @@ def claim_start(engine: Engine, ex: ExecInstance, body: ExecStartConfig) -> None
         ex.config.console_size = body.console_size
 
 
-async def start_detached(engine: Engine, ex: ExecInstance) -> None:
+async def start_detached(mgr: ContainerManager, ex: ExecInstance) -> None:
     """`exec start` with Detach: no client reads the output, so without a TTY it is not even piped."""
     try:
-        await start_exec(engine, ex, discard_output=not ex.config.tty)
+        await start_exec(mgr, ex, discard_output=not ex.config.tty)
     except ExecStartError as e:
         raise e.error from None
 

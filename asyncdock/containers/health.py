@@ -12,14 +12,15 @@ import json
 import logging
 import os
 import subprocess
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..clock import within
 from ..util.errtext import client_text
-from ..util.ids import short_id
-from .models import Health, HealthConfig, HealthLogEntry
-from .status import rfc3339nano
+from ..base.ids import short_id
+from .models import Health, HealthLogEntry
+from ..base.healthcheck import HealthConfig
+from ..base.timefmt import rfc3339nano
 
 if TYPE_CHECKING:
     from .manager import ContainerManager
@@ -74,7 +75,7 @@ class HealthMonitor:
 
     def start(self) -> None:
         self.rec.state.health = Health(status=STARTING)
-        self.task = self.mgr._spawn(self._run())
+        self.task = self.mgr.spawn(self._run(), f"health check of {short_id(self.rec.id)}")
 
     def stop(self) -> None:
         if self.task is not None:
@@ -82,17 +83,18 @@ class HealthMonitor:
             self.task = None
 
     async def _run(self) -> None:
-        started = time.monotonic()
+        clock = self.mgr.clock
+        started = clock.monotonic()
         argv = probe_argv(list(self.cfg.test or []))
         if not argv:
             return
         while True:
-            await asyncio.sleep(self.interval)
+            await clock.sleep(self.interval)
             if not self.rec.state.running:
                 return
             if self.rec.state.paused:
                 continue
-            start_ns = time.time_ns()
+            start_ns = clock.time_ns()
             try:
                 code, output = await self._probe(argv)
             except asyncio.CancelledError:
@@ -102,13 +104,13 @@ class HealthMonitor:
                 code, output = -1, client_text(e)
             if not self.rec.state.running:
                 return
-            self._record(start_ns, code, output, in_start_period=time.monotonic() - started < self.start_period)
+            self._record(start_ns, code, output, in_start_period=clock.monotonic() - started < self.start_period)
 
     def _record(self, start_ns: int, code: int, output: str, *, in_start_period: bool) -> None:
         st = self.rec.state
         h = st.health or Health(status=STARTING)
         old = h.status
-        h.log.append(HealthLogEntry(start=rfc3339nano(start_ns), end=rfc3339nano(time.time_ns()),
+        h.log.append(HealthLogEntry(start=rfc3339nano(start_ns), end=rfc3339nano(self.mgr.clock.time_ns()),
                                     exit_code=code, output=output))
         del h.log[:-MAX_LOG_ENTRIES]
         if code == 0:
@@ -120,14 +122,14 @@ class HealthMonitor:
             if h.failing_streak >= self.retries:
                 h.status = UNHEALTHY
         st.health = h
-        self.mgr._save_state(self.rec)
+        self.mgr.save_state(self.rec)
         if h.status != old:
-            self.mgr._event(self.rec, f"health_status: {h.status}")
+            self.mgr.publish(self.rec, f"health_status: {h.status}")
 
     async def _probe(self, argv: list[str]) -> tuple[int, str]:
         rec = self.rec
         mgr = self.mgr
-        rt = mgr.engine.runtimes[rec.runtime]
+        rt = mgr.runtimes[rec.runtime]
         bundle = mgr.bundles / rec.id
         process = _process_json(bundle, argv)
         tag = os.urandom(4).hex()
@@ -140,8 +142,7 @@ class HealthMonitor:
                 *rt.exec_argv(rec.id, pfile, pid_file=pid_file), stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             try:
-                async with asyncio.timeout(self.timeout):
-                    out, _ = await proc.communicate()
+                out, _ = await within(mgr.clock, self.timeout, proc.communicate())
             except TimeoutError:
                 await self._kill_exec(proc, pid_file)
                 return -1, f"Health check exceeded timeout ({_fmt_secs(self.timeout)})"
@@ -177,7 +178,7 @@ class HealthMonitor:
             return
         except TimeoutError:
             pass
-        fut = self.mgr.engine.exits.watch(pid) if pid else None
+        fut = self.mgr.exits.watch(pid) if pid else None
         try:
             proc.kill()
         except ProcessLookupError:

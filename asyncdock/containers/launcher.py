@@ -14,17 +14,20 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .. import errors
-from ..logs.base import LogRecord
-from ..runtime.base import RuntimeError_
+from ..base import errors
+from ..logs.base import LogDriver, LogRecord
+from ..runtime.base import OCIRuntime, RuntimeError_
+from ..snapshots.base import Mount
 from ..util.fstree import remove_tree_quietly, walk
-from ..util.ids import short_id
+from ..base.ids import short_id
+from ..util.tasks import uncancellable
 from .etcfiles import write_etc_files
 from .models import ContainerRecord
 from .stdio import open_stdio_pipes, start_stdio_pipes
 
 if TYPE_CHECKING:
     from .manager import ContainerManager, Live
+    from .spec import BindMount
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +74,12 @@ def _start_error(runtime: str, message: str) -> LaunchError:
 async def launch(mgr: ContainerManager, rec: ContainerRecord, lv: Live) -> Process:
     from ..snapshots.mount import is_mounted
 
-    engine = mgr.engine
-    rt = engine.runtimes[rec.runtime]
+    rt = mgr.runtimes[rec.runtime]
     bundle = mgr.bundles / rec.id
     rootfs = bundle / "rootfs"
     files_dir = mgr.store.dir(rec.id)
     rootfs.mkdir(parents=True, exist_ok=True)
-    mounts = await engine.snapshotter.mounts(rec.id)
+    mounts = await mgr.snapshotter.mounts(rec.id)
 
     def ensure_rootfs() -> None:  # one thread hop for the check and the mount
         if not is_mounted(rootfs):
@@ -85,14 +87,15 @@ async def launch(mgr: ContainerManager, rec: ContainerRecord, lv: Live) -> Proce
 
     await asyncio.to_thread(ensure_rootfs)
     opened: list[int] = []
+    created = False  # the runtime holds state for it: a failure from here on deletes that
     try:
         # The network side first: a published port already in use fails the start before the
         # runtime does anything (Docker's order).
-        net = engine.networks
+        net = mgr.networks
         sandbox = await net.container_start(rec.id)
         hc = rec.host_config
         await net.publish(rec.id, hc.port_bindings, rec.config.exposed_ports, hc.publish_all_ports)
-        binds = await engine.volumes.spec_binds(rec.id, rec.mounts)
+        binds = await mgr.volumes.spec_binds(rec.id, rec.mounts)
         from .spec import ExecutableError
 
         def etc_files_and_spec() -> dict[str, Any]:  # one thread hop for both
@@ -105,7 +108,7 @@ async def launch(mgr: ContainerManager, rec: ContainerRecord, lv: Live) -> Proce
             raise _start_error(rt.name, f"unable to start container process: {e.message}") from None
         rt.prepare_spec(rec.id, spec)
         (bundle / "config.json").write_bytes(msgspec.json.encode(spec))
-        driver = engine.logdrivers[rec.host_config.log_config.type]
+        driver = mgr.logdrivers[rec.host_config.log_config.type]
         if rec.config.tty:
             return await _launch_tty(mgr, rec, lv, rt, bundle, files_dir, driver)
         # stdio: our ends are read by the pumps; the container's ends go to the runtime
@@ -115,18 +118,22 @@ async def launch(mgr: ContainerManager, rec: ContainerRecord, lv: Live) -> Proce
             await rt.create(rec.id, bundle, pid_file=pid_file, stdio=pipes.child)
         except RuntimeError_ as e:
             raise _start_error(rt.name, e.message) from None
+        created = True
         output_done, stdin = await start_stdio_pipes(pipes, opened, lv.hub, emit)
         if stdin is not None:
             lv.stdin_w = stdin
         pid = int(pid_file.read_text().strip())
-        exit_future = engine.exits.watch(pid)
+        exit_future = mgr.exits.watch(pid)
         try:
             await rt.start(rec.id)
         except RuntimeError_ as e:
-            await _force_delete(rt, rec.id)
             raise _start_error(rt.name, e.message) from None
         return Process(pid, exit_future, output_done, cgroups_path(rec))
     except BaseException:
+        if created:
+            # a failed or cancelled start, or a pid file the runtime did not fill: its state
+            # (and the container's init, if it got that far) must not outlive the start
+            await _force_delete(rt, rec.id)
         for fd in opened:
             try:
                 os.close(fd)
@@ -140,12 +147,11 @@ async def launch(mgr: ContainerManager, rec: ContainerRecord, lv: Live) -> Proce
         raise
 
 
-def _mount_rootfs(mounts: list[Any], rootfs: Path, throwaway: bool) -> None:
+def _mount_rootfs(mounts: list[Mount], rootfs: Path, throwaway: bool) -> None:
     """Mount the container's snapshot. A --rm container's writable layer is deleted with it,
     so its overlay is `volatile` (Linux 5.10+, as Podman does for --rm): no sync of the upper
     layer at unmount, which is on every such container's exit path. Plain mount where the
     kernel refuses the option."""
-    from ..snapshots.base import Mount
     from ..snapshots.mount import MountError, mount
 
     if throwaway and any(m.type == "overlay" for m in mounts):
@@ -160,7 +166,7 @@ def _mount_rootfs(mounts: list[Any], rootfs: Path, throwaway: bool) -> None:
     mount(mounts, rootfs)
 
 
-def _open_log_and_pid_file(lv: Live, rec: ContainerRecord, driver: Any, files_dir: Path,
+def _open_log_and_pid_file(lv: Live, rec: ContainerRecord, driver: LogDriver, files_dir: Path,
                            bundle: Path) -> tuple[Callable[[str, bytes, int], None], Path]:
     """Open the container's log writer (on `lv`, so teardown closes it) and clear the runtime's
     pid file; returns the pumps' log sink and the pid file's path."""
@@ -175,13 +181,12 @@ def _open_log_and_pid_file(lv: Live, rec: ContainerRecord, driver: Any, files_di
     return emit, pid_file
 
 
-async def _launch_tty(mgr: ContainerManager, rec: ContainerRecord, lv: Live, rt: Any, bundle: Path,
-                      files_dir: Path, driver: Any) -> Process:
+async def _launch_tty(mgr: ContainerManager, rec: ContainerRecord, lv: Live, rt: OCIRuntime, bundle: Path,
+                      files_dir: Path, driver: LogDriver) -> Process:
     """`Tty`: the runtime makes the pty and sends us its master through the console socket; the
     output is raw (one stream), stdin goes to the master. Cleanup on failure is the caller's."""
     from .tty import ConsoleSocket, setup_console
 
-    engine = mgr.engine
     emit, pid_file = _open_log_and_pid_file(lv, rec, driver, files_dir, bundle)
     cs = ConsoleSocket()
     try:
@@ -209,7 +214,7 @@ async def _launch_tty(mgr: ContainerManager, rec: ContainerRecord, lv: Live, rt:
         raise
     try:
         pid = int(pid_file.read_text().strip())
-        exit_future = engine.exits.watch(pid)
+        exit_future = mgr.exits.watch(pid)
         await rt.start(rec.id)
     except BaseException as e:
         stdin_transport.close()
@@ -226,7 +231,7 @@ async def _launch_tty(mgr: ContainerManager, rec: ContainerRecord, lv: Live, rt:
 
 
 def _build_spec(mgr: ContainerManager, rec: ContainerRecord, rootfs: Path, files_dir: Path,
-                binds: list[Any], netns: str) -> dict[str, Any]:
+                binds: list[BindMount], netns: str) -> dict[str, Any]:
     from .specinput import spec_input
     from .spec import build_spec
 
@@ -237,16 +242,16 @@ def _build_spec(mgr: ContainerManager, rec: ContainerRecord, rootfs: Path, files
 async def _release_net_and_volumes(mgr: ContainerManager, rec: ContainerRecord) -> None:
     """The sandbox (netns, veths, port proxies) and the volume mounts of one run."""
     try:
-        await mgr.engine.networks.release(rec.id)
+        await mgr.networks.release(rec.id)
     except Exception as e:
         log.warning("releasing the network of %s: %s", short_id(rec.id), e)
     try:
-        await mgr.engine.volumes.release_mounts(rec.id, rec.mounts)
+        await mgr.volumes.release_mounts(rec.id, rec.mounts)
     except Exception as e:
         log.warning("releasing the volumes of %s: %s", short_id(rec.id), e)
 
 
-async def _force_delete(rt: Any, cid: str) -> None:
+async def _force_delete(rt: OCIRuntime, cid: str) -> None:
     try:
         await rt.kill(cid, 9, all_processes=True)
     except Exception:
@@ -254,11 +259,13 @@ async def _force_delete(rt: Any, cid: str) -> None:
     await _delete(rt, cid)
 
 
-async def _delete(rt: Any, cid: str, *, exited: bool = False) -> None:
+async def _delete(rt: OCIRuntime, cid: str, *, exited: bool = False) -> None:
     try:
         await rt.delete(cid, force=True, exited=exited)
     except Exception as e:
-        log.debug("delete %s: %s", short_id(cid), e)
+        # The runtime keeps its state for the container: the next daemon start's
+        # cleanup_leftovers retries, but the user should see why it is still there.
+        log.warning("deleting the runtime state of %s: %s", short_id(cid), e)
 
 
 def _rootfs_released(mgr: ContainerManager, rec: ContainerRecord) -> None:
@@ -288,7 +295,7 @@ async def teardown(mgr: ContainerManager, rec: ContainerRecord, proc: Process) -
         except OSError:
             return False
 
-    rt = mgr.engine.runtimes[rec.runtime]
+    rt = mgr.runtimes[rec.runtime]
     if rec.host_config.pid_mode:
         # Sharing another pid namespace: processes the init left behind survive it and may
         # still use the rootfs, so they are killed (and the state deleted) before it goes.
@@ -303,7 +310,8 @@ async def teardown(mgr: ContainerManager, rec: ContainerRecord, proc: Process) -
     return oom
 
 
-async def release_after_exit(mgr: ContainerManager, rec: ContainerRecord, rt: Any, cgroups: str) -> None:
+async def release_after_exit(mgr: ContainerManager, rec: ContainerRecord, rt: OCIRuntime,
+                             cgroups: str) -> None:
     """The rootfs mount and bundle, the cgroup directories, then the runtime's record of the
     exited container.
 
@@ -315,10 +323,15 @@ async def release_after_exit(mgr: ContainerManager, rec: ContainerRecord, rt: An
     before it ran is cleaned up at the next daemon start (cleanup_leftovers)."""
     # The cgroups before the runtime's record: a crash in between leaves the record, which the
     # next start's cleanup_leftovers hands to the runtime's delete (the crun plugin's delete
-    # after an exit is the record's removal alone).
-    results = await asyncio.gather(_release_rootfs(mgr, rec), asyncio.to_thread(remove_cgroup_dirs, cgroups),
-                                   return_exceptions=True)
-    await _delete(rt, rec.id, exited=True)
+    # after an exit is the record's removal alone). A cancellation (a shutdown whose wait ran
+    # out) must not skip the delete, nor cut it off halfway: a clean stop would leave the
+    # runtime's state directory behind for the next start.
+    try:
+        results = await asyncio.gather(_release_rootfs(mgr, rec),
+                                       asyncio.to_thread(remove_cgroup_dirs, cgroups),
+                                       return_exceptions=True)
+    finally:
+        await uncancellable(_delete(rt, rec.id, exited=True))
     for r in results:
         if isinstance(r, BaseException):
             raise r
@@ -352,7 +365,7 @@ async def cleanup_leftovers(mgr: ContainerManager, records: list[ContainerRecord
     """What a crash left: runtime state (and processes), mounts and bundles."""
     from ..snapshots.mount import unmount_all_under
 
-    for name, rt in mgr.engine.runtimes.items():
+    for name, rt in mgr.runtimes.items():
         try:
             ids = await rt.list()
         except Exception as e:

@@ -4,10 +4,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
-from .. import errors
+from ..base import errors
+from ..base.timefmt import parse_timestamp_filter
 from ..logs.base import LogDriver, LogNotReadable, LogRecord, ReadOptions
 from .models import ContainerRecord
-from .timefmt import parse_timestamp_filter
 
 
 def container_logs(drivers: Mapping[str, LogDriver], log_dir: Path, rec: ContainerRecord, *, stdout: bool,

@@ -13,29 +13,32 @@ import signal as signal_mod
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .. import errors
+from ..base import errors
 from ..util.errtext import client_text, os_error_text
 from ..util.fsflags import mark_topdir
 from ..util.fstree import remove_tree
-from ..util.ids import is_full_id, new_id, short_id
+from ..base.ids import is_full_id, new_id, short_id
+from ..util.tasks import TaskSet
 from . import names as names_mod
-from .models import ZERO_TIME, ContainerConfig, ContainerRecord, CreateRequest, HostConfig, LogConfig, State
+from .backoff import next_delay
+from .deps import ContainerDeps
+from .exec import ExecStore
+from .models import (ZERO_TIME, ContainerConfig, ContainerRecord, CreateRequest, HostConfig, LogConfig, MountPoint,
+                     State)
 from .spec import MASKED_PATHS, READONLY_PATHS
 from .stdio import OutputHub
 from .store import ContainerStore
-from .status import rfc3339nano
-
-if TYPE_CHECKING:
-    from ..engine import Engine
+from ..base.timefmt import rfc3339nano
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SHM = 64 * 1024 * 1024
 DEFAULT_STOP_TIMEOUT = 10
-RESTART_BASE = 0.1
-RESTART_MAX = 60.0
+# How long shutdown waits, in all, for the exits, the clean-ups after them and the reclaims of
+# removed containers to finish before it cancels what is left.
+SHUTDOWN_WAIT = 45.0
 
 
 def parse_signal(value: str | int | None, default: int = signal_mod.SIGKILL) -> int:
@@ -78,15 +81,27 @@ class Live:
 
 
 class ContainerManager:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.bus = engine.bus
-        self.store = ContainerStore(engine.data_root / "containers")
-        self.bundles = engine.exec_root / "bundles"
+    def __init__(self, deps: ContainerDeps) -> None:
+        self.settings = deps.settings
+        self.bus = deps.bus
+        self.images = deps.images
+        self.runtimes = deps.runtimes
+        self.snapshotter = deps.snapshotter
+        self.networks = deps.networks
+        self.volumes = deps.volumes
+        self.logdrivers = deps.logdrivers
+        self.exits = deps.exits
+        self.leftovers = deps.leftovers
+        self.clock = deps.clock
+        self.execs = ExecStore()  # the exec instances of its containers (moby keeps them in memory too)
+        self.store = ContainerStore(deps.settings.data_root / "containers")
+        self.bundles = deps.settings.exec_root / "bundles"
         self.bundles.mkdir(parents=True, exist_ok=True)
         mark_topdir(self.bundles)  # a bundle per container start (see util.fsflags)
         self._live: dict[str, Live] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        # Supervision (monitors, restart timers, health checks, exec monitors), exit clean-ups
+        # and reclaims: all of it, awaited or cancelled by shutdown.
+        self._tasks = TaskSet("containers", clock=self.clock)
         self._cleanups: dict[str, asyncio.Task[Any]] = {}  # container id -> deferred cleanup
         self._reclaims: set[asyncio.Task[Any]] = set()  # snapshots of removed containers going
         from .seccomp import DefaultProfiles
@@ -117,9 +132,10 @@ class ContainerManager:
         return {"total": total, "running": running, "paused": paused, "stopped": total - running - paused}
 
     def exec_ids(self, rec: ContainerRecord) -> list[str] | None:
-        from .exec import exec_ids
-
-        return exec_ids(self.engine, rec)
+        """For `ExecIDs` in container inspect (null when there are none, as Docker)."""
+        if not rec.state.running:
+            return None
+        return [e.id for e in self.execs.for_container(rec.id)] or None
 
     def image_users(self, image_id: str) -> list[ContainerRecord]:
         return [r for r in self.store if r.image_id == image_id]
@@ -131,20 +147,21 @@ class ContainerManager:
         attrs.update(extra)
         return attrs
 
-    def _event(self, rec: ContainerRecord, action: str, **extra: str) -> None:
+    def publish(self, rec: ContainerRecord, action: str, **extra: str) -> None:
+        """A `container` event of `rec` (its labels, image and name as attributes)."""
         self.bus.event("container", action, rec.id, self._attrs(rec, **extra), legacy_from=rec.image)
 
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+    def spawn(self, coro: Any, name: str | None = None) -> asyncio.Task[Any]:
+        """A background task of the supervisor (its task set: failures logged, cancelled and
+        awaited at shutdown)."""
+        return self._tasks.spawn(coro, name=name or coro.__qualname__)
 
     def defer_exit_cleanup(self, cid: str, coro: Any) -> None:
         """Run the cleanup of an exited container (rootfs mount, runtime state, cgroups) in the
         background; the next start of that container, its removal and the daemon's shutdown
         wait for it (exit_cleaned)."""
-        task = self._spawn(_logged(coro, f"cleaning up after the exit of {short_id(cid)}"))
+        task = self.spawn(_logged(coro, f"cleaning up after the exit of {short_id(cid)}"),
+                          f"exit clean-up of {short_id(cid)}")
         self._cleanups[cid] = task
 
         def done(t: asyncio.Task[Any]) -> None:
@@ -177,22 +194,23 @@ class ContainerManager:
                     # the snapshot goes on; the files are retried (and at the next start)
                     log.warning("cannot remove the files of removed container %s: %s",
                                 short_id(cid), e)
-                    await self.engine.leftovers.run("files of removed containers",
+                    await self.leftovers.run("files of removed containers",
                                                     self._purge_trash)
             await self.exit_cleaned(cid)
             try:
-                await self.engine.snapshotter.remove(cid)
+                await self.snapshotter.remove(cid)
             except errors.NotFound:
                 pass
 
-        task = self._spawn(_logged(reclaim(), f"giving back the disk of removed container {short_id(cid)}"))
+        task = self.spawn(_logged(reclaim(), f"giving back the disk of removed container {short_id(cid)}"),
+                          f"reclaim of {short_id(cid)}")
         self._reclaims.add(task)
         task.add_done_callback(self._reclaims.discard)
 
     def _save(self, rec: ContainerRecord) -> None:
         self.store.save(rec)
 
-    def _save_state(self, rec: ContainerRecord) -> None:
+    def save_state(self, rec: ContainerRecord) -> None:
         """Save a run-state transition (started, exited, restarting, paused, health): atomic but
         not fsynced. A daemon crash keeps the page cache, so the next start reads the new record
         or the old one; only a power loss may lose the transition, and recovery after a reboot
@@ -216,10 +234,10 @@ class ContainerManager:
             raise errors.InvalidParameter("Config.Image is empty")  # docker: "No command specified" comes later
         hc = body.host_config or HostConfig()
         try:
-            image = self.engine.images.resolve(body.image)
+            image = self.images.resolve(body.image)
         except errors.NotFound:
             raise errors.NotFound(image_not_found_message(body.image)) from None
-        icfg = self.engine.images.config(image)
+        icfg = self.images.config(image)
         ic = getattr(icfg, "config", None)
         cid = new_id()
         if name:
@@ -230,14 +248,14 @@ class ContainerManager:
         argv = list(cfg.entrypoint or []) + list(cfg.cmd or [])
         if not argv:
             raise errors.InvalidParameter("No command specified")
-        runtime = hc.runtime or self.engine.default_runtime
-        if runtime not in self.engine.runtimes:
+        runtime = hc.runtime or self.settings.default_runtime
+        if runtime not in self.runtimes:
             raise errors.InvalidParameter(f"Unknown runtime specified {runtime}")
         self._apply_host_defaults(hc, runtime)
         log_driver = hc.log_config.type
-        if log_driver not in self.engine.logdrivers:
+        if log_driver not in self.logdrivers:
             raise errors.InvalidParameter(f'logger: no log driver named \'{log_driver}\' is registered')
-        self.engine.logdrivers[log_driver].validate_options(dict(hc.log_config.config or {}))
+        self.logdrivers[log_driver].validate_options(dict(hc.log_config.config or {}))
         restart = hc.restart_policy.name or "no"
         if restart not in ("no", "always", "on-failure", "unless-stopped"):
             raise errors.InvalidParameter(f"invalid restart policy '{restart}'")
@@ -245,24 +263,24 @@ class ContainerManager:
             raise errors.InvalidParameter("can't create 'AutoRemove' container with restart policy")
         self._check_modes(hc)
         endpoints = body.networking_config.endpoints_config if body.networking_config else None
-        self.engine.networks.validate_mode(hc.network_mode, endpoints)
+        self.networks.validate_mode(hc.network_mode, endpoints)
         self.store.reserve_name(full, cid)
         try:
-            now = time.time_ns()
-            driver = self.engine.logdrivers[log_driver]
+            now = self.clock.time_ns()
+            driver = self.logdrivers[log_driver]
             rec = ContainerRecord(
                 id=cid, name=full, created=rfc3339nano(now), created_ns=now, image=body.image,
                 image_id=image.id, path=argv[0], args=argv[1:], config=cfg, host_config=hc,
-                runtime=runtime, driver=self.engine.storage_driver_name(),
+                runtime=runtime, driver=self.settings.storage_driver,
                 log_path=driver.log_path(self.store.dir(cid), cid),
             )
-            top = self.engine.images.top_chain_id(image)
+            top = self.images.top_chain_id(image)
             # The snapshot and the network record are independent writes (each fsynced): made
             # together. The container's own record comes last, so a crash never leaves a
             # record without its snapshot.
             results = await asyncio.gather(
-                self.engine.snapshotter.prepare(cid, top),
-                self.engine.networks.container_created(cid, full, hc.network_mode, endpoints, hc.extra_hosts),
+                self.snapshotter.prepare(cid, top),
+                self.networks.container_created(cid, full, hc.network_mode, endpoints, hc.extra_hosts),
                 return_exceptions=True)
             failed = [r for r in results if isinstance(r, BaseException)]
             try:
@@ -272,25 +290,23 @@ class ContainerManager:
                 try:
                     await self.store.add(rec)
                 except BaseException:
-                    await self.engine.volumes.container_removed(cid, rec.mounts, remove_anonymous=True)
+                    await self.volumes.container_removed(cid, rec.mounts, remove_anonymous=True)
                     raise
             except BaseException:
-                await self.engine.networks.container_removed(cid)
+                await self.networks.container_removed(cid)
                 if not isinstance(results[0], BaseException):
-                    await self.engine.snapshotter.remove(cid)
+                    await self.snapshotter.remove(cid)
                 raise
         except BaseException:
             self.store.release_name(full, cid)
             raise
-        self._event(rec, "create")
+        self.publish(rec, "create")
         return rec
 
-    async def _prepare_mounts(self, rec: ContainerRecord) -> list[Any]:
+    async def _prepare_mounts(self, rec: ContainerRecord) -> list[MountPoint]:
         """-v, --mount, the image's VOLUMEs and --volumes-from become mount points; new named or
         anonymous volumes get the image's content copied up (so the rootfs is mounted for that
         only when a volume is involved)."""
-        from ..volumes.manager import snapshot_view
-
         hc, cfg = rec.host_config, rec.config
         volumes_from = []
         for ref in hc.volumes_from or []:
@@ -299,12 +315,13 @@ class ContainerManager:
         needs_view = bool(cfg.volumes) or bool(volumes_from) or \
             any(not b.split(":", 1)[0].startswith("/") for b in hc.binds or []) or \
             any(m.type == "volume" for m in hc.mounts or [])
-        kwargs = dict(binds=hc.binds, mounts=hc.mounts, config_volumes=cfg.volumes, volumes_from=volumes_from,
-                      volume_driver=hc.volume_driver)
+        kwargs: dict[str, Any] = dict(binds=hc.binds, mounts=hc.mounts, config_volumes=cfg.volumes,
+                                      volumes_from=volumes_from, volume_driver=hc.volume_driver)
         if not needs_view:
-            return await self.engine.volumes.prepare_mounts(rec.id, **kwargs)
-        async with snapshot_view(self.engine, rec.id) as view:
-            return await self.engine.volumes.prepare_mounts(rec.id, rootfs_view=view, **kwargs)
+            return await self.volumes.prepare_mounts(rec.id, **kwargs)
+        mounts = await self.snapshotter.mounts(rec.id)
+        async with self.volumes.copyup_view(rec.id, mounts) as view:
+            return await self.volumes.prepare_mounts(rec.id, rootfs_view=view, **kwargs)
 
     def _merge_config(self, body: CreateRequest, ic: Any, cid: str) -> ContainerConfig:
         """The image's config under the request's, as Docker merges them (daemon/create.go)."""
@@ -335,7 +352,7 @@ class ContainerManager:
             cfg.stop_signal = ic.stop_signal
         if cfg.healthcheck is None and getattr(ic, "healthcheck", None) is not None:
             h = ic.healthcheck
-            from .models import HealthConfig
+            from ..base.healthcheck import HealthConfig
 
             cfg.healthcheck = HealthConfig(test=getattr(h, "test", None), interval=getattr(h, "interval", 0) or 0,
                                            timeout=getattr(h, "timeout", 0) or 0,
@@ -353,8 +370,8 @@ class ContainerManager:
         hc.runtime = runtime
         if not hc.log_config.type:
             # the daemon's driver; its options only when the request gave none
-            hc.log_config = LogConfig(self.engine.config.log_driver,
-                                      hc.log_config.config or dict(self.engine.config.log_opts))
+            hc.log_config = LogConfig(self.settings.log_driver,
+                                      hc.log_config.config or dict(self.settings.log_opts))
         if hc.log_config.config is None:
             hc.log_config.config = {}
         if not hc.network_mode:
@@ -435,12 +452,12 @@ class ContainerManager:
             rec.state.error = e.message
             rec.state.exit_code = e.exit_code
             rec.state.status = "created" if not rec.has_been_started else "exited"
-            self._save_state(rec)
+            self.save_state(rec)
             lv.hub.close()
             if rec.host_config.auto_remove:
-                self._spawn(self._auto_remove(rec))
+                self.spawn(self._auto_remove(rec), f"auto-remove of {short_id(rec.id)}")
             raise e.error from None
-        now = time.time_ns()
+        now = self.clock.time_ns()
         rec.state = State(status="running", running=True, pid=proc.pid, started_at=rfc3339nano(now),
                           finished_at=ZERO_TIME, health=None)
         rec.started_ns = now
@@ -454,11 +471,11 @@ class ContainerManager:
         if check is not None:
             lv.health = HealthMonitor(self, rec, check)
             lv.health.start()
-        self._save_state(rec)
+        self.save_state(rec)
         lv.pid = proc.pid
         lv.started.set()
-        lv.monitor = self._spawn(self._monitor(rec, lv, proc))
-        self._event(rec, "start")
+        lv.monitor = self.spawn(self._monitor(rec, lv, proc), f"monitor of {short_id(rec.id)}")
+        self.publish(rec, "start")
 
     async def _monitor(self, rec: ContainerRecord, lv: Live, proc: Any) -> None:
         code = await asyncio.shield(proc.exit_future)
@@ -480,16 +497,16 @@ class ContainerManager:
         if lv.stdin_w is not None:
             lv.stdin_w.close()
             lv.stdin_w = None
-        now = time.time_ns()
+        now = self.clock.time_ns()
         health = rec.state.health
         rec.state = State(status="exited", exit_code=code, oom_killed=oom, started_at=rec.state.started_at,
                           finished_at=rfc3339nano(now), health=health)
         rec.finished_ns = now
         lv.pid = 0
-        self._save_state(rec)
+        self.save_state(rec)
         if oom:
-            self._event(rec, "oom")
-        self._event(rec, "die", exitCode=str(code))
+            self.publish(rec, "oom")
+        self.publish(rec, "die", exitCode=str(code))
         for fut in lv.exit_waiters:
             if not fut.done():
                 fut.set_result(code)
@@ -497,7 +514,7 @@ class ContainerManager:
         if self._shutting_down:
             return
         if rec.host_config.auto_remove and not lv.removing:
-            self._spawn(self._auto_remove(rec))
+            self.spawn(self._auto_remove(rec), f"auto-remove of {short_id(rec.id)}")
         elif self._should_restart(rec, code):
             self._schedule_restart(rec, lv, now)
 
@@ -513,19 +530,14 @@ class ContainerManager:
         return False
 
     def _schedule_restart(self, rec: ContainerRecord, lv: Live, exited_ns: int) -> None:
-        # Docker's back-off: 100 ms doubling per restart, reset once a run lasted 10 s.
-        ran = (exited_ns - rec.started_ns) / 1e9
-        if ran >= 10:
-            delay = RESTART_BASE
-        else:
-            delay = min(self._backoff.get(rec.id, RESTART_BASE / 2) * 2, RESTART_MAX)
+        delay = next_delay(self._backoff.get(rec.id), (exited_ns - rec.started_ns) / 1e9)
         self._backoff[rec.id] = delay
         rec.state.restarting = True
         rec.state.status = "restarting"
-        self._save_state(rec)
+        self.save_state(rec)
 
         async def later() -> None:
-            await asyncio.sleep(delay)
+            await self.clock.sleep(delay)
             # From here the start is in flight: nobody cancels it (a cancel in the middle of a
             # launch would leak runtime state); stop/remove/shutdown set their flags and then
             # wait for the lock instead.
@@ -537,14 +549,14 @@ class ContainerManager:
                 rec.restart_count += 1
                 try:
                     await self._start_locked(rec, lv)
-                    self._event(rec, "restart")
+                    self.publish(rec, "restart")
                 except errors.EngineError as e:
                     log.warning("restart of %s failed: %s", short_id(rec.id), e)
                     rec.state.restarting = False
                     rec.state.status = "exited"
-                    self._save_state(rec)
+                    self.save_state(rec)
 
-        lv.restart_timer = self._spawn(later())
+        lv.restart_timer = self.spawn(later(), f"restart of {short_id(rec.id)}")
 
     # ---------------------------------------------------------------- signals, stop, kill
     async def kill(self, rec: ContainerRecord, sig: int, ref: str | None = None) -> None:
@@ -558,15 +570,15 @@ class ContainerManager:
             await self._wait_exit(rec, 10)
 
     async def _signal(self, rec: ContainerRecord, sig: int) -> None:
-        self._event(rec, "kill", signal=str(sig))
+        self.publish(rec, "kill", signal=str(sig))
         lv = self.live(rec)
         # With its own pid namespace, the init is the container: what the runtime's kill does
         # is one signal to it (SIGKILL takes the namespace's other processes with it), sent
         # here through the init's pidfd instead of a runtime process per kill. A shared pid
         # namespace needs the runtime's `kill --all`.
-        if lv.pid and not rec.host_config.pid_mode and self.engine.exits.send_signal(lv.pid, sig):
+        if lv.pid and not rec.host_config.pid_mode and self.exits.send_signal(lv.pid, sig):
             return
-        rt = self.engine.runtimes[rec.runtime]
+        rt = self.runtimes[rec.runtime]
         try:
             await rt.kill(rec.id, sig, all_processes=sig == signal_mod.SIGKILL)
         except Exception as e:  # the process may have just exited; fall back to the pid
@@ -604,7 +616,7 @@ class ContainerManager:
                 rec.state.status = "exited"
                 rec.manually_stopped = True
                 self._save(rec)
-                self._event(rec, "stop")
+                self.publish(rec, "stop")
                 return
         if not rec.state.running:
             raise errors.NotModified()
@@ -618,7 +630,7 @@ class ContainerManager:
         if not await self._wait_exit(rec, timeout if timeout >= 0 else None):
             await self._signal(rec, signal_mod.SIGKILL)
             await self._wait_exit(rec, 30)
-        self._event(rec, "stop")
+        self.publish(rec, "stop")
 
     async def restart(self, rec: ContainerRecord, timeout: int | None) -> None:
         try:
@@ -629,7 +641,7 @@ class ContainerManager:
         async with lv.lock:
             if not rec.state.running:
                 await self._start_locked(rec, lv)
-        self._event(rec, "restart")
+        self.publish(rec, "restart")
 
     # ---------------------------------------------------------------- update
     _UPDATABLE = {"CpuShares": "cpu_shares", "Memory": "memory", "NanoCpus": "nano_cpus",
@@ -688,7 +700,7 @@ class ContainerManager:
                 res = _resources(r, [])
                 res.pop("devices", None)
                 try:
-                    await self.engine.runtimes[rec.runtime].update(rec.id, res)
+                    await self.runtimes[rec.runtime].update(rec.id, res)
                 except Exception as e:
                     for attr, v in old.items():
                         setattr(hc, attr, v)
@@ -696,7 +708,7 @@ class ContainerManager:
             if pol_name:
                 hc.restart_policy = RestartPolicy(pol_name, int(pol.get("MaximumRetryCount") or 0))
             self._save(rec)
-        self._event(rec, "update")
+        self.publish(rec, "update")
         log.debug("updated %s (%s)", short_id(rec.id), name)
         return None
 
@@ -706,23 +718,23 @@ class ContainerManager:
             raise errors.Conflict(f"Container {rec.id} is not running")
         if rec.state.paused:
             raise errors.Conflict(f"Container {rec.id} is already paused")
-        await self.engine.runtimes[rec.runtime].pause(rec.id)
+        await self.runtimes[rec.runtime].pause(rec.id)
         rec.state.paused = True
         rec.state.status = "paused"
-        self._save_state(rec)
-        self._event(rec, "pause")
+        self.save_state(rec)
+        self.publish(rec, "pause")
 
     async def unpause(self, rec: ContainerRecord) -> None:
         if not rec.state.paused:
             raise errors.Conflict(f"Container {rec.id} is not paused")
         await self._resume(rec)
-        self._event(rec, "unpause")
+        self.publish(rec, "unpause")
 
     async def _resume(self, rec: ContainerRecord) -> None:
-        await self.engine.runtimes[rec.runtime].resume(rec.id)
+        await self.runtimes[rec.runtime].resume(rec.id)
         rec.state.paused = False
         rec.state.status = "running" if rec.state.running else rec.state.status
-        self._save_state(rec)
+        self.save_state(rec)
 
     # ---------------------------------------------------------------- wait
     async def wait(self, rec: ContainerRecord, condition: str) -> int:
@@ -781,7 +793,7 @@ class ContainerManager:
 
     async def _destroy(self, rec: ContainerRecord, lv: Live, *, volumes: bool = False) -> None:
         rec.state.status = "removing"
-        driver = self.engine.logdrivers.get(rec.host_config.log_config.type)
+        driver = self.logdrivers.get(rec.host_config.log_config.type)
         if driver is not None:
             try:
                 driver.remove(self.store.dir(rec.id), rec.id)
@@ -790,16 +802,16 @@ class ContainerManager:
 
         doomed = self.store.remove(rec)
         try:
-            await self.engine.networks.container_removed(rec.id)
+            await self.networks.container_removed(rec.id)
             # anonymous volumes go with `rm -v` and with --rm, as Docker does
-            await self.engine.volumes.container_removed(
+            await self.volumes.container_removed(
                 rec.id, rec.mounts, remove_anonymous=volumes or rec.host_config.auto_remove)
         except Exception as e:
             log.warning("releasing networks/volumes of %s: %s", short_id(rec.id), e)
         self._reclaim(rec.id, doomed)
-        self.engine.execs.forget_container(rec.id)
+        self.execs.forget_container(rec.id)
         self._live.pop(rec.id, None)
-        self._event(rec, "destroy")
+        self.publish(rec, "destroy")
         for fut in lv.removed_waiters + lv.exit_waiters:
             if not fut.done():
                 fut.set_result(rec.state.exit_code)
@@ -828,12 +840,12 @@ class ContainerManager:
             self.store.release_name(full, rec.id)
             raise
         self.store.release_name(old, rec.id)
-        await self.engine.networks.container_renamed(rec.id, full)
-        self._event(rec, "rename", oldName=old)
+        await self.networks.container_renamed(rec.id, full)
+        self.publish(rec, "rename", oldName=old)
 
     # ---------------------------------------------------------------- prune
     async def prune(self, filters: dict[str, list[str]]) -> tuple[list[str], int]:
-        from ..api.filters import match_label
+        from ..base.filters import match_label
 
         until_ns = _until_filter(filters.get("until"))
         deleted: list[str] = []
@@ -849,7 +861,7 @@ class ContainerManager:
             if "label!" in filters and any(match_label(labels, [lab]) for lab in filters["label!"]):
                 continue
             try:
-                reclaimed += await self.engine.snapshotter.usage(rec.id)
+                reclaimed += await self.snapshotter.usage(rec.id)
             except Exception:
                 pass
             try:
@@ -867,7 +879,7 @@ class ContainerManager:
         from .launcher import cgroups_path, cleanup_leftovers, remove_cgroup_dirs
 
         records = self.store.load()
-        leftovers = self.engine.leftovers
+        leftovers = self.leftovers
         await leftovers.run("files of removed containers", self._purge_trash)
 
         async def runtime_leftovers() -> bool:
@@ -880,6 +892,7 @@ class ContainerManager:
         await self._remove_orphan_snapshots({r.id for r in records} | self.store.unreadable)
         for rec in records:
             if rec.state.running or rec.state.paused:
+                await asyncio.to_thread(_kill_leftover_processes, rec)
                 await asyncio.to_thread(remove_cgroup_dirs, cgroups_path(rec))
         to_restart: list[ContainerRecord] = []
         for rec in records:
@@ -890,11 +903,11 @@ class ContainerManager:
                 await self._destroy(rec, self.live(rec))
                 continue
             if rec.state.running or rec.state.paused or rec.state.restarting:
-                now = time.time_ns()
+                now = self.clock.time_ns()
                 rec.state = State(status="exited", exit_code=255 if (rec.state.running or rec.state.paused) else rec.state.exit_code,
                                   started_at=rec.state.started_at, finished_at=rfc3339nano(now))
                 rec.finished_ns = now
-                self._save_state(rec)
+                self.save_state(rec)
                 pol = rec.host_config.restart_policy.name
                 if pol == "always" or (pol == "unless-stopped" and not rec.manually_stopped) or pol == "on-failure":
                     to_restart.append(rec)
@@ -912,7 +925,7 @@ class ContainerManager:
     async def _remove_orphan_snapshots(self, ids: set[str]) -> None:
         """Active snapshots named like a container that no longer exists: a removal the daemon
         did not finish (see _reclaim)."""
-        snap = self.engine.snapshotter
+        snap = self.snapshotter
         for info in await snap.list():
             if info.kind == "active" and is_full_id(info.name) and info.name not in ids:
                 log.info("removing the snapshot of removed container %s", short_id(info.name))
@@ -921,7 +934,12 @@ class ContainerManager:
                 except Exception as e:
                     log.warning("removing the snapshot of %s: %s", short_id(info.name), e)
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, timeout: float = SHUTDOWN_WAIT) -> None:
+        """Stop the running containers (their policies kept for the next start), then let
+        their exits be handled, the clean-ups after them (rootfs, cgroups, the runtime's state)
+        and the reclaims of removed containers finish, for at most `timeout` seconds in all:
+        what is pending then is logged by name and cancelled. Every other task of the manager
+        (health checks, exec monitors, restart timers) is cancelled; all of them are awaited."""
         self._shutting_down = True
         for lv in list(self._live.values()):
             if lv.restart_timer is not None:
@@ -949,21 +967,49 @@ class ContainerManager:
 
         if running:
             await asyncio.gather(*(stop_one(r) for r in running))
-        for lv in self._live.values():
-            if lv.monitor is not None and not lv.monitor.done():
-                await asyncio.wait({lv.monitor}, timeout=5)
-        if self._cleanups:
-            await asyncio.wait(set(self._cleanups.values()), timeout=10)
-        if self._reclaims:
-            await asyncio.wait(set(self._reclaims), timeout=30)
-        for task in list(self._tasks):
-            task.cancel()
+        deadline = self.clock.monotonic() + timeout
+        # A monitor that ends defers its exit's clean-up: asked again until nothing is owed.
+        while owed := self._owed_at_shutdown():
+            late = await self._tasks.wait(owed, max(0.0, deadline - self.clock.monotonic()))
+            if late:
+                log.warning("shutdown: still pending after %gs, cancelled: %s", timeout,
+                            ", ".join(sorted(t.get_name() for t in late)))
+                break
+        await self._tasks.close()
+
+    def _owed_at_shutdown(self) -> set[asyncio.Task[Any]]:
+        """What shutdown lets finish: the exits' monitors, the clean-ups after them and the
+        reclaims of removed containers."""
+        owed = {lv.monitor for lv in self._live.values() if lv.monitor is not None}
+        owed.update(self._cleanups.values())
+        owed.update(self._reclaims)
+        return {t for t in owed if not t.done()}
+
+
+def _kill_leftover_processes(rec: ContainerRecord) -> None:
+    """Processes of a container that was running when the daemon died and that the runtime's
+    delete did not take with it (the runtime lost its state in the crash): killed, and waited
+    for (boundedly) so that the cgroups can go."""
+    from ..runtime.cgroups import existing_cgroup_dirs, kill_cgroup_processes
+    from .launcher import cgroups_path
+
+    path = cgroups_path(rec)
+    if not kill_cgroup_processes(path):
+        return
+    log.info("killed the processes of %s left by a previous run", short_id(rec.id))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if all(not (d / "cgroup.procs").read_text().strip() for d in existing_cgroup_dirs(path)
+               if (d / "cgroup.procs").exists()):
+            return
+        time.sleep(0.02)  # the kernel takes a moment to reap a killed task out of its cgroup
+    log.warning("processes of %s left by a previous run did not exit", short_id(rec.id))
 
 
 def _until_filter(values: list[str] | None) -> int:
     if not values:
         return 0
-    from .timefmt import parse_timestamp_filter  # noqa: PLC0415
+    from ..base.timefmt import parse_timestamp_filter  # noqa: PLC0415
 
     return parse_timestamp_filter(values[-1])
 

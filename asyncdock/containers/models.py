@@ -7,15 +7,9 @@ from typing import Any
 
 import msgspec
 
+from ..base.healthcheck import HealthConfig
+
 ZERO_TIME = "0001-01-01T00:00:00Z"
-
-
-class HealthConfig(msgspec.Struct, rename="pascal", omit_defaults=True):
-    test: list[str] | None = None
-    interval: int = 0
-    timeout: int = 0
-    start_period: int = 0
-    retries: int = 0
 
 
 class ContainerConfig(msgspec.Struct, rename="pascal"):

@@ -10,7 +10,7 @@ import random
 import re
 from collections.abc import Callable
 
-from asyncdock.errors import InvalidParameter
+from asyncdock.base.errors import InvalidParameter
 
 VALID_NAME_CHARS = "[a-zA-Z0-9][a-zA-Z0-9_.-]"
 # Docker's pattern, including its quirks: at least two characters, and the optional leading

@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 
 from asyncdock.containers import seccomp as _seccomp
-from asyncdock.errors import InvalidParameter
+from asyncdock.base.errors import InvalidParameter
 from asyncdock.util.errtext import os_error_text
 from asyncdock.runtime.cgroups import cgroup_mode
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import errors
+from ..base import errors
 from .models import ContainerRecord
 from .spec import (DEFAULT_PATH_ENV, BindMount, DeviceMapping, Resources, SpecInput, TmpfsMount, Ulimit,
                    find_executable, path_from_env, resolve_in_rootfs, resolve_user)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .models import ContainerRecord
-from .status import rfc3339nano
+from ..base.timefmt import rfc3339nano
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import msgspec
 
-from ..errors import Conflict, InvalidParameter, NotFound
+from ..base.errors import Conflict, InvalidParameter, NotFound
 from ..util.atomic import atomic_write_bytes
 from ..util.corrupt import SUFFIX, move_aside
 from ..util.fsflags import mark_topdir

@@ -6,7 +6,7 @@ import asyncio
 import subprocess
 from pathlib import Path
 
-from .. import errors
+from ..base import errors
 from .models import ContainerRecord
 
 

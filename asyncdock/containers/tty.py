@@ -11,7 +11,7 @@ import tempfile
 import termios
 from pathlib import Path
 
-from .. import errors
+from ..base import errors
 from ..util.fstree import remove_tree_quietly
 
 DEFAULT_DETACH_KEYS = b"\x10\x11"  # ctrl-p, ctrl-q

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Collection
 from pathlib import Path
 
-from ..errors import EngineError, NotFound
+from ..base.errors import EngineError, NotFound
 from ..util.atomic import atomic_write_bytes, fsync_dir
 from ..util.fstree import remove_tree_quietly
 

@@ -2,5 +2,6 @@
 Python API subscribe."""
 from .bus import EventBus, Subscription, SubscriberLagged
 from .models import Actor, Event, LayerProgress
+from .sink import EventSink
 
-__all__ = ["EventBus", "Subscription", "SubscriberLagged", "Actor", "Event", "LayerProgress"]
+__all__ = ["EventBus", "EventSink", "Subscription", "SubscriberLagged", "Actor", "Event", "LayerProgress"]

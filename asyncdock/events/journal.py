@@ -33,6 +33,7 @@ from pathlib import Path
 import msgspec
 
 from ..util.atomic import atomic_write_json
+from ..util.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,8 @@ class Journal:
         self._buf = bytearray()
         self._buf_first: tuple[Seq, int] | None = None
         self._wake: asyncio.Event | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = TaskSet("events journal")
+        self._task: asyncio.Task[None] | None = None  # the flush task
         self._syncing: asyncio.Future[None] | None = None
         self.truncated_bytes = 0  # torn tail dropped at open (for logs and tests)
         self.last_written: Seq = (0, 0)
@@ -198,16 +200,11 @@ class Journal:
     def start(self) -> None:
         """Start the flush task (needs the running loop)."""
         self._wake = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._flusher(), name="events-journal")
+        self._task = self._tasks.spawn(self._flusher(), name="events-journal")
 
     async def close(self, last_counter: int) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self._tasks.close()
+        self._task = None
         self.flush_now()
         if self._syncing is not None:
             try:

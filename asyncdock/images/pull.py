@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..config import DaemonConfig
-from ..containers.status import parse_docker_time
+from ..base.timefmt import parse_docker_time
 from ..content.store import ContentStore, DigestMismatch, IngestLocked, IngestWriter
-from ..errors import EngineError
+from ..base.errors import EngineError
 from ..events import EventBus, LayerProgress
 from ..registry.auth import AuthConfig
 from ..registry.client import RegistryClient, Repository, ResolvedManifest
@@ -47,8 +47,9 @@ from ..snapshots.base import Snapshotter
 from ..snapshots.limits import LayerNoSpace, LayerTooLarge, free_bytes, free_space_margin, is_no_space
 from ..util.errtext import client_text
 from ..util.fstree import disk_usage
+from ..util.tasks import TaskSet
 from . import progress as pm
-from .models import LAYER_TYPES, ContainerConfig, Descriptor, ImageConfig, Platform, decode_config
+from ..base.oci import LAYER_TYPES, ContainerConfig, Descriptor, ImageConfig, Platform, decode_config
 from .pipe import DEFAULT_PIPE_LIMIT, CountingReader, LayerPipe, PipeClosed, TeeReader
 from .store import ImageRecord, ImageStore, LayerBlob, chain_ids
 
@@ -297,6 +298,7 @@ class Puller:
             max_workers=max(1, config.max_concurrent_downloads) + max(1, unpacks),
             thread_name_prefix="asyncdock-pull")
         self._jobs: dict[str, LayerJob] = {}  # chain ID -> job in flight
+        self._tasks = TaskSet("puller")  # the layer jobs (shared by the pulls that want them)
         self._blobs: dict[str, asyncio.Future[None]] = {}  # digest -> download in flight
 
     @property
@@ -307,11 +309,7 @@ class Puller:
 
     async def close(self) -> None:
         """Cancel layer jobs in flight (their partial ingests stay) and release the pool."""
-        tasks = [j.task for j in self._jobs.values() if j.task is not None]
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.close()
         await self.registry.close()
         await asyncio.to_thread(self._executor.shutdown, wait=True)
 
@@ -411,7 +409,10 @@ class Puller:
             if job is None:
                 job = LayerJob(chain, parent_chain, parent_job, desc, diff_id)
                 self._jobs[chain] = job
-                job.task = asyncio.create_task(self._run_job(job, repo), name=f"layer {desc.short_id}")
+                # A failure reaches every pull still waiting through _root_error; a job the
+                # pulls gave up on (its parent failed after they had) has nobody left to tell.
+                job.task = self._tasks.spawn(self._run_job(job, repo), name=f"layer {desc.short_id}",
+                                             failure_level=logging.DEBUG)
                 job.task.add_done_callback(lambda t, j=job: self._job_done(t, j))
             job.watchers.append(out)
             job.refs += 1
@@ -446,10 +447,6 @@ class Puller:
     def _job_done(self, task: asyncio.Task[int], job: LayerJob) -> None:
         if self._jobs.get(job.chain_id) is job:
             del self._jobs[job.chain_id]
-        # A failure reaches every pull still waiting through _root_error; a job the pulls
-        # gave up on (its parent failed after they had) has nobody left to tell.
-        if not task.cancelled() and task.exception() is not None:
-            log.debug("layer %s: %s", job.short, task.exception())
 
     async def _layers_present(self, rec: ImageRecord) -> bool:
         top = ImageStore.top_chain_id(rec)

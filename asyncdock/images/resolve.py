@@ -1,7 +1,7 @@
 """Docker's wording for a missing image in container create (the CLI then pulls it)."""
 from __future__ import annotations
 
-from ..errors import EngineError
+from ..base.errors import EngineError
 from ..registry.reference import parse_normalized
 
 

@@ -18,15 +18,15 @@ from typing import NamedTuple
 
 import msgspec
 
-from ..containers.status import rfc3339nano
+from ..base.timefmt import rfc3339nano
 from ..content.store import ContentStore
-from ..errors import Conflict, InvalidParameter, NotFound
+from ..base.errors import Conflict, InvalidParameter, NotFound
 from ..registry.reference import Reference, parse_any, parse_normalized
 from ..snapshots.base import Snapshotter
 from ..util.atomic import atomic_write_json
 from ..util.corrupt import move_aside
-from ..util.ids import short_id
-from .models import ContainerConfig, ImageConfig, decode_config
+from ..base.ids import short_id
+from ..base.oci import ContainerConfig, ImageConfig, decode_config
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
 
-from ..errors import NotImplementedYet
+from ..base.errors import NotImplementedYet
 
 Stream = Literal["stdout", "stderr"]
 

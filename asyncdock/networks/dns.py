@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..util.tasks import TaskSet
 from . import netns
 
 log = logging.getLogger(__name__)
@@ -132,12 +133,10 @@ class EmbeddedDNS:
         self.resolver = resolver
         self.servers: dict[str, asyncio.DatagramTransport] = {}
         self.inflight = 0
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("embedded DNS")  # queries forwarded to the host's resolvers
 
     def spawn(self, coro: Any) -> None:
-        t = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coro, name="forwarded query")
 
     async def serve(self, cid: str, netns_path: str) -> None:
         if cid in self.servers:
@@ -169,8 +168,7 @@ class EmbeddedDNS:
                 transport.close()
         return None
 
-    def close(self) -> None:
+    async def close(self) -> None:
         for cid in list(self.servers):
             self.stop(cid)
-        for t in list(self._tasks):
-            t.cancel()
+        await self._tasks.close()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Iterator
 
-from ..errors import Forbidden, InvalidParameter
+from ..base.errors import Forbidden, InvalidParameter
 from .netlink import RTN_BROADCAST, Netlink
 
 IPv4Net = ipaddress.IPv4Network

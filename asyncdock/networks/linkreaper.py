@@ -21,6 +21,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from ..util.tasks import TaskSet
 from .netlink import RTM_DELLINK, RTNLGRP_LINK, Netlink, NetlinkError, parse_link_event
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class LinkReaper:
         self._nl: Netlink | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dying: dict[int, _Dying] = {}  # ifindex -> entry
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("link reaper")  # explicit deletes and resyncs
 
     def start(self) -> None:
         """Subscribe to link notifications (before anything is expected: none is missed)."""
@@ -110,8 +111,7 @@ class LinkReaper:
             self._loop.remove_reader(self._nl.fileno())
             self._nl.close()
             self._nl = None
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close(timeout=None)  # the deletes run to their end
 
     # ------------------------------------------------------------------ internals
     def _readable(self) -> None:
@@ -124,7 +124,7 @@ class LinkReaper:
             except OSError as e:
                 if e.errno == errno.ENOBUFS:
                     # notifications were dropped: ask the kernel which expected links remain
-                    self._spawn(self._resync())
+                    self._spawn(self._resync(), "resync")
                     continue
                 log.warning("reading link notifications: %s", e)
                 return
@@ -152,7 +152,7 @@ class LinkReaper:
         if entry.expiring or entry.done.done():
             return
         entry.expiring = True
-        self._spawn(self._delete(entry))
+        self._spawn(self._delete(entry), f"delete of link {entry.name}")
 
     async def _delete(self, entry: _Dying) -> None:
         try:
@@ -173,8 +173,5 @@ class LinkReaper:
         finally:
             entry.done.set_result(None)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        assert self._loop is not None
-        task = self._loop.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        self._tasks.spawn(coro, name=name)

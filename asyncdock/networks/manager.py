@@ -17,11 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import errors, plugins
-from ..containers.status import rfc3339nano
-from ..util.ids import new_id, short_id
+from .. import plugins
+from ..base import errors
+from ..base.timefmt import rfc3339nano
+from ..events.sink import EventSink
+from ..leftovers import CleanupQueue
+from ..base.ids import new_id, short_id
 from . import ipam, netns
-from .base import IPAM, Endpoint, IPAMConfig, Network
+from .base import IPAM, Endpoint, IPAMConfig, Network, NetworkDriver
+from .deps import ContainerLookup, KnownContainer
 from .dns import DNS_ADDR, EmbeddedDNS
 from .linkreaper import LinkReaper
 from .portproxy import Proxy, ProxyBindError, make_proxy
@@ -61,13 +65,18 @@ def _get(obj: Any, key: str, default: Any = None) -> Any:
 
 
 class NetworkManager:
-    def __init__(self, engine: Any) -> None:
-        self.engine = engine
-        self.bus = engine.bus
-        self.tag = hashlib.sha256(str(Path(engine.data_root).resolve()).encode()).hexdigest()[:8]
-        self.store = NetworkStore(Path(engine.data_root) / "network")
-        self.netns_dir = Path(engine.exec_root) / "netns"
-        self.drivers: dict[str, Any] = {}
+    def __init__(self, *, bus: EventSink, data_root: Path, exec_root: Path, leftovers: CleanupQueue,
+                 default_bridge: str = "adock0") -> None:
+        self.bus = bus
+        self.leftovers = leftovers
+        self.exec_root = Path(exec_root)
+        self.default_bridge = default_bridge
+        self.tag = hashlib.sha256(str(Path(data_root).resolve()).encode()).hexdigest()[:8]
+        self.store = NetworkStore(Path(data_root) / "network")
+        self.netns_dir = self.exec_root / "netns"
+        # set by the wiring once the container manager exists (see set_container_lookup)
+        self._containers: ContainerLookup | None = None
+        self.drivers: dict[str, NetworkDriver] = {}
         self.pools: dict[str, ipam.Pool] = {}
         self.sandboxes: dict[str, Sandbox] = {}
         self.dns = EmbeddedDNS(self._resolve)
@@ -77,11 +86,15 @@ class NetworkManager:
         self._started = False
 
     # ------------------------------------------------------------------ lifecycle
+    def set_container_lookup(self, lookup: ContainerLookup) -> None:
+        """The container manager's `get`: until it is set, a container without a network
+        record is unknown here (networks start before any container is recovered)."""
+        self._containers = lookup
+
     async def start(self) -> None:
-        cfg = getattr(self.engine, "config", None)
         for name, reg in plugins.discover(plugins.NETWORKS).items():
-            root = Path(self.engine.exec_root) / "network" / name
-            opts = {"tag": self.tag, "default_bridge": getattr(cfg, "bridge", "") or "adock0"}
+            root = self.exec_root / "network" / name
+            opts = {"tag": self.tag, "default_bridge": self.default_bridge}
             self.drivers[name] = reg.factory(plugins.InitContext(root, opts))
         self.reaper.start()
         try:
@@ -92,7 +105,7 @@ class NetworkManager:
                 return True
 
             # what a dead daemon left: a failure here is logged and retried, never fatal
-            await self.engine.leftovers.run("network leftovers of the previous run", leftovers)
+            await self.leftovers.run("network leftovers of the previous run", leftovers)
             await self._ensure_builtin()
         except BaseException:
             await self.reaper.close()
@@ -147,7 +160,7 @@ class NetworkManager:
                 await self.release(cid, events=False)
             except Exception:
                 log.exception("releasing network of %s", short_id(cid))
-        self.dns.close()
+        await self.dns.close()
         # The containers have stopped: their netns (and veths) are on their way out. Links
         # still there after this are deleted explicitly, then by the drivers' cleanup anyway.
         await self.reaper.settle(timeout=2.0)
@@ -270,8 +283,8 @@ class NetworkManager:
         self.bus.event("network", "destroy", net.id, {"name": net.name, "type": net.driver})
 
     async def prune(self, filters: dict[str, list[str]]) -> list[str]:
-        from ..api.filters import match_label
-        from ..containers.timefmt import parse_timestamp_filter
+        from ..base.filters import match_label
+        from ..base.timefmt import parse_timestamp_filter
 
         until = parse_timestamp_filter(filters["until"][-1]) if filters.get("until") else 0
         deleted: list[str] = []
@@ -386,12 +399,11 @@ class NetworkManager:
             raise errors.NotFound(f"No such container: {container_ref}")
         return cid, c
 
-    def _container_record(self, cid: str) -> Any:
-        mgr = getattr(self.engine, "containers", None)
-        if mgr is None:
+    def _container_record(self, cid: str) -> KnownContainer | None:
+        if self._containers is None:
             return None
         try:
-            return mgr.get(cid)
+            return self._containers(cid)
         except errors.NotFound:
             return None
 

@@ -13,6 +13,8 @@ import logging
 import socket
 from typing import Any
 
+from ..util.tasks import TaskSet
+
 log = logging.getLogger(__name__)
 
 UDP_IDLE = 90.0
@@ -127,15 +129,13 @@ class TcpProxy:
         self.host_ip, self.host_port = host_ip or "0.0.0.0", host_port
         self.target_ip, self.target_port = target_ip, target_port
         self._server: asyncio.AbstractServer | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("tcp proxy")  # connections to the upstream being made
 
     def __repr__(self) -> str:
         return f"tcp {self.host_ip}:{self.host_port}->{self.target_ip}:{self.target_port}"
 
     def _spawn(self, coro: Any) -> None:
-        t = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coro, name="upstream connect")
 
     async def start(self) -> int:
         loop = asyncio.get_running_loop()
@@ -156,8 +156,7 @@ class TcpProxy:
         if self._server is not None:
             self._server.close()
             self._server = None
-        for t in list(self._tasks):
-            t.cancel()
+        await self._tasks.close()
 
 
 class _UdpUpstream(asyncio.DatagramProtocol):
@@ -204,6 +203,7 @@ class UdpProxy:
         self.front: asyncio.DatagramTransport | None = None
         self.flows: dict[Any, _UdpUpstream] = {}
         self._connecting: dict[Any, list[bytes]] = {}
+        self._tasks = TaskSet("udp proxy")  # upstream sockets being opened
 
     def __repr__(self) -> str:
         return f"udp {self.host_ip}:{self.host_port}->{self.target_ip}:{self.target_port}"
@@ -234,7 +234,7 @@ class UdpProxy:
         if len(self.flows) + len(self._connecting) >= UDP_MAX_FLOWS:
             return  # dropped, as a full conntrack table would
         self._connecting[addr] = [data]
-        asyncio.get_running_loop().create_task(self._open(addr))
+        self._tasks.spawn(self._open(addr), name="upstream open")
 
     async def _open(self, addr: Any) -> None:
         loop = asyncio.get_running_loop()
@@ -258,6 +258,7 @@ class UdpProxy:
         if self.front is not None:
             self.front.close()
             self.front = None
+        await self._tasks.close()
         for flow in list(self.flows.values()):
             flow.close()
 

@@ -28,10 +28,10 @@ import aiohttp
 import msgspec
 
 from ..config import DaemonConfig
-from ..errors import EngineError, InvalidParameter, NotFound, Unauthorized
+from ..base.errors import EngineError, InvalidParameter, NotFound, Unauthorized
 from ..util.errtext import connection_error_text
-from ..images.models import (DOCKER_SCHEMA1, INDEX_TYPES, MANIFEST_ACCEPT, MANIFEST_TYPES, Descriptor,
-                             ManifestError, Platform, classify_manifest, decode_index, decode_manifest)
+from ..base.oci import (DOCKER_SCHEMA1, INDEX_TYPES, MANIFEST_ACCEPT, MANIFEST_TYPES, Descriptor, Index, Manifest,
+                        ManifestError, Platform, classify_manifest, decode_index, decode_manifest)
 from .auth import (AuthConfig, AuthError, Challenge, TokenCache, basic_header, fetch_token,
                    parse_challenges, repository_scope)
 from .platforms import host_platform, select_manifest
@@ -115,7 +115,7 @@ class ResolvedManifest:
 
     ref_digest: str  # digest of the top-level document (what RepoDigests record)
     manifest_digest: str  # digest of the platform manifest
-    manifest: Any  # images.models.Manifest
+    manifest: Manifest
     manifest_bytes: bytes
     manifest_media_type: str
     index_bytes: bytes | None = None
@@ -573,14 +573,14 @@ class Repository:
                             404 if status == 404 else 500)
 
 
-def decode_index_checked(body: bytes) -> Any:
+def decode_index_checked(body: bytes) -> Index:
     try:
         return decode_index(body)
     except ManifestError as e:
         raise RegistryError(str(e)) from None
 
 
-def decode_manifest_checked(body: bytes) -> Any:
+def decode_manifest_checked(body: bytes) -> Manifest:
     try:
         return decode_manifest(body)
     except ManifestError as e:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import platform as _platform
 from collections.abc import Sequence
 
-from ..errors import InvalidParameter
-from ..images.models import Descriptor, Platform
+from ..base.errors import InvalidParameter
+from ..base.oci import Descriptor, Platform
 
 _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "i386": "386",
          "i686": "386", "armv7l": "arm", "armv6l": "arm", "armv5tel": "arm", "ppc64le": "ppc64le",

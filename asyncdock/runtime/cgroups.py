@@ -134,3 +134,30 @@ def oom_killed(cgroups_path: str) -> bool:
     if (d / "memory.events").exists():
         return _counter(d / "memory.events", "oom_kill") > 0
     return _counter(d / "memory.oom_control", "oom_kill") > 0
+
+
+def kill_cgroup_processes(cgroups_path: str) -> int:
+    """SIGKILL every process still in a container's cgroups (and their children); returns how
+    many were signalled. For recovery, where the runtime no longer knows the container (its
+    state went halfway in a crash) but its processes live on. A frozen v1 freezer is thawed
+    first: a frozen task does not die until it runs again. The pids come from the kernel's
+    cgroup files, never from the container."""
+    import os
+    import signal
+
+    pids: set[int] = set()
+    for top in existing_cgroup_dirs(cgroups_path):
+        for d in [top, *(p for p in top.rglob("*") if p.is_dir())]:
+            freezer = d / "freezer.state"
+            try:
+                if freezer.exists() and freezer.read_text().strip() != "THAWED":
+                    freezer.write_text("THAWED")
+                pids |= {int(x) for x in (d / "cgroup.procs").read_text().split()}
+            except (OSError, ValueError):
+                continue
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return len(pids)

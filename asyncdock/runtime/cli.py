@@ -358,10 +358,16 @@ class CLIRuntime:
             os.unlink(name)
 
     async def list(self) -> list[str]:
+        """The runtime's containers, and every other directory under its root: state the
+        runtime no longer reads (its status file gone in a crash halfway through a delete or
+        a create) is not listed by crun or runc, yet is ours, and `delete --force` removes it."""
         if not self.root.is_dir():
             return []
         out = await self._run("list", "--quiet")
-        return [line.strip() for line in out.decode().splitlines() if line.strip()]
+        listed = [line.strip() for line in out.decode().splitlines() if line.strip()]
+        broken = sorted(p.name for p in self.root.iterdir()
+                        if p.is_dir() and not p.name.startswith(".") and p.name not in listed)
+        return listed + broken
 
     def exec_argv(self, container_id: str, process_json: Path, *, pid_file: Path,
                   detach: bool = False, console_socket: Path | None = None) -> Sequence[str]:

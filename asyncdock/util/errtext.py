@@ -13,7 +13,7 @@ import re
 import socket
 import ssl
 
-from ..errors import EngineError
+from ..base.errors import EngineError
 
 _ERRNO_PREFIX = re.compile(r"^\[Errno -?\d+\]\s*")
 _ADDR = re.compile(r"\('([^']+)', (\d+)")

@@ -18,12 +18,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from .. import errors, plugins
+from .. import plugins
+from ..base import errors
 from ..containers.models import MountPoint
 from ..containers.spec import BindMount
-from ..containers.status import rfc3339nano
-from ..util.ids import new_id
-from .base import Volume
+from ..base.timefmt import rfc3339nano
+from ..events.sink import EventSink
+from ..snapshots.base import Mount
+from ..base.ids import new_id
+from .base import Volume, VolumeDriver
 from .store import VolumeStore
 
 log = logging.getLogger(__name__)
@@ -33,12 +36,13 @@ _PROPAGATION = {"shared", "rshared", "slave", "rslave", "private", "rprivate"}
 
 
 class VolumeManager:
-    def __init__(self, engine: Any) -> None:
-        self.engine = engine
-        self.bus = engine.bus
-        self.root = Path(engine.data_root) / "volumes"
+    def __init__(self, *, bus: EventSink, data_root: Path, exec_root: Path) -> None:
+        self.bus = bus
+        self.root = Path(data_root) / "volumes"
+        # where a container's snapshot is mounted for the copy-up of image content at create
+        self.copyup_root = Path(exec_root) / "volume-copyup"
         self.store = VolumeStore(self.root)
-        self.drivers: dict[str, Any] = {}
+        self.drivers: dict[str, VolumeDriver] = {}
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
@@ -53,7 +57,7 @@ class VolumeManager:
         at start: containers do not outlive the daemon)."""
         from ..snapshots.mount import unmount_all_under
 
-        copyup = Path(self.engine.exec_root) / "volume-copyup"
+        copyup = self.copyup_root
         for where in (copyup, self.root):
             try:
                 for point in unmount_all_under(where):
@@ -73,7 +77,7 @@ class VolumeManager:
                 await asyncio.to_thread(fn)
 
     # ------------------------------------------------------------------ CRUD
-    def _driver(self, name: str) -> Any:
+    def _driver(self, name: str) -> VolumeDriver:
         d = self.drivers.get(name or "local")
         if d is None:
             raise errors.NotFound(f'plugin "{name}" not found')
@@ -129,7 +133,7 @@ class VolumeManager:
         self.bus.event("volume", "destroy", name, {"driver": v.driver})
 
     def list(self, filters: dict[str, list[str]] | None = None) -> list[Volume]:
-        from ..api.filters import bool_filter, match_label
+        from ..base.filters import bool_filter, match_label
 
         f = filters or {}
         for key in f:
@@ -392,22 +396,22 @@ class VolumeManager:
         v = self.store.volumes.get(name)
         return list(v.users) if v else []
 
+    @contextlib.asynccontextmanager
+    async def copyup_view(self, cid: str, mounts: list[Mount]) -> AsyncIterator[Path]:
+        """The container's prepared snapshot (`mounts`, from its snapshotter) mounted at a
+        temporary path, the `rootfs_view` of prepare_mounts. Under copyup_root, which start()
+        unmounts after a crash in the middle of a create."""
+        from ..snapshots.mount import mount, unmount
 
-@contextlib.asynccontextmanager
-async def snapshot_view(engine: Any, cid: str) -> AsyncIterator[Path]:
-    """The container's prepared snapshot mounted at a temporary path (for copy-up at create)."""
-    from ..snapshots.mount import mount, unmount
-
-    target = Path(engine.exec_root) / "volume-copyup" / cid
-    target.mkdir(parents=True, exist_ok=True)
-    mounts = await engine.snapshotter.mounts(cid)
-    await asyncio.to_thread(mount, mounts, target)
-    try:
-        yield target
-    finally:
-        await asyncio.to_thread(unmount, target)
-        with contextlib.suppress(OSError):
-            target.rmdir()
+        target = self.copyup_root / cid
+        target.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(mount, mounts, target)
+        try:
+            yield target
+        finally:
+            await asyncio.to_thread(unmount, target)
+            with contextlib.suppress(OSError):
+                target.rmdir()
 
 
 def _clean(p: str) -> str:

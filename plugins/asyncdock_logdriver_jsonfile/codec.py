@@ -17,7 +17,7 @@ import re
 
 import msgspec
 
-from asyncdock.containers.status import parse_docker_time, rfc3339nano
+from asyncdock.base.timefmt import parse_docker_time, rfc3339nano
 from asyncdock.logs.base import LogRecord
 from asyncdock.logs.files import Decoded
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from asyncdock.errors import InvalidParameter
+from asyncdock.base.errors import InvalidParameter
 from asyncdock.logs.files import (
     FILE_OPT_KEYS,
     FileLogDriver,

@@ -10,7 +10,7 @@ import os
 import threading
 from typing import Any
 
-from asyncdock.errors import SystemError_
+from asyncdock.base.errors import SystemError_
 from asyncdock.networks import firewall, netns
 from asyncdock.networks.base import Endpoint, Network
 from asyncdock.networks.netlink import Netlink, NetlinkError

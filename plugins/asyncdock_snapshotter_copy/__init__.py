@@ -10,10 +10,10 @@ import subprocess
 from pathlib import Path
 from typing import Literal
 
-from asyncdock.errors import SystemError_
+from asyncdock.base.errors import SystemError_
 from asyncdock.plugins import InitContext, Registration
 from asyncdock.snapshots.base import Mount
-from asyncdock_snapshotter_overlay.dirstore import DirSnapshotter, Kind, Record
+from asyncdock.snapshots.dirstore import DirSnapshotter, Kind, Record
 
 __all__ = ["CopySnapshotter", "plugin", "copy_tree"]
 

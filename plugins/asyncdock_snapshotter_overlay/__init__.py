@@ -14,7 +14,7 @@ from typing import Literal
 
 from asyncdock.plugins import InitContext, Registration
 from asyncdock.snapshots.base import Mount
-from asyncdock_snapshotter_overlay.dirstore import DirSnapshotter, Kind, Record
+from asyncdock.snapshots.dirstore import DirSnapshotter, Kind, Record
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from asyncdock.errors import InvalidParameter, SystemError_
+from asyncdock.base.errors import InvalidParameter, SystemError_
 from asyncdock.plugins import InitContext, Registration
 from asyncdock.util.fstree import disk_usage, remove_tree_quietly
 

@@ -22,7 +22,7 @@ import anyio
 import pytest
 
 from asyncdock.containers.stdio import LineSplitter
-from asyncdock.errors import InvalidParameter
+from asyncdock.base.errors import InvalidParameter
 from asyncdock.logs.base import LogDriver, LogNotReadable, LogRecord, LogWriter, ReadOptions, Stream
 from asyncdock.plugins import LOGDRIVERS, InitContext
 from tests.support.plugins import registered

@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 import pytest
 
-from asyncdock.errors import Conflict, InvalidParameter, NotFound
+from asyncdock.base.errors import Conflict, InvalidParameter, NotFound
 from asyncdock.plugins import SNAPSHOTTERS, InitContext
 from asyncdock.snapshots import mount as mnt
 from asyncdock.snapshots.base import Mount, SnapshotInfo, Snapshotter

@@ -83,6 +83,32 @@ def test_kill9_then_restart(daemon: Daemon) -> None:
     wait_until(lambda: _no_cgroups([a, b, c]) == [], timeout=30, what="the cgroups to go")
 
 
+def test_half_deleted_runtime_state_is_cleaned_at_the_next_start(daemon: Daemon) -> None:
+    """A kill -9 in the middle of removing an exited container's runtime state (its exit
+    cleanup runs in the background, so `docker stop` then a crash is enough) leaves a state
+    directory the runtime no longer lists; the next start removes it all the same, and kills
+    what the runtime no longer can (here the container was still running)."""
+    d = daemon
+    d.docker("pull", "-q", BUSYBOX)
+    cid = d.docker("run", "-d", BUSYBOX, "sleep", "600").stdout.strip()
+    runtime = d.docker("inspect", "-f", "{{.HostConfig.Runtime}}", cid).stdout.strip()
+    pids = _container_pids(d, [cid])
+    assert pids
+    d.kill9()
+    state = Path(d.exec_root) / "runtime" / runtime / cid
+    status = next(state / n for n in ("status", "state.json") if (state / n).exists())
+    status.unlink()  # the crash hit after this file went and before the directory did
+    assert cid not in _runtime_list(d)[runtime]
+    d.start()
+    assert not state.exists()
+    assert "left by a previous run" in d.log_tail(40)
+    # the runtime could not kill what it no longer knew: the engine did, from the cgroups
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    assert _no_cgroups([cid]) == []
+    d.docker("rm", "-f", cid)
+
+
 def test_concurrent_same_name_exactly_one_wins(shared_daemon: Daemon) -> None:
     d = shared_daemon
     d.docker("pull", "-q", BUSYBOX)

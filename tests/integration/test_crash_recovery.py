@@ -68,6 +68,10 @@ def call(d: Daemon, method: str, path: str, body: dict[str, Any] | None = None,
 # -- the client's ledger ------------------------------------------------------------------------
 
 YES, NO, MAYBE = "yes", "no", "maybe"  # exists, does not, either (the answer never came)
+# started: a container killed by a removal the crash cut short. The kill marks it stopped by
+# hand (Docker's HasBeenManuallyStopped, set by rm -f's kill too), so its policy no longer
+# restarts it: it stays exited, with whatever code the kill gave.
+STOPPED = "stopped"
 
 
 @dataclass
@@ -339,6 +343,7 @@ def _check_containers(d: Daemon, ledger: Ledger) -> dict[str, dict[str, Any]]:
             else:
                 f.exists = NO
             continue
+        removal_cut_short = f.exists == MAYBE
         f.exists = YES
         st, ins = call(d, "GET", f"/containers/{cid}/json")
         if st != 200:
@@ -346,8 +351,13 @@ def _check_containers(d: Daemon, ledger: Ledger) -> dict[str, dict[str, Any]]:
             continue
         state = ins["State"]
         s = state["Status"]
+        if removal_cut_short and s == "exited" and f.started != NO:
+            f.started = STOPPED  # the rm's kill got there; the removal did not
         if s not in SANE or c["State"] != s:
             problems.append(f"{cid[:12]}: state {s!r} (list: {c['State']!r})")
+        elif f.started == STOPPED:
+            if s != "exited":
+                problems.append(f"{cid[:12]}: killed by a removal cut short, recovered as {s}")
         elif f.started == YES and f.always and s != "running":
             problems.append(f"{cid[:12]}: restart=always, started, recovered as {s}")
         elif f.started == YES and not f.always and (s, state["ExitCode"]) != ("exited", 255):

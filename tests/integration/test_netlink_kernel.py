@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import tempfile
 import threading
-import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -278,9 +277,7 @@ def test_reaper_recovers_from_missed_notifications(tmp: Path) -> None:
 
 
 def _manager(root: Path) -> NetworkManager:
-    eng = types.SimpleNamespace(bus=EventBus(), data_root=root / "data", exec_root=root / "exec", config=None,
-                                containers=None, leftovers=Leftovers())
-    return NetworkManager(eng)
+    return NetworkManager(bus=EventBus(), data_root=root / "data", exec_root=root / "exec", leftovers=Leftovers())
 
 
 @pytest.mark.skipif(shutil.which("nft") is None, reason="needs nftables")

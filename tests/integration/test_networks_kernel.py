@@ -5,12 +5,11 @@ left after release and shutdown. Traffic goes only to the namespaces this test m
 from __future__ import annotations
 
 import asyncio
-import types
 from pathlib import Path
 
 import pytest
 
-from asyncdock import errors
+from asyncdock.base import errors
 from asyncdock.events import EventBus
 from asyncdock.leftovers import Leftovers
 from asyncdock.networks.manager import NetworkManager
@@ -29,9 +28,7 @@ async def _run(*argv: str, timeout: float = 10) -> tuple[int, str]:
 
 
 def _manager(root: Path) -> NetworkManager:
-    eng = types.SimpleNamespace(bus=EventBus(), data_root=root / "data", exec_root=root / "exec", config=None,
-                                containers=None, leftovers=Leftovers())
-    return NetworkManager(eng)
+    return NetworkManager(bus=EventBus(), data_root=root / "data", exec_root=root / "exec", leftovers=Leftovers())
 
 
 def test_endpoints_dns_in_use_and_cleanup(scratch: Path) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from asyncdock.config import DaemonConfig
 from asyncdock.content.store import ContentStore
-from asyncdock.errors import EngineError, NotFound, Unauthorized
+from asyncdock.base.errors import EngineError, NotFound, Unauthorized
 from asyncdock.events import EventBus, LayerProgress
 from asyncdock.images.pull import Puller
 from asyncdock.images.store import ImageStore
@@ -514,7 +514,7 @@ def test_ingest_opened_for_a_cancelled_transfer_is_not_left_locked(tmp_path: Pat
     layer failed at that moment): the open completes in the thread, and the writer it made must
     be closed, or every later pull of that blob waits for the lock and fails."""
     from asyncdock.content.store import IngestLocked
-    from asyncdock.images.models import Descriptor
+    from asyncdock.base.oci import Descriptor
 
     digest = "sha256:" + "ab" * 32
     desc = Descriptor(mediaType="application/vnd.oci.image.layer.v1.tar+gzip", digest=digest, size=10)

@@ -25,10 +25,11 @@ from pathlib import Path
 import pytest
 
 from asyncdock.containers import seccomp
+from asyncdock.containers.launcher import remove_cgroup_dirs
 from asyncdock.containers.spec import (ALL_CAPABILITIES, DEFAULT_CAPABILITIES, BindMount,
                                        DeviceMapping, ExecutableError, Resources, TmpfsMount,
                                        Ulimit, find_executable, resolve_user)
-from asyncdock.errors import InvalidParameter
+from asyncdock.base.errors import InvalidParameter
 from asyncdock.plugins import InitContext, Registration
 from asyncdock.runtime.base import OCIRuntime, RuntimeError_
 from asyncdock.runtime.cgroups import existing_cgroup_dirs
@@ -137,6 +138,30 @@ def test_sigkill_is_137(h: Harness) -> None:
         await h.rt.start(cid)
         await h.rt.kill(cid, signal.SIGKILL)
         assert (await h.finish(cid, pid, fds)).code == 137
+    asyncio.run(body())
+
+
+def test_state_half_deleted_is_listed_and_deleted(h: Harness) -> None:
+    """A daemon killed halfway through removing an exited container's state leaves a directory
+    without the runtime's status file, which `crun list`/`runc list` no longer show: list()
+    still names it (the next start's cleanup goes by list()) and delete removes it."""
+    async def body() -> None:
+        cid, pid, fds = await h.create(["/bin/sleep", "1000"])
+        h.watch(pid)
+        await h.rt.start(cid)
+        await h.rt.kill(cid, signal.SIGKILL)
+        assert await asyncio.wait_for(h.futures.pop(pid), 30) == 137
+        for fd in fds:
+            os.close(fd)
+        # the engine's order after an exit: the cgroups go, then the runtime's state, which
+        # the crash interrupted: the directory stays, not the file the runtime reads
+        remove_cgroup_dirs(f"/asyncdock/{cid}")
+        state = h.state_dir / cid
+        status = next(state / n for n in ("status", "state.json") if (state / n).exists())
+        status.unlink()
+        assert cid in await h.rt.list()
+        await h.delete(cid)
+        assert await h.rt.list() == []
     asyncio.run(body())
 
 

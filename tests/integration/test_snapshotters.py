@@ -98,7 +98,7 @@ async def test_concurrent_changes_share_metadata_writes(snap: Snapshotter,
     A fresh instance (as after a restart) reads exactly the final state."""
     import threading
 
-    import asyncdock_snapshotter_overlay.dirstore as dirstore
+    import asyncdock.snapshots.dirstore as dirstore
 
     writes: list[int] = []
     real_write = dirstore.atomic_write_json

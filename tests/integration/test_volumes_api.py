@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import types
 import uuid
 from pathlib import Path
 
 import docker
 import pytest
 
-from asyncdock import errors
+from asyncdock.base import errors
 from asyncdock.events import EventBus
 from asyncdock.volumes.manager import VolumeManager
 from tests.support.daemon import Daemon
@@ -92,8 +91,7 @@ def test_container_path_in_process(scratch: Path) -> None:
     async def main() -> None:
         root = scratch
         bus = EventBus()
-        eng = types.SimpleNamespace(bus=bus, data_root=root / "data", exec_root=root / "exec")
-        vm = VolumeManager(eng)
+        vm = VolumeManager(bus=bus, data_root=root / "data", exec_root=root / "exec")
         await vm.start()
         # an image rootfs with content at /etc/app (copy-up source) and a VOLUME /cache
         rootfs = root / "rootfs"

@@ -326,6 +326,23 @@ def _runtime_containers(state_root: Path) -> list[tuple[str | None, Path, str]]:
     return found
 
 
+def _runtime_state_text(binary: str | None, rt_root: Path, cid: str) -> str:
+    """What the runtime says about a leftover (its bundle tells a probe from a container, its
+    status and creation time when it was left): for the failure message."""
+    if not binary:
+        return ""
+    try:
+        proc = subprocess.run([binary, "--root", str(rt_root), "state", cid], capture_output=True, text=True,
+                              timeout=30)
+        st = json.loads(proc.stdout) if proc.returncode == 0 else {}
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return ""
+    if not isinstance(st, dict):
+        return ""
+    return (f"; status {st.get('status')}, pid {st.get('pid')}, created {st.get('created')}, "
+            f"bundle {st.get('bundle')}")
+
+
 def _processes_under(roots: Sequence[Path]) -> list[tuple[int, str]]:
     """Processes whose root, cwd or command line is inside one of `roots` (container processes
     live in rootfs mounts under the exec root; shims name their bundle on the command line)."""
@@ -356,7 +373,7 @@ def cleanup_roots(roots: Sequence[Path]) -> list[str]:
     left: list[str] = []
     for root in roots:
         for binary, rt_root, cid in _runtime_containers(root / "runtime"):
-            left.append(f"runtime container {cid} (state in {rt_root})")
+            left.append(f"runtime container {cid} (state in {rt_root}{_runtime_state_text(binary, rt_root, cid)})")
             if binary:
                 subprocess.run([binary, "--root", str(rt_root), "delete", "--force", cid], capture_output=True,
                                timeout=60)

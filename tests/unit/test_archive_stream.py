@@ -18,13 +18,13 @@ from typing import Any
 import anyio
 import pytest
 
-from asyncdock import errors
+from asyncdock.base import errors
+from asyncdock.base.timefmt import rfc3339nano
 from asyncdock.api.streams.archive import stat_header
 from asyncdock.containers.archive import TarChunks, TarCut, path_archive, put_archive, stat_path
 from asyncdock.containers.manager import Live
 from asyncdock.containers.models import ContainerConfig, ContainerRecord, HostConfig, State
 from asyncdock.containers.rootfs_fs import open_root
-from asyncdock.containers.status import rfc3339nano
 
 pytestmark = pytest.mark.anyio
 
@@ -48,7 +48,7 @@ class RunningHere:
     def live(self, rec: ContainerRecord) -> Live:
         return self._live
 
-    def _event(self, rec: ContainerRecord, action: str, **extra: str) -> None:
+    def publish(self, rec: ContainerRecord, action: str, **extra: str) -> None:
         self.events.append(action)
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from asyncdock.containers.logread import container_logs
 from asyncdock.containers.models import ContainerConfig, ContainerRecord, HostConfig, LogConfig
-from asyncdock.errors import InvalidParameter
+from asyncdock.base.errors import InvalidParameter
 from asyncdock.logs.base import LogDriver, LogNotReadable, LogRecord
 from asyncdock.plugins import LOGDRIVERS, InitContext
 from tests.support.logs import CID, DEADLINE, T0, write_all

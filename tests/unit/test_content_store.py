@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from asyncdock.content.store import ContentStore, DigestMismatch, IngestLocked, sha256_digest
-from asyncdock.errors import NotFound
+from asyncdock.base.errors import NotFound
 
 DATA = os.urandom(3 << 20) + b"tail"
 DIGEST = sha256_digest(DATA)

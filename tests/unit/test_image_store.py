@@ -13,9 +13,9 @@ from typing import TypeVar
 
 import pytest
 
-from asyncdock.containers.status import parse_docker_time
+from asyncdock.base.timefmt import parse_docker_time
 from asyncdock.content.store import ContentStore
-from asyncdock.errors import Conflict, InvalidParameter, NotFound
+from asyncdock.base.errors import Conflict, InvalidParameter, NotFound
 from asyncdock.events import EventBus
 from asyncdock.images.store import ImageRecord, ImageStore, ImageUse, LayerBlob, chain_ids
 from asyncdock.registry.reference import parse_normalized

@@ -17,8 +17,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from asyncdock.containers.status import parse_docker_time
-from asyncdock.errors import InvalidParameter
+from asyncdock.base.timefmt import parse_docker_time
+from asyncdock.base.errors import InvalidParameter
 from asyncdock.logs import files as log_files_mod
 from asyncdock.logs.base import (
     LogDriver,

@@ -14,7 +14,7 @@ from asyncdock.containers.names import (
     random_name,
     validate_name,
 )
-from asyncdock.errors import InvalidParameter
+from asyncdock.base.errors import InvalidParameter
 
 
 @pytest.mark.parametrize(("name", "canonical"), [

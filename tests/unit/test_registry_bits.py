@@ -13,7 +13,7 @@ import pytest
 
 from asyncdock.config import DaemonConfig
 from asyncdock.images import progress as pm
-from asyncdock.images.models import Descriptor, Platform, classify_manifest
+from asyncdock.base.oci import Descriptor, Platform, classify_manifest
 from asyncdock.images.store import chain_ids
 from asyncdock.registry.auth import AuthConfig, decode_registry_auth, encode_registry_auth, parse_challenges
 from asyncdock.registry.client import RegistryClient

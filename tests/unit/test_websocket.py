@@ -9,7 +9,7 @@ import struct
 import pytest
 
 from asyncdock.api import websocket as ws
-from asyncdock.errors import InvalidParameter
+from asyncdock.base.errors import InvalidParameter
 
 
 def client_frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ... import errors
+from ...base import errors
 from ..http import Request, Response, Router, empty_response, json_response
 
 
@@ -57,7 +57,7 @@ async def changes(req: Request) -> Response:
     from ...containers.changes import container_changes
 
     rec = _get(req)
-    return json_response(await container_changes(req.engine, rec) or None)
+    return json_response(await container_changes(req.engine.snapshotter, rec) or None)
 
 
 def register(router: Router) -> None:

@@ -9,11 +9,11 @@ from typing import Any
 
 import msgspec
 
-from ... import errors
+from ...base import errors
 from ...containers import render
 from ...containers.manager import parse_signal
 from ...containers.models import ContainerRecord, CreateRequest
-from ..filters import match_label, parse_filters
+from ...base.filters import match_label, parse_filters
 from ..http import Request, Response, Router, StreamResponse, empty_response, json_response
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ async def inspect(req: Request) -> Response:
     settings = net.settings_json(rec.id, rec.config.exposed_ports, rec.host_config.network_mode)
     return json_response(render.inspect(rec, files_dir=str(mgr.store.dir(rec.id)), size=size,
                                         network_settings=settings,
-                                        exec_ids=mgr.exec_ids(rec) if hasattr(mgr, "exec_ids") else None,
+                                        exec_ids=mgr.exec_ids(rec),
                                         graph=graph))
 
 

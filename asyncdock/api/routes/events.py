@@ -24,11 +24,11 @@ from typing import Any
 
 import msgspec
 
-from ...errors import InvalidParameter
+from ...base.errors import InvalidParameter
 from ...events import Event, LayerProgress, SubscriberLagged
 from ...events.journal import format_seq, parse_seq
 from ...events.models import Actor
-from ..filters import match_label, parse_filters
+from ...base.filters import match_label, parse_filters
 from ..http import Request, Router
 
 _encoder = msgspec.json.Encoder()

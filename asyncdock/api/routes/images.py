@@ -5,17 +5,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ...containers.status import ZERO_TIME, parse_docker_time, rfc3339nano
-from ...containers.timefmt import parse_timestamp_filter
-from ...errors import EngineError, InvalidParameter, NotFound, NotImplementedYet
+from ...base.errors import EngineError, InvalidParameter, NotFound, NotImplementedYet
+from ...base.timefmt import ZERO_TIME, parse_docker_time, parse_timestamp_filter, rfc3339nano
 from ...images import progress as pm
-from ...images.models import ContainerConfig, HealthConfig
+from ...base.oci import ContainerConfig, HealthConfig
 from ...images.store import ImageRecord, ImageStore
 from ...registry.auth import AuthConfig, decode_registry_auth
 from ...registry.platforms import parse_platform
 from ...registry.reference import familiar_match, parse_pull_reference
 from ...util.errtext import client_text
-from ..filters import bool_filter, match_label, parse_filters
+from ...base.filters import bool_filter, match_label, parse_filters
 from ..http import Request, Response, Router, StreamResponse, empty_response, json_response
 
 log = logging.getLogger(__name__)

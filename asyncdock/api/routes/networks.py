@@ -4,9 +4,9 @@ from __future__ import annotations
 from typing import Any
 
 
-from ...errors import InvalidParameter, Unavailable
+from ...base.errors import InvalidParameter, Unavailable
 from ..bodies import NetworkConnect, NetworkCreate, NetworkDisconnect, checked
-from ..filters import bool_filter, match_label, parse_filters
+from ...base.filters import bool_filter, match_label, parse_filters
 from ..http import Request, Response, Router, empty_response, json_response
 
 

@@ -8,7 +8,7 @@ import time
 
 import msgspec
 
-from ... import __version__
+from ...base.version import __version__
 from ...containers import seccomp
 from ...hostinfo import host_facts
 from ..http import Request, Response, Router, json_response

@@ -3,7 +3,7 @@ never a bare 404, so a client shows the user what is missing. Routes whose truth
 already known (nothing to prune, no such network) answer that instead."""
 from __future__ import annotations
 
-from ...errors import NotFound, NotImplementedYet
+from ...base.errors import NotFound, NotImplementedYet
 from ..http import Request, Response, Router, json_response
 
 _LATER: tuple[tuple[str, str, str], ...] = (

@@ -5,9 +5,9 @@ from typing import Any
 
 import msgspec
 
-from ...errors import InvalidParameter, Unavailable
+from ...base.errors import InvalidParameter, Unavailable
 from ..bodies import VolumeCreate, checked
-from ..filters import parse_filters
+from ...base.filters import parse_filters
 from ..http import Request, Response, Router, empty_response, json_response
 
 

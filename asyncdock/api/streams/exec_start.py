@@ -5,28 +5,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from ... import errors
+from ...base import errors
+from ...base.stdcopy import STDOUT, frame
 from ...containers.exec import (ExecInstance, ExecStartConfig, ExecStartError, claim_start, exec_stdin,
                                 start_detached, start_exec)
-from ...containers.stdio import STDOUT
 from ...containers.tty import parse_detach_keys
-from ...logs.framing import frame
 from ..http import Request, Response, empty_response
 from .session import run_session
 
 
 async def serve_exec_start(req: Request, ex: ExecInstance, body: ExecStartConfig) -> Response | None:
-    engine = req.engine
-    claim_start(engine, ex, body)
+    mgr = req.engine.containers
+    claim_start(mgr, ex, body)
     if body.detach:
-        await start_detached(engine, ex)
+        await start_detached(mgr, ex)
         return empty_response(200)
     tty = ex.config.tty
     queue = ex.hub.subscribe()
     conn = await req.hijack(multiplexed=not tty)
     try:
         try:
-            await start_exec(engine, ex)
+            await start_exec(mgr, ex)
         except (ExecStartError, errors.EngineError) as e:
             err = e.error if isinstance(e, ExecStartError) else e
             text = (err.message + "\r\n").encode()
@@ -39,7 +38,7 @@ async def serve_exec_start(req: Request, ex: ExecInstance, body: ExecStartConfig
             return None
 
         stdin = exec_stdin(ex)
-        keys = parse_detach_keys(ex.config.detach_keys or engine.config.detach_keys)
+        keys = parse_detach_keys(ex.config.detach_keys or req.engine.config.detach_keys)
         with contextlib.suppress(ConnectionResetError, BrokenPipeError):
             await run_session(conn, queue, tty=tty, out=ex.config.attach_stdout, err=ex.config.attach_stderr,
                               stdin=stdin, detach_keys=keys)

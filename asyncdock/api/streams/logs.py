@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import contextlib
 
+from ...base.stdcopy import SYSTEMERR, frame
 from ...containers.logread import container_logs
 from ...containers.models import ContainerRecord
-from ...logs.framing import SYSTEMERR, format_log_payload, frame, frame_record
+from ...logs.framing import format_log_payload, frame_record
 from ...util.errtext import os_error_text
 from ..http import Request, StreamResponse
 

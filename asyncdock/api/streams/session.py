@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 from typing import Any
 
-from ...containers.attachment import StdinSide
+from ...base.stdcopy import frame
+from ...containers.stdio import StdinSide
 from ...containers.tty import EscapeScanner
-from ...logs.framing import frame
 from ..http import Hijack
 
 

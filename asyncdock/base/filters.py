@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import msgspec
 
-from ..errors import InvalidParameter
+from .errors import InvalidParameter
 
 
 def parse_filters(raw: str | None, allowed: Iterable[str] | None = None) -> dict[str, list[str]]:

@@ -40,12 +40,12 @@ from typing import Literal
 import anyio.to_thread
 import msgspec
 
-from asyncdock.errors import Conflict, InvalidParameter, NotFound
-from asyncdock.snapshots.base import Mount, SnapshotInfo
-from asyncdock.util.atomic import atomic_write_json
-from asyncdock.util.corrupt import aside_name, move_aside
-from asyncdock.util.fsflags import mark_topdir
-from asyncdock.util.fstree import disk_usage, remove_tree
+from ..base.errors import Conflict, InvalidParameter, NotFound
+from ..util.atomic import atomic_write_json
+from ..util.corrupt import aside_name, move_aside
+from ..util.fsflags import mark_topdir
+from ..util.fstree import disk_usage, remove_tree
+from .base import Mount, SnapshotInfo
 
 Kind = Literal["active", "view", "committed"]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from ..containers.models import HealthConfig as _HealthConfig
+from .healthcheck import HealthConfig as _HealthConfig
 
 # Media types
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
