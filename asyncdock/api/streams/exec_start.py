@@ -1,5 +1,6 @@
-"""`POST /exec/{id}/start`: a detached start answers 200 at once; an attached one hijacks the
-connection first (so no output is lost), then starts the process and runs the session."""
+"""`POST /exec/{id}/start`: a detached start answers 200 once the process runs (or its error);
+an attached one hijacks the connection first (so no output is lost), then starts the process
+and runs the session, a start error going to the client as output."""
 from __future__ import annotations
 
 import asyncio
