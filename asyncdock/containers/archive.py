@@ -1,5 +1,5 @@
-"""Files in and out of a container: `GET/HEAD/PUT /containers/{id}/archive` (docker cp) and
-`GET /containers/{id}/export`.
+"""Files in and out of a container: docker cp (`GET/HEAD/PUT /containers/{id}/archive`) and
+docker export, whose HTTP side is api/streams/archive.py.
 
 The container's root is its live root (`/proc/<pid>/root`, with its volumes and /etc files)
 while it runs, else its snapshot mounted for the time of the request. Everything is done in
@@ -13,17 +13,15 @@ per hop, and a cancelled or failed transfer waits for its step before its fds ar
 from __future__ import annotations
 
 import asyncio
-import base64
 import concurrent.futures
 import contextlib
-import json
 import logging
 import os
 import posixpath
 import stat as stat_mod
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -151,10 +149,6 @@ def stat_path(root_fd: int, path: str) -> dict[str, Any]:
         name = "."
     return {"name": name, "size": st.st_size, "mode": go_file_mode(st.st_mode),
             "mtime": rfc3339nano(st.st_mtime_ns), "linkTarget": link_target}
-
-
-def stat_header(info: dict[str, Any]) -> str:
-    return base64.b64encode(json.dumps(info, separators=(",", ":")).encode()).decode()
 
 
 def _not_found(path: str, name: str) -> errors.NotFound:
@@ -295,22 +289,36 @@ def _get_entries(root_fd: int, path: str) -> Iterator[bytes]:
         os.close(fd)
 
 
-async def _stream_tar(gen: Iterator[bytes], first: bytes, out: Any, what: str) -> None:
-    """Send `first` and the rest of `gen`. A failure once the head is out can only cut the
+class TarCut(Exception):
+    """A tar stream that failed after its first chunk. Once the head is out that can only cut the
     stream short (the client sees a truncated tar, as with dockerd): logged, never sent."""
-    await out.write(first)
-    stepper = _Stepper(gen)
-    while True:
+
+
+class TarChunks:
+    """A tar stream from a blocking generator: the first chunk made already (a failure at the
+    start is still an error answer), the rest one worker-thread step per chunk."""
+
+    def __init__(self, gen: Iterator[bytes], first: bytes, what: str) -> None:
+        self._first: bytes | None = first
+        self._stepper = _Stepper(gen)
+        self._what = what
+
+    def __aiter__(self) -> TarChunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
         try:
-            chunk = await stepper.next()
+            chunk = await self._stepper.next()
         except Exception as e:
-            log.warning("%s failed: %s", what, _reason(e))
-            log.debug("%s failed", what, exc_info=True)
-            out.abort()
-            return
+            log.warning("%s failed: %s", self._what, _reason(e))
+            log.debug("%s failed", self._what, exc_info=True)
+            raise TarCut(self._what) from None
         if chunk is None:
-            return
-        await out.write(chunk)
+            raise StopAsyncIteration
+        return chunk
 
 
 async def _open_root(root: Path) -> int:
@@ -321,14 +329,45 @@ async def _open_root(root: Path) -> int:
         raise errors.Conflict(f"cannot reach the container's files: {_reason(e)}") from None
 
 
-async def serve_archive_get(req: Any, rec: ContainerRecord) -> Any:
-    from ..api.http import Response
+class PathArchive:
+    """A path in a container's root, found (`stat` is docker cp's answer to HEAD), to be archived."""
 
-    mgr = req.engine.containers
-    path = req.query.get("path", "")
+    def __init__(self, mgr: ContainerManager, rec: ContainerRecord, root_fd: int, path: str, name_given: str,
+                 stat: dict[str, Any]) -> None:
+        self._mgr = mgr
+        self._rec = rec
+        self._root_fd = root_fd
+        self._path = path
+        self._name_given = name_given
+        self.stat = stat
+
+    @contextlib.asynccontextmanager
+    async def tar(self) -> AsyncIterator[TarChunks]:
+        """The path as a tar stream, its `archive-path` event sent (the caller's head goes out
+        in the same step of the loop)."""
+        path, rec = self._path, self._rec
+        gen = _get_entries(self._root_fd, path)
+        try:
+            try:
+                first = await _in_thread(lambda: next(gen, b""))
+            except (FileNotFoundError, NotADirectoryError):
+                raise _not_found(path, self._name_given) from None
+            except Exception as e:
+                log.debug("archive of %s failed", path, exc_info=True)
+                raise errors.SystemError_(f"cannot archive {path}: {_reason(e)}") from None
+            self._mgr.publish(rec, "archive-path")
+            yield TarChunks(gen, first, f"archive of {path} in container {rec.id[:12]}")
+        finally:
+            gen.close()  # no step runs now (_in_thread waits for its step)
+
+
+@contextlib.asynccontextmanager
+async def path_archive(mgr: ContainerManager, rec: ContainerRecord, path: str,
+                       name_given: str) -> AsyncIterator[PathArchive]:
+    """`path` in the container (docker cp out of it) for the time of a request; NotFound, naming
+    the container as the client did (`name_given`), when nothing is there."""
     if not path:
         raise errors.InvalidParameter("path must not be empty")  # moby: "Bad parameters: ..."
-    name_given = req.match["id"]
     async with container_root(mgr, rec) as root:
         root_fd = await _open_root(root)
         try:
@@ -336,43 +375,23 @@ async def serve_archive_get(req: Any, rec: ContainerRecord) -> Any:
                 info = await _in_thread(lambda: stat_path(root_fd, path))
             except (OSError, ValueError):
                 raise _not_found(path, name_given) from None
-            header = ("X-Docker-Container-Path-Stat", stat_header(info))
-            if req.method == "HEAD":
-                return Response(200, b"", content_type="application/json", headers=[header])
-            gen = _get_entries(root_fd, path)
-            try:
-                try:
-                    first = await _in_thread(lambda: next(gen, b""))
-                except (FileNotFoundError, NotADirectoryError):
-                    raise _not_found(path, name_given) from None
-                except Exception as e:
-                    log.debug("archive of %s failed", path, exc_info=True)
-                    raise errors.SystemError_(f"cannot archive {path}: {_reason(e)}") from None
-                out = await req.stream(content_type="application/x-tar", headers=[header])
-                mgr.publish(rec, "archive-path")
-                await _stream_tar(gen, first, out, f"archive of {path} in container {rec.id[:12]}")
-            finally:
-                gen.close()  # no step runs now (_in_thread waits for its step)
+            yield PathArchive(mgr, rec, root_fd, path, name_given, info)
         finally:
             os.close(root_fd)
-    return out
 
 
-async def serve_archive_put(req: Any, rec: ContainerRecord) -> Any:
-    from ..api.http import empty_response
-
-    mgr = req.engine.containers
-    path = req.query.get("path", "")
+async def put_archive(mgr: ContainerManager, rec: ContainerRecord, path: str, name_given: str,
+                      body: AsyncGenerator[bytes, None], *, no_overwrite: bool) -> None:
+    """Unpack the tar `body` into the directory `path` of the container (docker cp into it),
+    reading `body` only as fast as it is unpacked."""
     if not path:
         raise errors.InvalidParameter("path must not be empty")
-    no_overwrite = req.arg_bool("noOverwriteDirNonDir")
-    name_given = req.match["id"]
     if rec.host_config.readonly_rootfs:
         raise errors.Forbidden("container rootfs is marked read-only")
     async with container_root(mgr, rec) as root:
         abs_path = posixpath.normpath(posixpath.join("/", path))
         root_fd = await _open_root(root)
-        feed = _BodyFeed(asyncio.get_running_loop(), req.body_chunks())
+        feed = _BodyFeed(asyncio.get_running_loop(), body)
         try:
             def dest_mode() -> int:
                 fd = open_in_root(root_fd, abs_path, os.O_PATH)
@@ -408,11 +427,12 @@ async def serve_archive_put(req: Any, rec: ContainerRecord) -> Any:
             await feed.aclose()
             os.close(root_fd)
     mgr.publish(rec, "extract-to-dir")
-    return empty_response(200)
 
 
-async def serve_export(req: Any, rec: ContainerRecord) -> Any:
-    mgr = req.engine.containers
+@contextlib.asynccontextmanager
+async def exported(mgr: ContainerManager, rec: ContainerRecord) -> AsyncIterator[TarChunks]:
+    """The container's whole root as a tar stream (docker export); its `export` event once the
+    caller is done with it and the root is released."""
     async with container_root(mgr, rec, for_export=True) as root:
         root_fd = await _open_root(root)
         try:
@@ -423,11 +443,9 @@ async def serve_export(req: Any, rec: ContainerRecord) -> Any:
                 except Exception as e:
                     log.debug("export of %s failed", rec.id, exc_info=True)
                     raise errors.SystemError_(f"cannot export container {rec.id[:12]}: {_reason(e)}") from None
-                out = await req.stream(content_type="application/octet-stream")
-                await _stream_tar(gen, first, out, f"export of container {rec.id[:12]}")
+                yield TarChunks(gen, first, f"export of container {rec.id[:12]}")
             finally:
                 gen.close()
         finally:
             os.close(root_fd)
     mgr.publish(rec, "export")
-    return out

@@ -26,7 +26,7 @@ from ..base import errors
 from ..util.errtext import os_error_text
 from ..base.ids import new_id
 from .models import ContainerRecord
-from .stdio import STDOUT, OutputHub, open_stdio_pipes, start_stdio_pipes
+from .stdio import OutputHub, StdinSide, open_stdio_pipes, start_stdio_pipes
 
 if TYPE_CHECKING:
     from .manager import ContainerManager
@@ -352,14 +352,9 @@ async def _monitor(mgr: ContainerManager, rec: ContainerRecord, ex: ExecInstance
     mgr.publish(rec, "exec_die", execID=ex.id, exitCode=str(code))
 
 
-async def serve_exec_start(req: Any, ex: ExecInstance, body: ExecStartConfig) -> Any:
-    from ..api.http import empty_response
-    from ..base.stdcopy import frame
-    from .attach import StdinSide, run_session
-    from .tty import parse_detach_keys
-
-    engine = req.engine
-    mgr = engine.containers
+def claim_start(mgr: ContainerManager, ex: ExecInstance, body: ExecStartConfig) -> None:
+    """What `exec start` checks before anything runs, then marks: an exec starts once, in a
+    running container that is not paused."""
     if ex.started:
         if ex.running:
             raise errors.Conflict(f"Error: Exec command {ex.id} is already running")
@@ -372,47 +367,31 @@ async def serve_exec_start(req: Any, ex: ExecInstance, body: ExecStartConfig) ->
     ex.started = True
     if body.console_size and not ex.config.console_size:
         ex.config.console_size = body.console_size
-    if body.detach:
-        try:
-            await start_exec(mgr, ex, discard_output=not ex.config.tty)
-        except ExecStartError as e:
-            raise e.error from None
-        return empty_response(200)
-    tty = ex.config.tty
-    queue = ex.hub.subscribe()
-    conn = await req.hijack(multiplexed=not tty)
+
+
+async def start_detached(mgr: ContainerManager, ex: ExecInstance) -> None:
+    """`exec start` with Detach: no client reads the output, so without a TTY it is not even piped."""
     try:
-        try:
-            await start_exec(mgr, ex)
-        except (ExecStartError, errors.EngineError) as e:
-            err = e.error if isinstance(e, ExecStartError) else e
-            text = (err.message + "\r\n").encode()
-            # docker-py reads the 101 head through a buffered reader and then the raw socket:
-            # bytes that arrive with the head are lost to it. A real start takes tens of ms
-            # before any output; an error found at once waits a moment too.
-            await asyncio.sleep(0.05)
-            with contextlib.suppress(ConnectionResetError, BrokenPipeError):
-                await conn.write(text if tty else frame(STDOUT, text))
-            return None
+        await start_exec(mgr, ex, discard_output=not ex.config.tty)
+    except ExecStartError as e:
+        raise e.error from None
 
-        def close_stdin() -> None:
-            w = ex.stdin_w
-            if w is not None:
-                ex.stdin_w = None
-                w.close()
 
-        async def ready() -> None:
-            return None
+def exec_stdin(ex: ExecInstance) -> StdinSide | None:
+    """The exec's stdin for an attached session (AttachStdin); a client's EOF closes it."""
+    if not ex.config.attach_stdin:
+        return None
 
-        stdin = StdinSide(ready, lambda: ex.stdin_w, close_stdin) if ex.config.attach_stdin else None
-        keys = parse_detach_keys(ex.config.detach_keys or engine.config.detach_keys)
-        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
-            await run_session(conn, queue, tty=tty, out=ex.config.attach_stdout, err=ex.config.attach_stderr,
-                              stdin=stdin, detach_keys=keys)
-    finally:
-        ex.hub.unsubscribe(queue)
-        await conn.close()
-    return None
+    def close_stdin() -> None:
+        w = ex.stdin_w
+        if w is not None:
+            ex.stdin_w = None
+            w.close()
+
+    async def ready() -> None:
+        return None
+
+    return StdinSide(ready, lambda: ex.stdin_w, close_stdin)
 
 
 async def resize_exec(ex: ExecInstance, query: dict[str, str]) -> None:

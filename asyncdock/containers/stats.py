@@ -1,11 +1,12 @@
 """`GET /containers/{id}/stats`: cgroup v1 or v2 counters in the JSON shape the docker CLI
 computes its percentages from (cpu_stats/precpu_stats with system_cpu_usage and online_cpus,
-memory_stats with the page-cache counters it subtracts)."""
+memory_stats with the page-cache counters it subtracts). Sent by api/streams/stats.py."""
 from __future__ import annotations
 
 import asyncio
 import os
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -252,18 +253,12 @@ def document(rec: ContainerRecord, now: dict[str, Any] | None, read_ns: int,
     return doc
 
 
-async def serve_stats(req: Any, rec: ContainerRecord) -> Any:
-    import msgspec
-
+async def readings(mgr: Any, rec: ContainerRecord, *, stream: bool, one_shot: bool) -> AsyncIterator[dict[str, Any]]:
+    """The documents `docker stats` gets: one a second while the container runs with `stream`,
+    else one (after a first second for the CPU delta, unless `one_shot`: precpu stays empty)."""
     from .launcher import cgroups_path
 
-    stream_mode = req.arg_bool("stream", True)
-    # one-shot (API 1.41+, stream=0 only): no second reading, precpu stays empty
-    one_shot = req.arg_bool("one-shot") and not stream_mode
     path = cgroups_path(rec)
-    out = await req.stream(content_type="application/json")
-    enc = msgspec.json.Encoder()
-
     own_netns = rec.host_config.network_mode not in ("host", "none") and \
         not rec.host_config.network_mode.startswith("container:")
 
@@ -273,7 +268,7 @@ async def serve_stats(req: Any, rec: ContainerRecord) -> Any:
         return await asyncio.to_thread(sample, path), time.time_ns()
 
     def nets() -> dict[str, dict[str, int]] | None:
-        return network_stats(req.engine.containers.live(rec).pid) if own_netns else None
+        return network_stats(mgr.live(rec).pid) if own_netns else None
 
     prev, prev_ns = None, 0
     if not one_shot:
@@ -284,9 +279,8 @@ async def serve_stats(req: Any, rec: ContainerRecord) -> Any:
         cur, cur_ns = await take()
         if not rec.state.running:
             cur, prev = None, None
-        await out.write(enc.encode(document(rec, cur, cur_ns, prev, prev_ns, nets())) + b"\n")
-        if not stream_mode or not rec.state.running:
+        yield document(rec, cur, cur_ns, prev, prev_ns, nets())
+        if not stream or not rec.state.running:
             break
         prev, prev_ns = cur, cur_ns
         await asyncio.sleep(1.0)
-    return out

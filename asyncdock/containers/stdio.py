@@ -1,12 +1,13 @@
 """A running process's output: read from its pipes, fanned out to attached clients and to the
-log driver, line by line with the arrival time (Docker's json-file records are lines)."""
+log driver, line by line with the arrival time (Docker's json-file records are lines); and the
+way an attached client reaches its stdin."""
 from __future__ import annotations
 
 import asyncio
 import os
 import time
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple
 
 STDIN, STDOUT, STDERR = 0, 1, 2
 _NAMES = {STDOUT: "stdout", STDERR: "stderr"}
@@ -41,6 +42,17 @@ class OutputHub:
             for q in self._subs:
                 q.put_nowait(None)
             self._subs.clear()
+
+
+class StdinSide:
+    """Where a session's stdin goes: `ready` waits for the process, `writer()` is its stdin (None
+    once closed), `close()` what a client EOF does without a TTY."""
+
+    def __init__(self, ready: Callable[[], Awaitable[Any]], writer: Callable[[], Any],
+                 close: Callable[[], None]) -> None:
+        self.ready = ready
+        self.writer = writer
+        self.close = close
 
 
 class LineSplitter:

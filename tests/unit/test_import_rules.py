@@ -203,22 +203,12 @@ RULES: list[Rule] = [
     *(Rule(f"asyncdock.{core}", forbidden, "the core never depends on a front end or a plugin")
       for core in CORE for forbidden in ("asyncdock.cli", "asyncdock.client", "asyncdock_*")),
     *(Rule(f"asyncdock.{core}", "asyncdock.api",
-           "managers serve the HTTP layer, not the other way round (filters are in asyncdock.base)")
-      for core in ("networks", "volumes")),
+           "managers serve the HTTP layer, not the other way round (filters are in asyncdock.base; "
+           "the HTTP side of a container's streams is asyncdock.api.streams)")
+      for core in CORE),
     *(Rule(plugin, "asyncdock_*", "a plugin must not import another plugin: what two share belongs "
            "in the core (e.g. asyncdock.snapshots.dirstore)", except_imported=(plugin,))
       for plugin in PLUGINS),
-    # Made true by other issue-13 branches; until they are merged, only these edges are tolerated.
-    Rule("asyncdock.containers", "asyncdock.api",
-         "the HTTP handlers of attach, logs, archive and exec belong in asyncdock.api.streams",
-         known=frozenset({
-             ("asyncdock.containers.archive", "asyncdock.api.http"),
-             ("asyncdock.containers.attach", "asyncdock.api.http"),
-             ("asyncdock.containers.attach_ws", "asyncdock.api.http"),
-             ("asyncdock.containers.attach_ws", "asyncdock.api.websocket"),
-             ("asyncdock.containers.exec", "asyncdock.api.http"),
-             ("asyncdock.containers.logsview", "asyncdock.api.http"),
-         })),
     Rule("asyncdock", "asyncdock.engine",
          "only what assembles the engine imports it; managers get typed dependencies",
          except_importers=("asyncdock.engine", "asyncdock.daemon", "asyncdock.api.server",

@@ -19,7 +19,7 @@ async def top(req: Request) -> Response:
 
 
 async def stats(req: Request) -> Any:
-    from ...containers.stats import serve_stats
+    from ..streams.stats import serve_stats
 
     return await serve_stats(req, _get(req))
 
@@ -36,19 +36,19 @@ async def resize(req: Request) -> Response:
 
 
 async def archive_get(req: Request) -> Any:
-    from ...containers.archive import serve_archive_get
+    from ..streams.archive import serve_archive_get
 
     return await serve_archive_get(req, _get(req))
 
 
 async def archive_put(req: Request) -> Any:
-    from ...containers.archive import serve_archive_put
+    from ..streams.archive import serve_archive_put
 
     return await serve_archive_put(req, _get(req))
 
 
 async def export(req: Request) -> Any:
-    from ...containers.archive import serve_export
+    from ..streams.archive import serve_export
 
     return await serve_export(req, _get(req))
 

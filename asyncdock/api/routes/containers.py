@@ -14,7 +14,7 @@ from ...containers import render
 from ...containers.manager import parse_signal
 from ...containers.models import ContainerRecord, CreateRequest
 from ...base.filters import match_label, parse_filters
-from ..http import Request, Response, Router, empty_response, json_response
+from ..http import Request, Response, Router, StreamResponse, empty_response, json_response
 
 log = logging.getLogger(__name__)
 
@@ -228,21 +228,21 @@ async def prune(req: Request) -> Response:
     return json_response({"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed})
 
 
-async def attach(req: Request) -> Any:
-    from ...containers.attach import serve_attach
+async def attach(req: Request) -> None:
+    from ..streams.attach import serve_attach
 
     rec = _get(req)
     return await serve_attach(req, rec)
 
 
-async def attach_ws(req: Request) -> Any:
-    from ...containers.attach_ws import serve_attach_ws
+async def attach_ws(req: Request) -> None:
+    from ..streams.attach_ws import serve_attach_ws
 
     return await serve_attach_ws(req, _get(req))
 
 
-async def logs(req: Request) -> Any:
-    from ...containers.logsview import serve_logs
+async def logs(req: Request) -> StreamResponse:
+    from ..streams.logs import serve_logs
 
     rec = _get(req)
     return await serve_logs(req, rec)

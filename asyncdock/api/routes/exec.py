@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...containers.exec import ExecConfig, ExecStartConfig, create_exec, resize_exec, serve_exec_start
+from ...containers.exec import ExecConfig, ExecStartConfig, create_exec, resize_exec
 from ..http import Request, Response, Router, empty_response, json_response
+from ..streams.exec_start import serve_exec_start
 
 
 async def exec_create(req: Request) -> Response:

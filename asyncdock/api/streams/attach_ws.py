@@ -6,29 +6,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from typing import TYPE_CHECKING, Any
 
-from ..api import websocket as ws
-from ..logs.base import LogNotReadable, ReadOptions
-from .models import ContainerRecord
-from .stdio import OutputHub
-
-if TYPE_CHECKING:
-    from ..api.http import Request
+from ...containers.attachment import Attachment
+from ...containers.models import ContainerRecord
+from .. import websocket as ws
+from ..http import Request
 
 
-async def serve_attach_ws(req: Request, rec: ContainerRecord) -> Any:
-    mgr = req.engine.containers
+async def serve_attach_ws(req: Request, rec: ContainerRecord) -> None:
     want_stdin = req.arg_bool("stdin")
     want = {1: req.arg_bool("stdout"), 2: req.arg_bool("stderr")}
     head = ws.handshake_response(req.headers)  # a bad handshake is a 400 before anything else
-    lv = mgr.live(rec)
-    if lv.hub.closed and not rec.state.running:
-        lv.hub = OutputHub()
-    queue = lv.hub.subscribe() if req.arg_bool("stream") else None
+    att = Attachment(req.engine.containers, rec, stream=req.arg_bool("stream"))
     conn = await req.hijack_with(head)
-    mgr.publish(rec, "attach")
+    att.attached()
     opcode = ws.BINARY if req.api_version >= (1, 28) else ws.TEXT
+    stdin = att.stdin() if want_stdin else None
     closed = asyncio.Event()
 
     async def client_side() -> None:
@@ -38,10 +31,11 @@ async def serve_attach_ws(req: Request, rec: ContainerRecord) -> Any:
             if not data:
                 break
             for op, payload in decoder.feed(data):
-                if op in (ws.TEXT, ws.BINARY) and want_stdin and rec.config.open_stdin:
-                    await lv.started.wait()
-                    if lv.stdin_w is not None:
-                        lv.stdin_w.write(payload)
+                if op in (ws.TEXT, ws.BINARY) and stdin is not None:
+                    await stdin.ready()
+                    writer = stdin.writer()
+                    if writer is not None:
+                        writer.write(payload)
                 elif op == ws.PING:
                     conn.write_nowait(ws.frame(ws.PONG, payload))
                 elif op == ws.CLOSE:
@@ -50,12 +44,12 @@ async def serve_attach_ws(req: Request, rec: ContainerRecord) -> Any:
         closed.set()
 
     reader = asyncio.ensure_future(client_side())
+    queue = att.output
     try:
         if req.arg_bool("logs"):
-            driver = req.engine.logdrivers.get(rec.host_config.log_config.type)
-            with contextlib.suppress(LogNotReadable):
-                opts = ReadOptions(stdout=want[1], stderr=want[2])
-                async for record in driver.read(mgr.store.dir(rec.id), rec.id, opts, lambda: False):
+            records = att.replay(req.engine.logdrivers, stdout=want[1], stderr=want[2])
+            async with contextlib.aclosing(records):
+                async for record in records:
                     await conn.write(ws.frame(opcode, record.data))
         while queue is not None and not closed.is_set():
             getter = asyncio.ensure_future(queue.get())
@@ -75,8 +69,7 @@ async def serve_attach_ws(req: Request, rec: ContainerRecord) -> Any:
     except (ConnectionResetError, BrokenPipeError):
         pass
     finally:
-        if queue is not None:
-            lv.hub.unsubscribe(queue)
+        att.close()
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await reader
