@@ -33,7 +33,7 @@ from .tarextract import BadArchive, ExtractFailed, extract
 from .tarwrite import tar_stream
 
 if TYPE_CHECKING:
-    from .manager import ContainerManager
+    from .supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -74,7 +74,7 @@ def go_file_mode(st_mode: int) -> int:
 
 
 @contextlib.asynccontextmanager
-async def container_root(mgr: ContainerManager, rec: ContainerRecord, *,
+async def container_root(mgr: Supervisor, rec: ContainerRecord, *,
                          for_export: bool = False) -> AsyncIterator[Path]:
     """The container's root for the time of an operation. A container that is not running
     gets its snapshot mounted under the bundles directory (crash cleanup unmounts it), under
@@ -332,7 +332,7 @@ async def _open_root(root: Path) -> int:
 class PathArchive:
     """A path in a container's root, found (`stat` is docker cp's answer to HEAD), to be archived."""
 
-    def __init__(self, mgr: ContainerManager, rec: ContainerRecord, root_fd: int, path: str, name_given: str,
+    def __init__(self, mgr: Supervisor, rec: ContainerRecord, root_fd: int, path: str, name_given: str,
                  stat: dict[str, Any]) -> None:
         self._mgr = mgr
         self._rec = rec
@@ -362,7 +362,7 @@ class PathArchive:
 
 
 @contextlib.asynccontextmanager
-async def path_archive(mgr: ContainerManager, rec: ContainerRecord, path: str,
+async def path_archive(mgr: Supervisor, rec: ContainerRecord, path: str,
                        name_given: str) -> AsyncIterator[PathArchive]:
     """`path` in the container (docker cp out of it) for the time of a request; NotFound, naming
     the container as the client did (`name_given`), when nothing is there."""
@@ -380,7 +380,7 @@ async def path_archive(mgr: ContainerManager, rec: ContainerRecord, path: str,
             os.close(root_fd)
 
 
-async def put_archive(mgr: ContainerManager, rec: ContainerRecord, path: str, name_given: str,
+async def put_archive(mgr: Supervisor, rec: ContainerRecord, path: str, name_given: str,
                       body: AsyncGenerator[bytes, None], *, no_overwrite: bool) -> None:
     """Unpack the tar `body` into the directory `path` of the container (docker cp into it),
     reading `body` only as fast as it is unpacked."""
@@ -430,7 +430,7 @@ async def put_archive(mgr: ContainerManager, rec: ContainerRecord, path: str, na
 
 
 @contextlib.asynccontextmanager
-async def exported(mgr: ContainerManager, rec: ContainerRecord) -> AsyncIterator[TarChunks]:
+async def exported(mgr: Supervisor, rec: ContainerRecord) -> AsyncIterator[TarChunks]:
     """The container's whole root as a tar stream (docker export); its `export` event once the
     caller is done with it and the root is released."""
     async with container_root(mgr, rec, for_export=True) as root:

@@ -12,14 +12,14 @@ from .models import ContainerRecord
 from .stdio import OutputHub, StdinSide
 
 if TYPE_CHECKING:
-    from .manager import ContainerManager
+    from .supervisor import Supervisor
 
 
 class Attachment:
     """One client's attachment, from its subscription (made before the client gets its answer,
     so that `docker run` attached first sees all of the output) to `close()`."""
 
-    def __init__(self, mgr: ContainerManager, rec: ContainerRecord, *, stream: bool) -> None:
+    def __init__(self, mgr: Supervisor, rec: ContainerRecord, *, stream: bool) -> None:
         self._mgr = mgr
         self._rec = rec
         self._live = lv = mgr.live(rec)

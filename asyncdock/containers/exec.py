@@ -16,115 +16,30 @@ import os
 import signal
 import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 
 from ..base import errors
 from ..util.errtext import os_error_text
 from ..base.ids import new_id
 from .models import ContainerRecord
-from .stdio import OutputHub, StdinSide, open_stdio_pipes, start_stdio_pipes
+from .execstore import ExecConfig, ExecInstance, ExecStartConfig
+from .stdio import StdinSide, open_stdio_pipes, start_stdio_pipes
 
 if TYPE_CHECKING:
-    from .manager import ContainerManager
+    from .supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
 START_TIMEOUT = 60.0
-KEEP_FINISHED_NS = 5 * 60 * 1_000_000_000  # exited execs are forgotten after 5 minutes
-
-
-class ExecConfig(msgspec.Struct, rename="pascal"):
-    user: str = ""
-    privileged: bool = False
-    tty: bool = False
-    attach_stdin: bool = False
-    attach_stderr: bool = False
-    attach_stdout: bool = False
-    detach: bool = False
-    detach_keys: str = ""
-    env: list[str] | None = None
-    working_dir: str = ""
-    cmd: list[str] | None = None
-    console_size: list[int] | None = None
-
-
-class ExecStartConfig(msgspec.Struct, rename="pascal"):
-    detach: bool = False
-    tty: bool = False
-    console_size: list[int] | None = None
-
-
-@dataclass
-class ExecInstance:
-    id: str
-    container_id: str
-    config: ExecConfig
-    created_ns: int = field(default_factory=time.time_ns)
-    started: bool = False
-    running: bool = False
-    exit_code: int | None = None
-    pid: int = 0
-    finished_ns: int = 0
-    hub: OutputHub = field(default_factory=OutputHub)
-    stdin_w: asyncio.WriteTransport | None = None
-    console: Any = None
-    running_event: asyncio.Event = field(default_factory=asyncio.Event)
-    done_event: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def inspect(self) -> dict[str, Any]:
-        cmd = list(self.config.cmd or [])
-        pc: dict[str, Any] = {"tty": self.config.tty, "entrypoint": cmd[0] if cmd else "",
-                              "arguments": cmd[1:], "privileged": self.config.privileged}
-        if self.config.user:
-            pc["user"] = self.config.user
-        return {
-            "ID": self.id, "Running": self.running, "ExitCode": self.exit_code, "ProcessConfig": pc,
-            "OpenStdin": self.config.attach_stdin, "OpenStderr": self.config.attach_stderr,
-            "OpenStdout": self.config.attach_stdout, "CanRemove": False, "ContainerID": self.container_id,
-            "DetachKeys": self.config.detach_keys, "Pid": self.pid,
-        }
-
-
-class ExecStore:
-    """The exec instances of the container manager's containers (moby keeps them in memory too)."""
-
-    def __init__(self) -> None:
-        self._by_id: dict[str, ExecInstance] = {}
-
-    def add(self, ex: ExecInstance) -> None:
-        self._gc()
-        self._by_id[ex.id] = ex
-
-    def get(self, ref: str) -> ExecInstance:
-        ex = self._by_id.get(ref)
-        if ex is None:
-            raise errors.NotFound(f"No such exec instance: {ref}")
-        return ex
-
-    def for_container(self, cid: str) -> list[ExecInstance]:
-        return [e for e in self._by_id.values() if e.container_id == cid]
-
-    def forget_container(self, cid: str) -> None:
-        for e in self.for_container(cid):
-            if not e.running:
-                self._by_id.pop(e.id, None)
-
-    def _gc(self) -> None:
-        now = time.time_ns()
-        for e in list(self._by_id.values()):
-            if e.finished_ns and now - e.finished_ns > KEEP_FINISHED_NS:
-                self._by_id.pop(e.id, None)
 
 
 def _not_running(rec: ContainerRecord) -> errors.EngineError:
     return errors.Conflict(f"Container {rec.id} is not running")
 
 
-def create_exec(mgr: ContainerManager, rec: ContainerRecord, cfg: ExecConfig) -> ExecInstance:
+def create_exec(mgr: Supervisor, rec: ContainerRecord, cfg: ExecConfig) -> ExecInstance:
     if not rec.state.running or rec.state.restarting:
         raise _not_running(rec)
     if rec.state.paused:
@@ -207,7 +122,7 @@ class ExecStartError(Exception):
         self.exit_code = exit_code
 
 
-async def start_exec(mgr: ContainerManager, ex: ExecInstance, *, discard_output: bool = False) -> None:
+async def start_exec(mgr: Supervisor, ex: ExecInstance, *, discard_output: bool = False) -> None:
     """Start the process; output goes to `ex.hub`. Raises ExecStartError (exit code recorded)
     or an EngineError before anything ran."""
     from ..runtime.base import RuntimeError_
@@ -324,7 +239,7 @@ async def start_exec(mgr: ContainerManager, ex: ExecInstance, *, discard_output:
     mgr.spawn(_monitor(mgr, rec, ex, exit_future, output_done))
 
 
-async def _monitor(mgr: ContainerManager, rec: ContainerRecord, ex: ExecInstance,
+async def _monitor(mgr: Supervisor, rec: ContainerRecord, ex: ExecInstance,
                    exit_future: asyncio.Future[int], output_done: list[asyncio.Future[None]]) -> None:
     lv = mgr.live(rec)
     # Exec processes do not outlive their container (with `--pid host` nothing else kills them).
@@ -352,7 +267,7 @@ async def _monitor(mgr: ContainerManager, rec: ContainerRecord, ex: ExecInstance
     mgr.publish(rec, "exec_die", execID=ex.id, exitCode=str(code))
 
 
-def claim_start(mgr: ContainerManager, ex: ExecInstance, body: ExecStartConfig) -> None:
+def claim_start(mgr: Supervisor, ex: ExecInstance, body: ExecStartConfig) -> None:
     """What `exec start` checks before anything runs, then marks: an exec starts once, in a
     running container that is not paused."""
     if ex.started:
@@ -369,7 +284,7 @@ def claim_start(mgr: ContainerManager, ex: ExecInstance, body: ExecStartConfig) 
         ex.config.console_size = body.console_size
 
 
-async def start_detached(mgr: ContainerManager, ex: ExecInstance) -> None:
+async def start_detached(mgr: Supervisor, ex: ExecInstance) -> None:
     """`exec start` with Detach: no client reads the output, so without a TTY it is not even piped."""
     try:
         await start_exec(mgr, ex, discard_output=not ex.config.tty)

@@ -23,7 +23,7 @@ from ..base.healthcheck import HealthConfig
 from ..base.timefmt import rfc3339nano
 
 if TYPE_CHECKING:
-    from .manager import ContainerManager
+    from .supervisor import Supervisor
     from .models import ContainerRecord
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def _secs(ns: int, default: float) -> float:
 
 
 class HealthMonitor:
-    def __init__(self, mgr: ContainerManager, rec: ContainerRecord, cfg: HealthConfig) -> None:
+    def __init__(self, mgr: Supervisor, rec: ContainerRecord, cfg: HealthConfig) -> None:
         self.mgr = mgr
         self.rec = rec
         self.cfg = cfg

@@ -26,7 +26,8 @@ from .models import ContainerRecord
 from .stdio import open_stdio_pipes, start_stdio_pipes
 
 if TYPE_CHECKING:
-    from .manager import ContainerManager, Live
+    from .live import Live
+    from .supervisor import Supervisor
     from .spec import BindMount
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def _start_error(runtime: str, message: str) -> LaunchError:
     return LaunchError(errors.SystemError_(text), 128)
 
 
-async def launch(mgr: ContainerManager, rec: ContainerRecord, lv: Live) -> Process:
+async def launch(mgr: Supervisor, rec: ContainerRecord, lv: Live) -> Process:
     from ..snapshots.mount import is_mounted
 
     rt = mgr.runtimes[rec.runtime]
@@ -181,7 +182,7 @@ def _open_log_and_pid_file(lv: Live, rec: ContainerRecord, driver: LogDriver, fi
     return emit, pid_file
 
 
-async def _launch_tty(mgr: ContainerManager, rec: ContainerRecord, lv: Live, rt: OCIRuntime, bundle: Path,
+async def _launch_tty(mgr: Supervisor, rec: ContainerRecord, lv: Live, rt: OCIRuntime, bundle: Path,
                       files_dir: Path, driver: LogDriver) -> Process:
     """`Tty`: the runtime makes the pty and sends us its master through the console socket; the
     output is raw (one stream), stdin goes to the master. Cleanup on failure is the caller's."""
@@ -230,7 +231,7 @@ async def _launch_tty(mgr: ContainerManager, rec: ContainerRecord, lv: Live, rt:
     return Process(pid, exit_future, output_done, cgroups_path(rec))
 
 
-def _build_spec(mgr: ContainerManager, rec: ContainerRecord, rootfs: Path, files_dir: Path,
+def _build_spec(mgr: Supervisor, rec: ContainerRecord, rootfs: Path, files_dir: Path,
                 binds: list[BindMount], netns: str) -> dict[str, Any]:
     from .specinput import spec_input
     from .spec import build_spec
@@ -239,7 +240,7 @@ def _build_spec(mgr: ContainerManager, rec: ContainerRecord, rootfs: Path, files
                       mgr.seccomp_profiles)
 
 
-async def _release_net_and_volumes(mgr: ContainerManager, rec: ContainerRecord) -> None:
+async def _release_net_and_volumes(mgr: Supervisor, rec: ContainerRecord) -> None:
     """The sandbox (netns, veths, port proxies) and the volume mounts of one run."""
     try:
         await mgr.networks.release(rec.id)
@@ -268,7 +269,7 @@ async def _delete(rt: OCIRuntime, cid: str, *, exited: bool = False) -> None:
         log.warning("deleting the runtime state of %s: %s", short_id(cid), e)
 
 
-def _rootfs_released(mgr: ContainerManager, rec: ContainerRecord) -> None:
+def _rootfs_released(mgr: Supervisor, rec: ContainerRecord) -> None:
     """Unmount the container's rootfs (nothing happens where it is not mounted) and remove its
     bundle. Blocking: run it in a thread."""
     from ..snapshots.mount import unmount
@@ -278,11 +279,11 @@ def _rootfs_released(mgr: ContainerManager, rec: ContainerRecord) -> None:
     remove_tree_quietly(bundle)
 
 
-async def _release_rootfs(mgr: ContainerManager, rec: ContainerRecord) -> None:
+async def _release_rootfs(mgr: Supervisor, rec: ContainerRecord) -> None:
     await asyncio.to_thread(_rootfs_released, mgr, rec)
 
 
-async def teardown(mgr: ContainerManager, rec: ContainerRecord, proc: Process) -> bool:
+async def teardown(mgr: Supervisor, rec: ContainerRecord, proc: Process) -> bool:
     """After the init exited: was it an OOM kill (asked before the runtime's delete removes the
     cgroup), then network and volumes go -- what other containers may be waiting for (an
     address, a published port). The rootfs mount and bundle, the runtime's state and the cgroups
@@ -310,7 +311,7 @@ async def teardown(mgr: ContainerManager, rec: ContainerRecord, proc: Process) -
     return oom
 
 
-async def release_after_exit(mgr: ContainerManager, rec: ContainerRecord, rt: OCIRuntime,
+async def release_after_exit(mgr: Supervisor, rec: ContainerRecord, rt: OCIRuntime,
                              cgroups: str) -> None:
     """The rootfs mount and bundle, the cgroup directories, then the runtime's record of the
     exited container.
@@ -361,7 +362,7 @@ def remove_cgroup_dirs(cgroups_path: str) -> None:
             pass
 
 
-async def cleanup_leftovers(mgr: ContainerManager, records: list[ContainerRecord]) -> None:
+async def cleanup_leftovers(mgr: Supervisor, records: list[ContainerRecord]) -> None:
     """What a crash left: runtime state (and processes), mounts and bundles."""
     from ..snapshots.mount import unmount_all_under
 

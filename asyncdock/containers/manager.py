@@ -11,9 +11,8 @@ import logging
 import os
 import signal as signal_mod
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..base import errors
 from ..clock import within
@@ -27,7 +26,8 @@ from . import names as names_mod
 from .backoff import next_delay
 from .createplan import DaemonFacts, plan_create
 from .deps import ContainerDeps
-from .exec import ExecStore
+from .execstore import ExecStore
+from .live import Live
 from .models import RESTART_POLICIES, ZERO_TIME, ContainerRecord, CreateRequest, HostConfig, MountPoint, State
 from .resources import check_resources, check_update, update_resources
 from .stdio import OutputHub
@@ -59,26 +59,6 @@ def parse_signal(value: str | int | None, default: int = signal_mod.SIGKILL) -> 
     if sig is None:
         raise errors.InvalidParameter(f"Invalid signal: {value}")
     return int(sig)
-
-
-@dataclass
-class Live:
-    """What exists only while the daemon runs: the process, its output, the waiters."""
-
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    hub: OutputHub = field(default_factory=OutputHub)
-    stdin_w: asyncio.WriteTransport | None = None
-    stdin_queue: asyncio.Queue[bytes | None] | None = None
-    exit_waiters: list[asyncio.Future[int]] = field(default_factory=list)
-    removed_waiters: list[asyncio.Future[int]] = field(default_factory=list)
-    started: asyncio.Event = field(default_factory=asyncio.Event)
-    monitor: asyncio.Task[None] | None = None
-    restart_timer: asyncio.Task[None] | None = None
-    removing: bool = False
-    log_writer: Any = None
-    pid: int = 0
-    console: Any = None  # the pty master of a TTY container (containers/tty.py)
-    health: Any = None  # health.HealthMonitor while a check runs
 
 
 class ContainerManager:
@@ -916,3 +896,11 @@ async def _logged(coro: Any, what: str) -> None:
         await coro
     except Exception as e:
         log.warning("%s: %s", what, e)
+
+
+if TYPE_CHECKING:
+    from .supervisor import Supervisor
+
+    def _supervises(mgr: ContainerManager) -> Supervisor:
+        """For mypy: the manager is the Supervisor its helpers are typed against."""
+        return mgr

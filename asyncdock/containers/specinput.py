@@ -11,10 +11,10 @@ from .spec import (DEFAULT_PATH_ENV, BindMount, DeviceMapping, SpecInput, TmpfsM
                    path_from_env, resolve_in_rootfs, resolve_user)
 
 if TYPE_CHECKING:
-    from .manager import ContainerManager
+    from .supervisor import Supervisor
 
 
-def _ns_path(mgr: ContainerManager, mode: str, kind: str) -> str:
+def _ns_path(mgr: Supervisor, mode: str, kind: str) -> str:
     ref = mode.split(":", 1)[1]
     other = mgr.store.get(ref)
     pid = mgr.live(other).pid
@@ -63,7 +63,7 @@ def _group_ids(rootfs: Path, groups: list[str]) -> list[int]:
     return out
 
 
-def spec_input(mgr: ContainerManager, rec: ContainerRecord, rootfs: Path, files_dir: Path,
+def spec_input(mgr: Supervisor, rec: ContainerRecord, rootfs: Path, files_dir: Path,
                cgroups_path: str, *, binds: list[BindMount], netns: str) -> SpecInput:
     """`binds` are the volume manager's (-v, --mount bind/volume, VOLUME, --volumes-from);
     `netns` the network manager's sandbox: "host", "none" or a namespace path ("" for

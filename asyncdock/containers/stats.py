@@ -8,7 +8,7 @@ import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .models import ContainerRecord
 from ..base.timefmt import rfc3339nano
@@ -17,6 +17,10 @@ ZERO_TIME = "0001-01-01T00:00:00Z"
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _NS = 1_000_000_000
 
+
+
+if TYPE_CHECKING:
+    from .supervisor import Supervisor
 
 def _read(path: Path) -> str | None:
     try:
@@ -253,7 +257,7 @@ def document(rec: ContainerRecord, now: dict[str, Any] | None, read_ns: int,
     return doc
 
 
-async def readings(mgr: Any, rec: ContainerRecord, *, stream: bool, one_shot: bool) -> AsyncIterator[dict[str, Any]]:
+async def readings(mgr: Supervisor, rec: ContainerRecord, *, stream: bool, one_shot: bool) -> AsyncIterator[dict[str, Any]]:
     """The documents `docker stats` gets: one a second while the container runs with `stream`,
     else one (after a first second for the CPU delta, unless `one_shot`: precpu stays empty)."""
     from .launcher import cgroups_path
