@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from . import plugins
-from .clock import Clock, SystemClock
+from .base.clock import Clock, SystemClock
 from .config import DaemonConfig
 from .events import EventBus
 from .leftovers import Leftovers

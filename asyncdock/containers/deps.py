@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..clock import Clock, SystemClock
+from ..base.clock import Clock, SystemClock
 from ..events.sink import EventSink
 from ..leftovers import CleanupQueue
 from ..logs.base import LogDriver

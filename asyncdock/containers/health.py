@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..clock import within
+from ..base.clock import within
 from ..util.errtext import client_text
 from ..base.ids import short_id
 from .models import Health, HealthLogEntry

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..base import errors
-from ..clock import within
+from ..base.clock import within
 from ..util.errtext import client_text, os_error_text
 from ..util.fsflags import mark_topdir
 from ..util.fstree import remove_tree

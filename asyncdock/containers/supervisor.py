@@ -9,7 +9,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..clock import Clock
+from ..base.clock import Clock
 from ..snapshots.base import Snapshotter
 from .deps import ExitWatch, LogDrivers, NetworkAttacher, RuntimeSet, VolumeMounter
 from .execstore import ExecStore

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Coroutine, Iterable
 from typing import Any, TypeVar
 
-from ..clock import Clock, SystemClock, within
+from ..base.clock import Clock, SystemClock, within
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from asyncdock.clock import Clock, SystemClock, within
+from asyncdock.base.clock import Clock, SystemClock, within
 from tests.support.fakeclock import START_MONOTONIC, START_NS, FakeClock
 
 
