@@ -8,8 +8,7 @@ from typing import Any
 import msgspec
 
 from ..base.healthcheck import HealthConfig
-
-ZERO_TIME = "0001-01-01T00:00:00Z"
+from ..base.timefmt import ZERO_TIME
 
 
 class ContainerConfig(msgspec.Struct, rename="pascal"):

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from .models import ContainerRecord
 from ..base.timefmt import rfc3339nano
+from ..base.timefmt import ZERO_TIME
 
-ZERO_TIME = "0001-01-01T00:00:00Z"
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _NS = 1_000_000_000
 

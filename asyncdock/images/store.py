@@ -27,10 +27,10 @@ from ..util.atomic import atomic_write_json
 from ..util.corrupt import move_aside
 from ..base.ids import short_id
 from ..base.oci import ContainerConfig, ImageConfig, decode_config
+from ..base.timefmt import ZERO_TIME
 
 log = logging.getLogger(__name__)
 
-ZERO_TIME = "0001-01-01T00:00:00Z"
 
 
 class LayerBlob(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
