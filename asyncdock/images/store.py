@@ -27,7 +27,6 @@ from ..util.atomic import atomic_write_json
 from ..util.corrupt import move_aside
 from ..base.ids import short_id
 from ..base.oci import ContainerConfig, ImageConfig, decode_config
-from ..base.timefmt import ZERO_TIME
 
 log = logging.getLogger(__name__)
 
