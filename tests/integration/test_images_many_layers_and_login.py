@@ -1,4 +1,4 @@
-"""Issue 2 through the docker CLI: a 120-layer image pulled, mounted and run (mount options stay
+"""Through the docker CLI: a 120-layer image pulled, mounted and run (mount options stay
 short enough), and `docker login` + a pull that needs the credentials (X-Registry-Auth)."""
 from __future__ import annotations
 
