@@ -77,16 +77,16 @@ def _merge_config(req: CreateRequest, image: oci.ContainerConfig | None, cid: st
     """The image's config under the request's, as Docker merges them (daemon/create.go, with
     daemon/commit.go's merge).
 
-    Where moby's merge differs, ours is kept as it has always been: the image's Env comes first
-    (moby appends the image's after the request's), a request's Healthcheck replaces the image's
-    whole (moby fills the fields it leaves zero from the image's), and the image's ArgsEscaped
-    (Windows only) is not taken with its Cmd."""
+    The request's Env comes first, then the image's entries it does not name (moby appends the
+    image's after the user's). Where moby's merge differs, ours is kept as it has always been: a
+    request's Healthcheck replaces the image's whole (moby fills the fields it leaves zero from
+    the image's), and the image's ArgsEscaped (Windows only) is not taken with its Cmd."""
     ic = image if image is not None else oci.ContainerConfig()
     cfg = ContainerConfig(**{f: getattr(req, f) for f in ContainerConfig.__struct_fields__})
     img_env = list(ic.env or [])
     if img_env:
         keys = {e.split("=", 1)[0] for e in (cfg.env or [])}
-        cfg.env = [e for e in img_env if e.split("=", 1)[0] not in keys] + list(cfg.env or [])
+        cfg.env = list(cfg.env or []) + [e for e in img_env if e.split("=", 1)[0] not in keys]
     if cfg.entrypoint is None or (not cfg.entrypoint and not cfg.cmd):
         if cfg.entrypoint is None:
             cfg.entrypoint = list(ic.entrypoint or []) or None

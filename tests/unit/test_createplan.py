@@ -118,11 +118,11 @@ def test_an_empty_string_entrypoint_clears_the_entrypoint() -> None:
 
 # --------------------------------------------------------------------------- the rest of Config
 
-def test_env_image_first_and_the_request_overrides_by_name() -> None:
+def test_env_request_first_then_the_image_entries_it_does_not_name() -> None:
     image = oci.ContainerConfig(env=["PATH=/usr/bin", "LANG=C", "EMPTY="], cmd=["x"])
     rec = plan(image, env=["LANG=en_US.UTF-8", "DEBUG=1", "EMPTY"])
-    # the image's entries the request does not name, then the request's, in order
-    assert rec.config.env == ["PATH=/usr/bin", "LANG=en_US.UTF-8", "DEBUG=1", "EMPTY"]
+    # moby's merge (daemon/commit.go): the user's Env, then each image entry whose name it lacks
+    assert rec.config.env == ["LANG=en_US.UTF-8", "DEBUG=1", "EMPTY", "PATH=/usr/bin"]
     assert plan(image).config.env == ["PATH=/usr/bin", "LANG=C", "EMPTY="]
     assert plan(cmd=["x"], env=None).config.env is None
 
