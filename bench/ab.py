@@ -30,6 +30,7 @@ BENCHES: dict[str, list[str]] = {
     "list": [],
     "ping": [],
     "events": [],
+    "memory": [],  # the daemons' pids are added below
 }
 
 
@@ -66,7 +67,10 @@ def main() -> int:
                 print(f"== {name} (A = new {a.new}, B = old {a.old})", flush=True)
                 cmd = [sys.executable, str(ROOT / "bench" / f"{name}.py"), "--host", str(new.socket),
                        "--vs", str(old.socket), *BENCHES[name]]
-                if name not in ("events",):
+                if name == "memory":
+                    assert new.proc is not None and old.proc is not None
+                    cmd += ["--pid", str(new.proc.pid), "--vs-pids", str(old.proc.pid)]
+                elif name not in ("events",):
                     cmd += ["--runs", str(a.runs)]
                 subprocess.run(cmd, check=False)
         finally:
