@@ -28,11 +28,11 @@ from .createplan import DaemonFacts, plan_create
 from .deps import ContainerDeps
 from .execstore import ExecStore
 from .live import Live
-from .models import RESTART_POLICIES, ZERO_TIME, ContainerRecord, CreateRequest, HostConfig, MountPoint, State
+from .models import RESTART_POLICIES, ContainerRecord, CreateRequest, HostConfig, MountPoint, State
 from .resources import check_resources, check_update, update_resources
 from .stdio import OutputHub
 from .store import ContainerStore
-from ..base.timefmt import rfc3339nano
+from ..base.timefmt import ZERO_TIME, rfc3339nano
 
 log = logging.getLogger(__name__)
 

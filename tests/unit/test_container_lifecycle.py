@@ -13,7 +13,7 @@ import pytest
 
 from asyncdock.base import errors
 from asyncdock.base.timefmt import rfc3339nano
-from asyncdock.containers.models import ZERO_TIME
+from asyncdock.base.timefmt import ZERO_TIME
 from tests.support.fakeclock import START_NS
 from tests.support.fakeengine import fake_engine, in_turn, inspect_state
 from tests.support.fakeruntime import Behaviour, Handler

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from asyncdock.base import errors
-from asyncdock.containers.models import ZERO_TIME, HostConfig
+from asyncdock.base.timefmt import ZERO_TIME
+from asyncdock.containers.models import HostConfig
 from tests.support.fakeengine import FakeEngine, fake_engine, in_turn, inspect_state
 from tests.support.fakeruntime import Behaviour, FakeRuntime
 

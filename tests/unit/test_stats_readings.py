@@ -7,7 +7,8 @@ import pytest
 
 from asyncdock.containers.manager import Live
 from asyncdock.containers.models import ContainerConfig, ContainerRecord, HostConfig
-from asyncdock.containers.stats import ZERO_TIME, readings
+from asyncdock.base.timefmt import ZERO_TIME
+from asyncdock.containers.stats import readings
 
 pytestmark = pytest.mark.anyio
 
