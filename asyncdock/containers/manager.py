@@ -867,7 +867,7 @@ def _kill_leftover_processes(rec: ContainerRecord) -> None:
     """Processes of a container that was running when the daemon died and that the runtime's
     delete did not take with it (the runtime lost its state in the crash): killed, and waited
     for (boundedly) so that the cgroups can go."""
-    from ..runtime.cgroups import existing_cgroup_dirs, kill_cgroup_processes
+    from ..runtime.cgroups import cgroup_pids, kill_cgroup_processes
     from .launcher import cgroups_path
 
     path = cgroups_path(rec)
@@ -876,8 +876,7 @@ def _kill_leftover_processes(rec: ContainerRecord) -> None:
     log.info("killed the processes of %s left by a previous run", short_id(rec.id))
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        if all(not (d / "cgroup.procs").read_text().strip() for d in existing_cgroup_dirs(path)
-               if (d / "cgroup.procs").exists()):
+        if not cgroup_pids(path, nested=True):
             return
         time.sleep(0.02)  # the kernel takes a moment to reap a killed task out of its cgroup
     log.warning("processes of %s left by a previous run did not exit", short_id(rec.id))

@@ -4,23 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from pathlib import Path
 
 from ..base import errors
+from ..runtime.cgroups import cgroup_pids
 from .models import ContainerRecord
-
-
-def container_pids(cgroups_path: str) -> set[int]:
-    from ..runtime.cgroups import existing_cgroup_dirs
-
-    pids: set[int] = set()
-    for d in existing_cgroup_dirs(cgroups_path):
-        try:
-            text = (Path(d) / "cgroup.procs").read_text()
-        except OSError:
-            continue
-        pids.update(int(x) for x in text.split() if x.isdigit())
-    return pids
 
 
 def parse_ps(output: str, pids: set[int]) -> dict[str, list]:
@@ -57,7 +44,7 @@ async def top(rec: ContainerRecord, ps_args: str) -> dict[str, list]:
     if rec.state.restarting:
         raise errors.Conflict(f"Container {rec.id} is restarting, wait until the container is running")
     args = ps_args.split() if ps_args else ["-ef"]
-    pids = await asyncio.to_thread(container_pids, cgroups_path(rec))
+    pids = await asyncio.to_thread(cgroup_pids, cgroups_path(rec))
     proc = await asyncio.create_subprocess_exec("ps", *args, stdin=subprocess.DEVNULL,
                                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = await proc.communicate()

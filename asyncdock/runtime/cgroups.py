@@ -136,25 +136,74 @@ def oom_killed(cgroups_path: str) -> bool:
     return _counter(d / "memory.oom_control", "oom_kill") > 0
 
 
-def kill_cgroup_processes(cgroups_path: str) -> int:
-    """SIGKILL every process still in a container's cgroups (and their children); returns how
-    many were signalled. For recovery, where the runtime no longer knows the container (its
-    state went halfway in a crash) but its processes live on. A frozen v1 freezer is thawed
-    first: a frozen task does not die until it runs again. The pids come from the kernel's
-    cgroup files, never from the container."""
+def _read_at(dir_fd: int, name: str) -> str:
     import os
-    import signal
+
+    fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        return os.read(fd, 1 << 20).decode()
+    finally:
+        os.close(fd)
+
+
+def _thaw(dir_fd: int) -> None:
+    """A frozen v1 freezer thawed: a frozen task does not die until it runs again."""
+    import os
+
+    try:
+        if _read_at(dir_fd, "freezer.state").strip() == "THAWED":
+            return
+        fd = os.open("freezer.state", os.O_WRONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return  # no freezer in this hierarchy
+    try:
+        os.write(fd, b"THAWED")
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def cgroup_pids(cgroups_path: str, *, nested: bool = False, thaw: bool = False) -> set[int]:
+    """Host pids in a container's cgroups, one per hierarchy (`docker top`'s set); `nested`:
+    in the cgroups a container made below them too, walked iteratively to any depth; `thaw`:
+    frozen freezers are thawed on the way. Unreadable or vanishing directories are skipped.
+    The pids come from the kernel's cgroup files, never from the container."""
+    import os
+
+    from ..util.fstree import walk
 
     pids: set[int] = set()
     for top in existing_cgroup_dirs(cgroups_path):
-        for d in [top, *(p for p in top.rglob("*") if p.is_dir())]:
-            freezer = d / "freezer.state"
-            try:
-                if freezer.exists() and freezer.read_text().strip() != "THAWED":
-                    freezer.write_text("THAWED")
-                pids |= {int(x) for x in (d / "cgroup.procs").read_text().split()}
-            except (OSError, ValueError):
-                continue
+        try:
+            dirs = (((e.dir_fd, e.name) for e in walk(top, stat_leaves=False) if e.is_dir) if nested
+                    else iter([(None, str(top))]))
+            for parent_fd, name in dirs:
+                try:
+                    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=parent_fd)
+                except OSError:
+                    continue
+                try:
+                    if thaw:
+                        _thaw(fd)
+                    pids.update(int(x) for x in _read_at(fd, "cgroup.procs").split() if x.isdigit())
+                except OSError:
+                    pass
+                finally:
+                    os.close(fd)
+        except OSError:
+            continue
+    return pids
+
+
+def kill_cgroup_processes(cgroups_path: str) -> int:
+    """SIGKILL every process still in a container's cgroups (and in the ones below them);
+    returns how many were signalled. For recovery, where the runtime no longer knows the
+    container (its state went halfway in a crash) but its processes live on."""
+    import os
+    import signal
+
+    pids = cgroup_pids(cgroups_path, nested=True, thaw=True)
     for pid in pids:
         try:
             os.kill(pid, signal.SIGKILL)
