@@ -10,9 +10,8 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -63,20 +62,10 @@ def ip_json(ns: str, *args: str) -> Any:
     return json.loads(ip(ns, "-j", *args).stdout or "[]")
 
 
-@pytest.fixture
-def tmp() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="adnl", dir="/tmp"))
-    yield d
-    for p in sorted(d.rglob("*"), reverse=True):
-        if os.path.ismount(p):  # a netns pin a failed test left
-            netns.remove(p)
-    shutil.rmtree(d)
-
-
-def test_netns_create_run_in_and_remove(tmp: Path) -> None:
+def test_netns_create_run_in_and_remove(scratch: Path) -> None:
     def body() -> None:
         mine = os.stat(here()).st_ino
-        path = tmp / "c"
+        path = scratch / "c"
         netns.create(path)
         assert os.stat(path).st_ino != mine
         # a socket made inside stays inside: it sees the new netns' loopback only, still down
@@ -92,9 +81,9 @@ def test_netns_create_run_in_and_remove(tmp: Path) -> None:
         netns.remove(path)  # idempotent
         assert not path.exists()
         with pytest.raises(FileExistsError):
-            (tmp / "d").touch()
-            netns.create(tmp / "d")
-        (tmp / "d").unlink()
+            (scratch / "d").touch()
+            netns.create(scratch / "d")
+        (scratch / "d").unlink()
 
     private(body)
 
@@ -110,9 +99,9 @@ def test_run_in_fresh_is_a_throwaway_netns() -> None:
     assert outer != inner
 
 
-def test_bridge_veth_into_netns_address_route_reachable(tmp: Path) -> None:
+def test_bridge_veth_into_netns_address_route_reachable(scratch: Path) -> None:
     def body() -> None:
-        c = tmp / "c"
+        c = scratch / "c"
         netns.create(c)
         fd = os.open(c, os.O_RDONLY | os.O_CLOEXEC)
         try:
@@ -199,12 +188,12 @@ def _veth_into(nl: Netlink, path: Path, name: str) -> int:
         os.close(fd)
 
 
-def test_reaper_waits_for_the_kernel_to_delete_a_veth_with_its_netns(tmp: Path) -> None:
+def test_reaper_waits_for_the_kernel_to_delete_a_veth_with_its_netns(scratch: Path) -> None:
     async def main() -> None:
         r = LinkReaper(grace=60)
         r.start()
         try:
-            c = tmp / "c"
+            c = scratch / "c"
             netns.create(c)
             with Netlink() as nl:
                 index = _veth_into(nl, c, "vethr0")
@@ -222,14 +211,14 @@ def test_reaper_waits_for_the_kernel_to_delete_a_veth_with_its_netns(tmp: Path) 
     private(lambda: asyncio.run(asyncio.wait_for(main(), 60)))
 
 
-def test_reaper_deletes_what_does_not_go_by_itself(tmp: Path) -> None:
+def test_reaper_deletes_what_does_not_go_by_itself(scratch: Path) -> None:
     """A netns something else keeps alive keeps its veth: after the grace (or at a settle with
     a timeout) the fallback deletes it."""
     async def main() -> None:
         for grace, timeout in ((0.05, None), (60, 0.0)):
             r = LinkReaper(grace=grace)
             r.start()
-            c = tmp / "c"
+            c = scratch / "c"
             netns.create(c)  # stays pinned: nothing deletes the veth but us
             try:
                 with Netlink() as nl:
@@ -251,12 +240,12 @@ def test_reaper_deletes_what_does_not_go_by_itself(tmp: Path) -> None:
     private(lambda: asyncio.run(asyncio.wait_for(main(), 60)))
 
 
-def test_reaper_recovers_from_missed_notifications(tmp: Path) -> None:
+def test_reaper_recovers_from_missed_notifications(scratch: Path) -> None:
     """On ENOBUFS (notifications dropped) the reaper asks the kernel which links remain."""
     async def main() -> None:
         r = LinkReaper(grace=60)
         r.start()
-        c = tmp / "c"
+        c = scratch / "c"
         netns.create(c)
         try:
             assert r._nl is not None
@@ -281,13 +270,13 @@ def _manager(root: Path) -> NetworkManager:
 
 
 @pytest.mark.skipif(shutil.which("nft") is None, reason="needs nftables")
-def test_manager_stop_leaves_veth_to_the_kernel_and_reuses_addresses(tmp: Path) -> None:
+def test_manager_stop_leaves_veth_to_the_kernel_and_reuses_addresses(scratch: Path) -> None:
     """The whole manager in a private netns: an address comes back as soon as the stopped
     container's veth is gone (a /30 has one address: the next start waits for it), a fixed
     --ip can be taken again at once, `network rm` waits for the veths of stopped containers,
     a netns kept alive by someone else has its veth deleted after the grace."""
     async def main() -> None:
-        m = _manager(tmp / "root")
+        m = _manager(scratch / "root")
         await m.start()
         m.reaper.grace = 0.2
         try:
@@ -330,6 +319,6 @@ def test_manager_stop_leaves_veth_to_the_kernel_and_reuses_addresses(tmp: Path) 
             await m.shutdown()
         with Netlink() as nl:
             assert [lk.name for lk in nl.links() if lk.alias.startswith("asyncdock:")] == []
-        assert not any((tmp / "root" / "exec" / "netns").iterdir())
+        assert not any((scratch / "root" / "exec" / "netns").iterdir())
 
     private(lambda: asyncio.run(asyncio.wait_for(main(), 120)))
