@@ -22,7 +22,7 @@ from ..util.fstree import remove_tree_quietly, walk
 from ..base.ids import short_id
 from ..util.tasks import uncancellable
 from .etcfiles import write_etc_files
-from .links import at_start as links_at_start
+from .links import NO_LINKS, at_start as links_at_start
 from .models import ContainerRecord
 from .stdio import open_stdio_pipes, start_stdio_pipes
 
@@ -95,7 +95,8 @@ async def launch(mgr: Supervisor, rec: ContainerRecord, lv: Live) -> Process:
         # runtime does anything (Docker's order).
         net = mgr.networks
         # the targets of legacy links must run on the default bridge (Docker's start errors)
-        linked = links_at_start(rec, mgr.store.find, net.bridge_address, with_env=mgr.settings.legacy_link_env)
+        linked = links_at_start(rec, mgr.store.find, net.bridge_address, with_env=mgr.settings.legacy_link_env) \
+            if rec.links else NO_LINKS
         sandbox = await net.container_start(rec.id)
         hc = rec.host_config
         await net.publish(rec.id, hc.port_bindings, rec.config.exposed_ports, hc.publish_all_ports)

@@ -129,6 +129,9 @@ class StartLinks:
     hosts: list[str]  # /etc/hosts lines, each ending in a newline
 
 
+NO_LINKS = StartLinks([], [])
+
+
 def at_start(rec: ContainerRecord, find: Find, bridge_address: Callable[[str], str | None], *,
              with_env: bool) -> StartLinks:
     """What the links of a starting container give it; raises when a target cannot be reached
