@@ -4,7 +4,11 @@ from __future__ import annotations
 import pytest
 
 from asyncdock.base import errors
+from pathlib import Path
+
 from asyncdock.containers.links import link_env, parse_link, split_link_ref
+from asyncdock.containers.models import ContainerConfig, ContainerRecord, HostConfig, LinkRecord
+from asyncdock.containers.store import ContainerStore
 
 
 @pytest.mark.parametrize("value,expected", [
@@ -42,3 +46,27 @@ def test_env_ranges_tcp_first_and_skipped_vars() -> None:
 
 def test_env_without_ports() -> None:
     assert link_env("/a/b", "10.0.0.3", [], {}) == ["B_NAME=/a/b"]
+
+
+def _rec(cid: str, name: str, links: list[LinkRecord] | None = None) -> ContainerRecord:
+    return ContainerRecord(id=cid, name=name, created="", created_ns=0, image="busybox", image_id="sha256:x",
+                           path="true", args=[], config=ContainerConfig(), host_config=HostConfig(),
+                           links=links or [])
+
+
+def test_store_link_names_survive_a_load_move_with_a_rename_and_go_with_the_target(tmp_path: Path) -> None:
+    target, parent = "a" * 64, "b" * 64
+    store = ContainerStore(tmp_path)
+    for rec in (_rec(target, "/db"), _rec(parent, "/app", [LinkRecord("db", target, "/db")])):
+        store.save(rec)
+    store = ContainerStore(tmp_path)
+    store.load()
+    assert store.get("app/db").id == target
+    assert store.link_names_of(target) == ["/app/db"]
+    app = store.get("app")
+    store.drop_link_names(app)
+    app.name = "/web"
+    store.add_link_names(app)
+    assert store.find("app/db") is None and store.get("/web/db").id == target
+    store.remove(store.get("db"))
+    assert store.find("web/db") is None and store.link_names_of(target) == []
