@@ -69,6 +69,7 @@ class NetworkAttacher(Protocol):
     def host_gateway_ip(self) -> str: ...
     def hosts_entries(self, cid: str, hostname: str) -> list[str]: ...
     def dns_servers(self, cid: str) -> list[str] | None: ...
+    def bridge_address(self, cid: str) -> str | None: ...
 
 
 class VolumeMounter(Protocol):
@@ -105,6 +106,9 @@ class ContainerSettings:
     storage_driver: str  # what inspect's Driver shows ("overlay2" for our overlay snapshotter)
     log_driver: str  # the daemon's log driver, for a container that names none
     log_opts: Mapping[str, str]  # its options, for a container that gives none
+    # Docker 29's escape hatch DOCKER_KEEP_DEPRECATED_LEGACY_LINKS_ENV_VARS=1: legacy links set
+    # their environment variables again (containers/links.py)
+    legacy_link_env: bool = False
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,8 @@ def host_gateway_ip() -> str:
         return "127.0.0.1"
 
 
-def hosts_file(rec: ContainerRecord, net: NetworkAttacher | None = None) -> str:
+def hosts_file(rec: ContainerRecord, net: NetworkAttacher | None = None, links: list[str] | None = None) -> str:
+    """`links`: the lines of legacy links (containers/links.py), after the container's own."""
     lines = [_HOSTS_BASE]
     for entry in rec.host_config.extra_hosts or []:
         name, _, ip = entry.partition(":")
@@ -43,6 +44,7 @@ def hosts_file(rec: ContainerRecord, net: NetworkAttacher | None = None) -> str:
         # the container's own address(es) and name, as Docker writes them
         lines.extend(line if line.endswith("\n") else line + "\n"
                      for line in net.hosts_entries(rec.id, rec.config.hostname))
+    lines.extend(links or ())
     return "".join(lines)
 
 
@@ -91,9 +93,10 @@ def resolv_conf(rec: ContainerRecord, host_resolv: str = "/etc/resolv.conf", net
     return out
 
 
-def write_etc_files(rec: ContainerRecord, files_dir: Path, net: NetworkAttacher | None = None) -> None:
+def write_etc_files(rec: ContainerRecord, files_dir: Path, net: NetworkAttacher | None = None,
+                    links: list[str] | None = None) -> None:
     files_dir.mkdir(parents=True, exist_ok=True)
     hostname = rec.config.hostname if rec.host_config.uts_mode != "host" else socket.gethostname()
     atomic_write_bytes(files_dir / "hostname", (hostname + "\n").encode(), durable=False, mode=0o644)
-    atomic_write_bytes(files_dir / "hosts", hosts_file(rec, net).encode(), durable=False, mode=0o644)
+    atomic_write_bytes(files_dir / "hosts", hosts_file(rec, net, links).encode(), durable=False, mode=0o644)
     atomic_write_bytes(files_dir / "resolv.conf", resolv_conf(rec, net=net).encode(), durable=False, mode=0o644)

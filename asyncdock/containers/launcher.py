@@ -22,6 +22,7 @@ from ..util.fstree import remove_tree_quietly, walk
 from ..base.ids import short_id
 from ..util.tasks import uncancellable
 from .etcfiles import write_etc_files
+from .links import NO_LINKS, at_start as links_at_start
 from .models import ContainerRecord
 from .stdio import open_stdio_pipes, start_stdio_pipes
 
@@ -93,6 +94,9 @@ async def launch(mgr: Supervisor, rec: ContainerRecord, lv: Live) -> Process:
         # The network side first: a published port already in use fails the start before the
         # runtime does anything (Docker's order).
         net = mgr.networks
+        # the targets of legacy links must run on the default bridge (Docker's start errors)
+        linked = links_at_start(rec, mgr.store.find, net.bridge_address, with_env=mgr.settings.legacy_link_env) \
+            if rec.links else NO_LINKS
         sandbox = await net.container_start(rec.id)
         hc = rec.host_config
         await net.publish(rec.id, hc.port_bindings, rec.config.exposed_ports, hc.publish_all_ports)
@@ -100,8 +104,8 @@ async def launch(mgr: Supervisor, rec: ContainerRecord, lv: Live) -> Process:
         from .spec import ExecutableError
 
         def etc_files_and_spec() -> dict[str, Any]:  # one thread hop for both
-            write_etc_files(rec, files_dir, net)
-            return _build_spec(mgr, rec, rootfs, files_dir, binds, sandbox.netns)
+            write_etc_files(rec, files_dir, net, linked.hosts)
+            return _build_spec(mgr, rec, rootfs, files_dir, binds, sandbox.netns, linked.env)
 
         try:
             spec = await asyncio.to_thread(etc_files_and_spec)
@@ -232,11 +236,12 @@ async def _launch_tty(mgr: Supervisor, rec: ContainerRecord, lv: Live, rt: OCIRu
 
 
 def _build_spec(mgr: Supervisor, rec: ContainerRecord, rootfs: Path, files_dir: Path,
-                binds: list[BindMount], netns: str) -> dict[str, Any]:
+                binds: list[BindMount], netns: str, link_env: list[str] | None = None) -> dict[str, Any]:
     from .specinput import spec_input
     from .spec import build_spec
 
-    return build_spec(spec_input(mgr, rec, rootfs, files_dir, cgroups_path(rec), binds=binds, netns=netns),
+    return build_spec(spec_input(mgr, rec, rootfs, files_dir, cgroups_path(rec), binds=binds, netns=netns,
+                                 link_env=link_env),
                       mgr.seccomp_profiles)
 
 

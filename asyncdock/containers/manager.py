@@ -22,6 +22,7 @@ from ..util.fstree import remove_tree
 from ..base.ids import is_full_id, new_id, short_id
 from ..util.tasks import TaskSet
 from ..hostinfo import host_facts
+from . import links as links_mod
 from . import names as names_mod
 from .backoff import next_delay
 from .createplan import DaemonFacts, plan_create
@@ -237,6 +238,7 @@ class ContainerManager:
                           facts=self.facts, container_dir=self.store.dir(cid))
         hc = rec.host_config
         self._check_modes(hc)
+        rec.links = links_mod.plan(rec, self.store.find)
         endpoints = body.networking_config.endpoints_config if body.networking_config else None
         self.networks.validate_mode(hc.network_mode, endpoints)
         self.store.reserve_name(full, cid)
@@ -267,6 +269,7 @@ class ContainerManager:
         except BaseException:
             self.store.release_name(full, cid)
             raise
+        self.store.add_link_names(rec)
         self.publish(rec, "create")
         return rec
 
@@ -718,8 +721,32 @@ class ContainerManager:
             self.store.release_name(full, rec.id)
             raise
         self.store.release_name(old, rec.id)
+        self.store.drop_link_names(rec, old)  # they are /<name>/<alias>: they move with it
+        self.store.add_link_names(rec)
         await self.networks.container_renamed(rec.id, full)
         self.publish(rec, "rename", oldName=old)
+
+    async def remove_link(self, ref: str) -> None:
+        """`docker rm --link /parent/alias` (moby rmLink): the parent forgets the link; a parent
+        that runs keeps its /etc/hosts line until its next start, as in Docker."""
+        self.store.get(ref)  # what the name names now: "No such container" otherwise
+        parent_name, alias = links_mod.split_link_ref(ref)
+        if not parent_name:
+            raise errors.Conflict("Conflict, cannot remove the default link name of the container")
+        full = links_mod.link_name(parent_name, alias)
+        parent = self.store.find(parent_name)
+        if parent is None:
+            raise errors.NotFound(f"Cannot get parent {parent_name} for link name {full}")
+        kept = [link for link in parent.links if link.alias != alias]
+        if len(kept) != len(parent.links):
+            before = parent.links
+            parent.links = kept
+            try:
+                self._save(parent)
+            except BaseException:
+                parent.links = before
+                raise
+        self.store.drop_link_name(full)
 
     # ---------------------------------------------------------------- prune
     async def prune(self, filters: dict[str, list[str]]) -> tuple[list[str], int]:

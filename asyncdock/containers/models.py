@@ -222,6 +222,15 @@ class MountPoint(msgspec.Struct, rename="pascal"):
     driver: str | None = None
 
 
+class LinkRecord(msgspec.Struct):
+    """One legacy link of a container (containers/links.py): the target by id, since names
+    change; its name when linked, for the error once it is gone."""
+
+    alias: str  # as the linking container names it, without the "/<parent>/" path
+    target_id: str
+    target_name: str
+
+
 class ContainerRecord(msgspec.Struct, kw_only=True):
     """What the engine keeps on disk per container (its own schema, not Docker's)."""
 
@@ -246,3 +255,4 @@ class ContainerRecord(msgspec.Struct, kw_only=True):
     finished_ns: int = 0
     started_ns: int = 0
     stop_signal_default: str = "SIGTERM"
+    links: list[LinkRecord] = msgspec.field(default_factory=list)

@@ -29,7 +29,9 @@ def _command_string(path: str, args: tuple[str, ...]) -> str:
 
 
 def inspect(rec: ContainerRecord, *, files_dir: str, network_settings: dict[str, Any], size: tuple[int, int] | None = None,
-            exec_ids: list[str] | None = None, graph: dict[str, str] | None = None) -> dict[str, Any]:
+            exec_ids: list[str] | None = None, graph: dict[str, str] | None = None,
+            links: list[str] | None = None) -> dict[str, Any]:
+    """`links`: HostConfig.Links as Docker shows them (containers/links.inspect_links)."""
     state = msgspec.to_builtins(rec.state)
     if rec.state.restarting:
         # Docker keeps Running true while a policy restart is pending (State.SetRestarting)
@@ -38,6 +40,7 @@ def inspect(rec: ContainerRecord, *, files_dir: str, network_settings: dict[str,
         state.pop("Health", None)
     hc = msgspec.to_builtins(rec.host_config)
     hc.pop("Init", None) if rec.host_config.init is None else None
+    hc["Links"] = links
     # moby's omitempty fields of HostConfig: absent when unset or empty (KernelMemory and
     # KernelMemoryTCP since 1.42; api/shapes.py puts them back for older versions)
     for key in ("Mounts", "StorageOpt", "Sysctls", "Tmpfs", "Annotations", "KernelMemory", "KernelMemoryTCP"):
@@ -127,11 +130,12 @@ class ListItem(msgspec.Struct, rename={"id": "Id", "names": "Names", "image": "I
 
 
 def summary(rec: ContainerRecord, *, ports: list[dict[str, Any]], networks: dict[str, Any],
-            size: tuple[int, int] | None = None, now: int | None = None) -> ListItem:
+            size: tuple[int, int] | None = None, now: int | None = None,
+            link_names: list[str] | None = None) -> ListItem:
     st = rec.state
     health = st.health.status if st.health is not None else None
     item = ListItem(
-        id=rec.id, names=[rec.name], image=rec.image, image_id=rec.image_id,
+        id=rec.id, names=sorted([rec.name, *link_names]) if link_names else [rec.name], image=rec.image, image_id=rec.image_id,
         command=command_string(rec), created=rec.created_ns // 1_000_000_000, ports=ports,
         labels=rec.config.labels or {}, state=st.status,
         # the nanosecond twins of StartedAt/FinishedAt (set together), so no RFC 3339 parsing

@@ -64,10 +64,11 @@ def _group_ids(rootfs: Path, groups: list[str]) -> list[int]:
 
 
 def spec_input(mgr: Supervisor, rec: ContainerRecord, rootfs: Path, files_dir: Path,
-               cgroups_path: str, *, binds: list[BindMount], netns: str) -> SpecInput:
+               cgroups_path: str, *, binds: list[BindMount], netns: str,
+               link_env: list[str] | None = None) -> SpecInput:
     """`binds` are the volume manager's (-v, --mount bind/volume, VOLUME, --volumes-from);
     `netns` the network manager's sandbox: "host", "none" or a namespace path ("" for
-    container:X, joined here)."""
+    container:X, joined here); `link_env` what legacy links add (the container's own Env wins)."""
     cfg, hc = rec.config, rec.host_config
     env = list(cfg.env or [])
     keys = {e.split("=", 1)[0] for e in env}
@@ -77,6 +78,9 @@ def spec_input(mgr: Supervisor, rec: ContainerRecord, rootfs: Path, files_dir: P
         env.append(f"HOSTNAME={cfg.hostname}")
     if cfg.tty and "TERM" not in keys:
         env.append("TERM=xterm")
+    for entry in link_env or ():
+        if entry.split("=", 1)[0] not in keys:
+            env.append(entry)
     cwd = cfg.working_dir or "/"
     argv = [rec.path, *rec.args]
     find_executable(rootfs, rec.path, path_from_env(env), cwd)

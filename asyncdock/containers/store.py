@@ -41,6 +41,9 @@ class ContainerStore:
         mark_topdir(self.root)
         self._by_id: dict[str, ContainerRecord] = {}
         self._names: dict[str, str] = {}  # "/name" -> id
+        # legacy link names ("/parent/alias", containers/links.py) -> the target's id, which
+        # they also name in _names, as Docker's name registry does
+        self._link_names: dict[str, str] = {}
         # containers whose record was found unreadable: their files and snapshot are kept
         self.unreadable: set[str] = set()
 
@@ -67,6 +70,8 @@ class ContainerStore:
                 continue
             self._by_id[rec.id] = rec
             self._names[rec.name] = rec.id
+        for rec in self._by_id.values():
+            self.add_link_names(rec)
         return list(self._by_id.values())
 
     def purge_trash(self) -> bool:
@@ -99,6 +104,29 @@ class ContainerStore:
     def name_taken(self, name: str) -> bool:
         return name in self._names
 
+    def add_link_names(self, rec: ContainerRecord) -> None:
+        """Name each target of `rec`'s links `/<rec>/<alias>`; a name already taken stays with
+        its holder (Docker ignores that link's name)."""
+        for link in rec.links:
+            name = f"{rec.name}/{link.alias}"
+            if name not in self._names and link.target_id in self._by_id:
+                self._names[name] = link.target_id
+                self._link_names[name] = link.target_id
+
+    def drop_link_names(self, rec: ContainerRecord, parent_name: str | None = None) -> None:
+        """Release the link names of `rec`'s links (under `parent_name`, its name before a rename)."""
+        for link in rec.links:
+            self.drop_link_name(f"{parent_name or rec.name}/{link.alias}")
+
+    def drop_link_name(self, name: str) -> None:
+        cid = self._link_names.pop(name, None)
+        if cid is not None and self._names.get(name) == cid:
+            del self._names[name]
+
+    def link_names_of(self, cid: str) -> list[str]:
+        """The link names that name container `cid` (the container list shows them in Names)."""
+        return [n for n, i in self._link_names.items() if i == cid] if self._link_names else []
+
     async def add(self, rec: ContainerRecord) -> None:
         """Write a new record durably, then list it. The write (two fsyncs) runs in a thread:
         under a burst of creates, fsyncs in the event loop would stall every other request."""
@@ -121,6 +149,10 @@ class ContainerStore:
         crash."""
         self._by_id.pop(rec.id, None)
         self.release_name(rec.name, rec.id)
+        # its own links' names, and those that named it
+        self.drop_link_names(rec)
+        for name in self.link_names_of(rec.id):
+            self.drop_link_name(name)
         doomed = self.root / f"{_TRASH}{rec.id}-{uuid.uuid4().hex[:8]}"
         try:
             os.rename(self.dir(rec.id), doomed)

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from ..base.clock import Clock
 from ..snapshots.base import Snapshotter
-from .deps import ExitWatch, LogDrivers, NetworkAttacher, RuntimeSet, VolumeMounter
+from .deps import ContainerSettings, ExitWatch, LogDrivers, NetworkAttacher, RuntimeSet, VolumeMounter
 from .execstore import ExecStore
 from .live import Live
 from .models import ContainerRecord
@@ -20,6 +20,7 @@ from .store import ContainerStore
 
 
 class Supervisor(Protocol):
+    settings: ContainerSettings
     store: ContainerStore
     bundles: Path  # <exec-root>/bundles: one OCI bundle per running container
     runtimes: RuntimeSet

@@ -745,6 +745,14 @@ class NetworkManager:
         net = self.find("bridge")
         return net.gateway() if net is not None else ""
 
+    def bridge_address(self, cid: str) -> str | None:
+        """A running container's address on the default bridge (the target of a legacy link),
+        None when it is not on it."""
+        net = self.find("bridge")
+        sb = self.sandboxes.get(cid)
+        ep = sb.endpoints.get(net.id) if sb is not None and net is not None else None
+        return ep.ip if ep is not None and ep.ip else None
+
     def hosts_entries(self, cid: str, hostname: str) -> list[str]:
         """Lines Docker appends to /etc/hosts: `<ip>\t<hostname>` for the container's address."""
         sb = self.sandboxes.get(cid)

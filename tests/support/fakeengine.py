@@ -92,6 +92,9 @@ class _Networks:
     def dns_servers(self, cid: str) -> list[str] | None:
         return None
 
+    def bridge_address(self, cid: str) -> str | None:
+        return None
+
     async def release(self, cid: str, events: bool = True) -> None:
         pass
 

@@ -11,6 +11,7 @@ import msgspec
 
 from ...base import errors
 from ...containers import render
+from ...containers.links import create_warnings, inspect_links
 from ...containers.manager import parse_signal
 from ...containers.models import ContainerRecord, CreateRequest
 from ...base.filters import match_label, parse_filters
@@ -34,7 +35,7 @@ async def create(req: Request) -> Response:
         raise errors.InvalidParameter("config cannot be empty in order to create a container")
     warnings = shapes.accepts(shapes.CONTAINER_CREATE, body, req.api_version)
     rec = await _mgr(req).create(body, req.query.get("name") or None)
-    return json_response({"Id": rec.id, "Warnings": warnings}, status=201)
+    return json_response({"Id": rec.id, "Warnings": [*warnings, *create_warnings(rec)]}, status=201)
 
 
 _LIST_FILTERS = ("id", "name", "label", "label!", "status", "ancestor", "exited", "before", "since", "health",
@@ -86,7 +87,8 @@ def summary_of(req: Request, rec: ContainerRecord, size: tuple[int, int] | None 
                now: int | None = None) -> render.ListItem:
     net = req.engine.networks
     return render.summary(rec, size=size, ports=net.ports_list(rec.id, rec.config.exposed_ports),
-                          networks=net.networks_json(rec.id, rec.host_config.network_mode), now=now)
+                          networks=net.networks_json(rec.id, rec.host_config.network_mode), now=now,
+                          link_names=_mgr(req).store.link_names_of(rec.id))
 
 
 def _match(rec: ContainerRecord, f: dict[str, list[str]], ancestors: set[str] | None,
@@ -154,7 +156,7 @@ async def inspect(req: Request) -> Response:
     net = req.engine.networks
     settings = net.settings_json(rec.id, rec.config.exposed_ports, rec.host_config.network_mode)
     doc = render.inspect(rec, files_dir=str(mgr.store.dir(rec.id)), size=size, network_settings=settings,
-                         exec_ids=mgr.exec_ids(rec), graph=graph)
+                         exec_ids=mgr.exec_ids(rec), graph=graph, links=inspect_links(rec, mgr.store.find))
     return json_response(shapes.for_version(shapes.CONTAINER, doc, req.api_version))
 
 
@@ -211,6 +213,9 @@ async def rename(req: Request) -> Response:
 
 
 async def remove(req: Request) -> Response:
+    if req.arg_bool("link"):
+        await _mgr(req).remove_link(req.match["id"])
+        return empty_response(204)
     rec = _get(req)
     await _mgr(req).remove(rec, force=req.arg_bool("force"), volumes=req.arg_bool("v"))
     return empty_response(204)
@@ -286,4 +291,4 @@ def register(router: Router) -> None:
     router.add("GET", "/containers/{id}/attach/ws", attach_ws)
     router.add("POST", "/containers/{id}/update", update)
     router.add("GET", "/containers/{id}/logs", logs)
-    router.add("DELETE", "/containers/{id}", remove)
+    router.add("DELETE", "/containers/{id:.+}", remove)  # `rm --link` names /<parent>/<alias>

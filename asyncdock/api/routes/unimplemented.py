@@ -15,13 +15,6 @@ _LATER: tuple[tuple[str, str, str], ...] = (
     ("POST", "/images/load", "image load"),
     ("GET", "/images/search", "image search"),
     ("POST", "/session", "build sessions"),
-    ("GET", "/swarm", "swarm mode"), ("POST", "/swarm/{rest:.*}", "swarm mode"),
-    ("GET", "/nodes", "swarm nodes"), ("GET", "/nodes/{rest:.*}", "swarm nodes"),
-    ("GET", "/services", "swarm services"), ("GET", "/services/{rest:.*}", "swarm services"),
-    ("POST", "/services/{rest:.*}", "swarm services"),
-    ("GET", "/tasks", "swarm tasks"), ("GET", "/tasks/{rest:.*}", "swarm tasks"),
-    ("GET", "/secrets", "swarm secrets"), ("POST", "/secrets/{rest:.*}", "swarm secrets"),
-    ("GET", "/configs", "swarm configs"), ("POST", "/configs/{rest:.*}", "swarm configs"),
     ("GET", "/distribution/{name:.+}/json", "distribution inspect"),
     ("GET", "/plugins/privileges", "plugin install"), ("POST", "/plugins/pull", "plugin install"),
 )
@@ -51,4 +44,4 @@ def register(router: Router) -> None:
     router.add("GET", "/plugins/{name:.+}/json", plugin_get)
     for method, pattern, feature in _LATER:
         router.add(method, pattern, _later(feature))
-    # /networks and /volumes: routes/networks.py and routes/volumes.py
+    # /networks and /volumes: routes/networks.py and routes/volumes.py; swarm: routes/swarm.py
