@@ -1,8 +1,9 @@
 """Files in and out of a container: docker cp (`GET/HEAD/PUT /containers/{id}/archive`) and
 docker export, whose HTTP side is api/streams/archive.py.
 
-The container's root is its live root (`/proc/<pid>/root`, with its volumes and /etc files)
-while it runs, else its snapshot mounted for the time of the request. Everything is done in
+docker cp works in the container's files as cpview.py mounts them for the time of a request
+(its rootfs with its volumes, binds and /etc files, running or not, as Docker's view); docker
+export in its rootfs alone (the run's mount, else its snapshot mounted). Everything is done in
 the engine from a directory fd of that root, every path resolved by the kernel inside it
 (rootfs_fs: openat2 RESOLVE_IN_ROOT), tar streams written and read by our own code with
 numeric owners only (tarwrite, tarextract). There is no helper process and no chroot: a
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..base import errors
+from .cpview import container_files, covering_mount
 from .models import ContainerRecord
 from .rootfs_fs import open_dir, open_in_root, open_root, resolved_path
 from ..base.timefmt import rfc3339nano
@@ -76,7 +78,7 @@ def go_file_mode(st_mode: int) -> int:
 @contextlib.asynccontextmanager
 async def container_root(mgr: Supervisor, rec: ContainerRecord, *,
                          for_export: bool = False) -> AsyncIterator[Path]:
-    """The container's root for the time of an operation. A container that is not running
+    """The container's root for docker export. A container that is not running
     gets its snapshot mounted under the bundles directory (crash cleanup unmounts it), under
     the container's lock so that a start cannot race with the mount."""
     from ..snapshots.mount import is_mounted, mount, unmount
@@ -368,7 +370,7 @@ async def path_archive(mgr: Supervisor, rec: ContainerRecord, path: str,
     the container as the client did (`name_given`), when nothing is there."""
     if not path:
         raise errors.InvalidParameter("path must not be empty")  # moby: "Bad parameters: ..."
-    async with container_root(mgr, rec) as root:
+    async with container_files(mgr, rec) as root:
         root_fd = await _open_root(root)
         try:
             try:
@@ -380,32 +382,43 @@ async def path_archive(mgr: Supervisor, rec: ContainerRecord, path: str,
             os.close(root_fd)
 
 
+def _check_writable(rec: ContainerRecord, resolved: str) -> None:
+    """moby's checkWritablePath, on the extraction point with its symlinks resolved: a read-only
+    mount refuses, a writable one takes it even on a read-only rootfs (both 400s, as Docker 29)."""
+    mp = covering_mount(rec.mounts, resolved)
+    if mp is not None:
+        if not mp.rw:
+            raise errors.InvalidParameter("mounted volume is marked read-only")
+        return
+    if rec.host_config.readonly_rootfs:
+        raise errors.InvalidParameter("container rootfs is marked read-only")
+
+
 async def put_archive(mgr: Supervisor, rec: ContainerRecord, path: str, name_given: str,
                       body: AsyncGenerator[bytes, None], *, no_overwrite: bool) -> None:
     """Unpack the tar `body` into the directory `path` of the container (docker cp into it),
     reading `body` only as fast as it is unpacked."""
     if not path:
         raise errors.InvalidParameter("path must not be empty")
-    if rec.host_config.readonly_rootfs:
-        raise errors.Forbidden("container rootfs is marked read-only")
-    async with container_root(mgr, rec) as root:
+    async with container_files(mgr, rec) as root:
         abs_path = posixpath.normpath(posixpath.join("/", path))
         root_fd = await _open_root(root)
         feed = _BodyFeed(asyncio.get_running_loop(), body)
         try:
-            def dest_mode() -> int:
+            def dest() -> tuple[int, str]:
                 fd = open_in_root(root_fd, abs_path, os.O_PATH)
                 try:
-                    return os.fstat(fd).st_mode
+                    return os.fstat(fd).st_mode, resolved_path(root_fd, abs_path)
                 finally:
                     os.close(fd)
 
             try:
-                mode = await _in_thread(dest_mode)
+                mode, resolved = await _in_thread(dest)
             except (OSError, ValueError):
                 raise _not_found(path, name_given) from None
             if not stat_mod.S_ISDIR(mode):
                 raise errors.InvalidParameter("extraction point is not a directory")
+            _check_writable(rec, resolved)
             fut = _own_thread(lambda: extract(root_fd, abs_path, feed.chunks(), no_overwrite=no_overwrite),
                               f"archive-put-{rec.id[:12]}")
             try:

@@ -95,7 +95,14 @@ _FSCONFIG_SET_STRING = 1
 _FSCONFIG_CMD_CREATE = 6
 _FSMOUNT_CLOEXEC = 0x1
 _MOVE_MOUNT_F_EMPTY_PATH = 0x4
+_MOVE_MOUNT_T_EMPTY_PATH = 0x40
 _AT_FDCWD = -100
+_SYS_OPEN_TREE = 428
+_SYS_MOUNT_SETATTR = 442
+_OPEN_TREE_CLONE = 0x1
+_AT_EMPTY_PATH = 0x1000
+_AT_RECURSIVE = 0x8000
+_MOUNT_ATTR_RDONLY = 0x1
 # MS_* flag -> MOUNT_ATTR_* for fsmount()
 _ATTR_FOR_FLAG: tuple[tuple[int, int], ...] = (
     (MS_RDONLY, 0x1), (MS_NOSUID, 0x2), (MS_NODEV, 0x4), (MS_NOEXEC, 0x8),
@@ -112,6 +119,11 @@ _libc.syscall.restype = ctypes.c_long
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 # None until probed: does this kernel's overlay accept "lowerdir+" through fsconfig?
 _lowerdir_plus: bool | None = None
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
 
 
 class MountError(OSError):
@@ -317,6 +329,48 @@ def _mount_relative(m: Mount, target: Path, flags: int, data_opts: list[str]) ->
 def _umount2(target: str | os.PathLike[str], flags: int) -> None:
     if _libc.umount2(_b(target), flags | UMOUNT_NOFOLLOW) != 0:
         _raise_errno("umount", target)
+
+
+def bind_onto(source: str | os.PathLike[str], target_fd: int, *, readonly: bool) -> int:
+    """Bind the host path `source` (with its submounts) onto what `target_fd` (an O_PATH fd,
+    opened by the caller inside a container's root) is: no path is walked at the target, so a
+    symlink swapped in there cannot redirect the mount. The copy is private (nothing propagates
+    from or to where `source` is mounted) and, when `readonly`, read-only through and through.
+    Returns an O_PATH fd of the new mount's root, for detach_mount."""
+    tfd = _syscall(_SYS_OPEN_TREE, _AT_FDCWD, _b(source), _OPEN_TREE_CLONE | os.O_CLOEXEC | _AT_RECURSIVE)
+    if tfd < 0:
+        _raise_errno("open_tree", source)
+    try:
+        attr = _MountAttr(_MOUNT_ATTR_RDONLY if readonly else 0, 0, MS_PRIVATE, 0)
+        if _syscall(_SYS_MOUNT_SETATTR, tfd, b"", _AT_EMPTY_PATH | _AT_RECURSIVE, ctypes.byref(attr),
+                    ctypes.sizeof(attr)) < 0:
+            _raise_errno("mount_setattr", source)
+        if _syscall(_SYS_MOVE_MOUNT, tfd, b"", target_fd, b"",
+                    _MOVE_MOUNT_F_EMPTY_PATH | _MOVE_MOUNT_T_EMPTY_PATH) < 0:
+            _raise_errno("move_mount", source)
+    except BaseException:
+        os.close(tfd)
+        raise
+    return tfd
+
+
+def detach_mount(fd: int) -> None:
+    """Lazily detach the mount whose root `fd` is (bind_onto's answer), with everything mounted
+    below it, and close `fd`. Through the fd, not a path: the path may run through directories
+    a container can change. No error if it is gone already."""
+    try:
+        if _libc.umount2(_b(f"/proc/self/fd/{fd}"), MNT_DETACH) != 0:
+            err = ctypes.get_errno()
+            if err not in (errno.EINVAL, errno.ENOENT):
+                raise MountError(err, f"umount: {os.strerror(err)}", f"fd {fd}")
+    finally:
+        os.close(fd)
+
+
+def make_private(target: str | os.PathLike[str]) -> None:
+    """Make the mount at `target` private: what is mounted below it later stays here."""
+    if _libc.mount(None, _b(target), None, MS_PRIVATE, None) != 0:
+        _raise_errno("set mount propagation", target)
 
 
 def unmount(target: Path, *, detach: bool = False) -> None:

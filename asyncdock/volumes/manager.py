@@ -358,14 +358,15 @@ class VolumeManager:
             v.users.remove(cid)
             await asyncio.to_thread(self.store.save, v)
 
-    async def spec_binds(self, cid: str, mount_points: list[MountPoint]) -> list[BindMount]:
+    async def spec_binds(self, cid: str, mount_points: list[MountPoint], *, ref: str | None = None) -> list[BindMount]:
         """At container start: the bind mounts for the OCI spec (volumes mounted by their driver
-        first); emits `volume mount` events. tmpfs mount points are the spec's own business."""
+        first); emits `volume mount` events. tmpfs mount points are the spec's own business.
+        `ref`: the driver's user, when not the run of `cid` (docker cp's view of its files)."""
         out: list[BindMount] = []
         for mp in mount_points:
             if mp.type == "volume":
                 v = self.get(mp.name or "")
-                path = await asyncio.to_thread(self._driver(v.driver).mount, v.name, cid, dict(v.options or {}))
+                path = await asyncio.to_thread(self._driver(v.driver).mount, v.name, ref or cid, dict(v.options or {}))
                 out.append(BindMount(source=str(path), destination=mp.destination, readonly=not mp.rw,
                                      propagation=mp.propagation or ""))
                 self.bus.event("volume", "mount", v.name, {
@@ -376,15 +377,16 @@ class VolumeManager:
                                      propagation=mp.propagation if mp.propagation != "rprivate" else ""))
         return out
 
-    async def release_mounts(self, cid: str, mount_points: list[MountPoint]) -> None:
-        """At container stop: driver unmounts and `volume unmount` events."""
+    async def release_mounts(self, cid: str, mount_points: list[MountPoint], *, ref: str | None = None) -> None:
+        """At container stop (or the end of what `ref` took): driver unmounts and `volume
+        unmount` events."""
         for mp in mount_points:
             if mp.type != "volume" or not mp.name:
                 continue
             v = self.store.volumes.get(mp.name)
             if v is None:
                 continue
-            await asyncio.to_thread(self._driver(v.driver).unmount, v.name, cid)
+            await asyncio.to_thread(self._driver(v.driver).unmount, v.name, ref or cid)
             self.bus.event("volume", "unmount", v.name, {"container": cid, "driver": v.driver})
 
     async def container_removed(self, cid: str, mount_points: list[MountPoint], *, remove_anonymous: bool) -> None:

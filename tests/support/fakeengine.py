@@ -106,10 +106,10 @@ class _Volumes:
     async def prepare_mounts(self, cid: str, **kwargs: Any) -> list[Any]:
         return []
 
-    async def spec_binds(self, cid: str, mounts: Any) -> list[Any]:
+    async def spec_binds(self, cid: str, mounts: Any, *, ref: str | None = None) -> list[Any]:
         return []
 
-    async def release_mounts(self, cid: str, mounts: Any) -> None:
+    async def release_mounts(self, cid: str, mounts: Any, *, ref: str | None = None) -> None:
         pass
 
     async def container_removed(self, cid: str, mounts: Any, *, remove_anonymous: bool) -> None:
