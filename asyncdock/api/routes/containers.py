@@ -31,6 +31,8 @@ async def create(req: Request) -> Response:
     body = await req.json(CreateRequest)
     if body is None:
         raise errors.InvalidParameter("config cannot be empty in order to create a container")
+    if body.healthcheck is not None and req.api_version < (1, 44):
+        body.healthcheck.start_interval = 0  # added at 1.44: moby drops it for older clients
     rec = await _mgr(req).create(body, req.query.get("name") or None)
     return json_response({"Id": rec.id, "Warnings": []}, status=201)
 
