@@ -7,6 +7,8 @@ from typing import Annotated
 
 import msgspec
 
+from .base import apiversion
+
 DEFAULT_SOCKET = "/run/asyncdock.sock"
 DEFAULT_DATA_ROOT = "/var/lib/asyncdock"
 DEFAULT_EXEC_ROOT = "/run/asyncdock"
@@ -39,6 +41,8 @@ class DaemonConfig(msgspec.Struct, rename="kebab", forbid_unknown_fields=False):
     detach_keys: str = ""  # "": Docker's ctrl-p,ctrl-q
     # Where `certs.d/<host>/ca.crt` lives (dockerd: /etc/docker).
     config_dir: str = "/etc/asyncdock"
+    # The oldest Engine API version served (dockerd's key); "": 1.24. DOCKER_MIN_API_VERSION wins.
+    min_api_version: str = ""
 
     @property
     def unpack_limit(self) -> int:
@@ -63,6 +67,11 @@ def load_config(path: str | os.PathLike[str] | None, **overrides: object) -> Dae
         if value is not None:
             data[key.replace("_", "-")] = value
     try:
-        return msgspec.convert(data, DaemonConfig)
+        config = msgspec.convert(data, DaemonConfig)
     except msgspec.ValidationError as e:
         raise SystemExit(f"asyncdock: invalid configuration: {e}") from None
+    try:
+        apiversion.configured_minimum(config.min_api_version, os.environ)
+    except ValueError as e:
+        raise SystemExit(f"asyncdock: {e}") from None
+    return config

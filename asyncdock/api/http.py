@@ -170,7 +170,8 @@ class Request:
         self.headers = headers
         self.keep_alive = keep_alive
         self.match: dict[str, str] = {}
-        self.api_version: tuple[int, int] = (1, 41)
+        # set by App.prepare: the path's version, or the newest for an unversioned path
+        self.api_version: tuple[int, int] = (1, 54)
         self.engine: Any = None
         self.app: Any = None
         self._body = bytearray()

@@ -14,17 +14,15 @@ from typing import Any
 import msgspec
 
 from ..base.version import __version__
-from ..base import errors
+from ..base import apiversion, errors
 from ..util.errtext import client_text
 from .http import (DateCache, HttpConnection, Request, Response, Router, StreamResponse,
                    empty_response, error_response)
 
 log = logging.getLogger(__name__)
 
-API_VERSION = (1, 41)
-MIN_API_VERSION = (1, 24)
-API_VERSION_STR = "%d.%d" % API_VERSION
-MIN_API_VERSION_STR = "%d.%d" % MIN_API_VERSION
+API_VERSION = apiversion.NEWEST
+API_VERSION_STR = apiversion.text(API_VERSION)
 
 _VERSION_PREFIX = re.compile(r"^/v(\d+)\.(\d+)(/.*)$")
 
@@ -39,6 +37,9 @@ class App:
         self.router = Router()
         self.date = DateCache()
         self._inline: dict[Any, bool] = {}
+        # the served range's floor, checked by load_config already (a daemon with a bad one never starts)
+        self.min_version = apiversion.configured_minimum(engine.config.min_api_version, os.environ)
+        self.min_version_text = apiversion.text(self.min_version)
         self._common = (
             f"Api-Version: {API_VERSION_STR}\r\nDocker-Experimental: false\r\nOstype: linux\r\n"
             f"Server: asyncdock/{__version__} (linux)\r\n"
@@ -68,17 +69,20 @@ class App:
         if m is not None:
             version = (int(m.group(1)), int(m.group(2)))
             path = m.group(3)
+            # dockerd's texts, both a 400 with a JSON body (versionUnsupportedError is an
+            # InvalidParameter); the response carries no Docker-Experimental header
             if version > API_VERSION:
                 req.version_rejected = True
                 return error_response(
                     f"client version {m.group(1)}.{m.group(2)} is too new. Maximum supported API version is {API_VERSION_STR}", 400)
-            if version < MIN_API_VERSION:
+            if version < self.min_version:
                 req.version_rejected = True
-                return Response(400, (
+                return error_response(
                     f"client version {m.group(1)}.{m.group(2)} is too old. Minimum supported API version is "
-                    f"{MIN_API_VERSION_STR}, please upgrade your client to a newer version\n").encode(),
-                    content_type="text/plain; charset=utf-8", headers=[("X-Content-Type-Options", "nosniff")])
+                    f"{self.min_version_text}, please upgrade your client to a newer version", 400)
             req.api_version = version
+        else:
+            req.api_version = API_VERSION
         req.engine = self.engine
         req.app = self
         method = "GET" if req.method == "HEAD" and not path.startswith("/_ping") else req.method

@@ -14,6 +14,7 @@ from ...containers import render
 from ...containers.manager import parse_signal
 from ...containers.models import ContainerRecord, CreateRequest
 from ...base.filters import match_label, parse_filters
+from .. import shapes
 from ..http import Request, Response, Router, StreamResponse, empty_response, json_response
 
 log = logging.getLogger(__name__)
@@ -152,10 +153,9 @@ async def inspect(req: Request) -> Response:
         graph = {}
     net = req.engine.networks
     settings = net.settings_json(rec.id, rec.config.exposed_ports, rec.host_config.network_mode)
-    return json_response(render.inspect(rec, files_dir=str(mgr.store.dir(rec.id)), size=size,
-                                        network_settings=settings,
-                                        exec_ids=mgr.exec_ids(rec),
-                                        graph=graph))
+    doc = render.inspect(rec, files_dir=str(mgr.store.dir(rec.id)), size=size, network_settings=settings,
+                         exec_ids=mgr.exec_ids(rec), graph=graph)
+    return json_response(shapes.for_version(shapes.CONTAINER, doc, req.api_version))
 
 
 async def start(req: Request) -> Response:

@@ -15,6 +15,7 @@ from ...registry.platforms import parse_platform
 from ...registry.reference import familiar_match, parse_pull_reference
 from ...util.errtext import client_text
 from ...base.filters import bool_filter, match_label, parse_filters
+from .. import shapes
 from ..http import Request, Response, Router, StreamResponse, empty_response, json_response
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ async def list_images(req: Request) -> Response:
             continue
         out.append(summary(store, rec, tags, digests))
     out.sort(key=lambda s: s["Created"], reverse=True)
-    return json_response(out)
+    return json_response([shapes.for_version(shapes.IMAGE_SUMMARY, s, req.api_version) for s in out])
 
 
 def _created_of(store: ImageStore, names: list[str], newest: bool = False) -> int | None:
@@ -251,7 +252,7 @@ async def inspect(req: Request) -> Response:
         "RootFS": {"Type": cfg.rootfs.type or "layers", "Layers": list(rec.diff_ids)},
         "Metadata": {"LastTagTime": rec.last_tag_time or ZERO_TIME},
     })
-    return json_response(body)
+    return json_response(shapes.for_version(shapes.IMAGE, body, req.api_version))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from ...base.version import __version__
 from ...containers import seccomp
 from ...hostinfo import host_facts
 from ..http import Request, Response, Router, json_response
-from ..server import API_VERSION_STR, MIN_API_VERSION_STR
+from ..server import API_VERSION_STR
 
 _PING_HEADERS = [("Cache-Control", "no-cache, no-store, must-revalidate"), ("Pragma", "no-cache")]
 _PING_GET = Response(200, b"OK", content_type="text/plain; charset=utf-8", headers=_PING_HEADERS)
@@ -53,7 +53,7 @@ async def version(req: Request) -> Response:
     components = [ComponentVersion("Engine", __version__, {
         "ApiVersion": API_VERSION_STR, "Arch": facts.go_arch, "BuildTime": "", "Experimental": "false",
         "GitCommit": "", "GoVersion": f"python{platform.python_version()}", "KernelVersion": facts.kernel,
-        "MinAPIVersion": MIN_API_VERSION_STR, "Os": "linux"})]
+        "MinAPIVersion": req.app.min_version_text, "Os": "linux"})]
     for name, probe in sorted(engine.runtime_probes.items()):
         if probe.ok:
             components.append(ComponentVersion(name, probe.version, {"GitCommit": ""}))
@@ -62,7 +62,7 @@ async def version(req: Request) -> Response:
         components.append(ComponentVersion("docker-init", init, {"GitCommit": ""}))
     return json_response(VersionInfo(
         platform=PlatformInfo("asyncdock"), components=components, version=__version__,
-        api_version=API_VERSION_STR, min_api_version=MIN_API_VERSION_STR, git_commit="",
+        api_version=API_VERSION_STR, min_api_version=req.app.min_version_text, git_commit="",
         go_version=f"python{platform.python_version()}", os="linux", arch=facts.go_arch,
         kernel_version=facts.kernel, build_time=""))
 
