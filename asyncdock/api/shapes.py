@@ -45,6 +45,8 @@ VERSION = "version"                    # GET /version
 NETWORK = "network"                    # GET /networks/{id}, one item of GET /networks
 VOLUME = "volume"                      # GET /volumes/{name}, one item of GET /volumes
 STATS = "stats"                        # one reading of GET /containers/{id}/stats
+# Requests: what an older client's body cannot set (moby's router zeroes it before the daemon sees it)
+CONTAINER_CREATE = "container-create"  # the body of POST /containers/create
 
 _LEGACY_NETWORK_SETTINGS = (
     "Bridge", "HairpinMode", "LinkLocalIPv6Address", "LinkLocalIPv6PrefixLen", "SecondaryIPAddresses",
@@ -56,6 +58,8 @@ CHANGES: tuple[Change, ...] = (
     *(Change((1, 52), CONTAINER, "removed", f"NetworkSettings.{key}",
              note="NetworkSettings no longer returns the deprecated top-level endpoint fields")
       for key in _LEGACY_NETWORK_SETTINGS),
+    Change((1, 44), CONTAINER_CREATE, "added", "Healthcheck.StartInterval",
+           note="HealthConfig.StartInterval: the probe interval during the start period"),
     # ---- images
     Change((1, 44), IMAGE, "removed", "VirtualSize", note="VirtualSize is omitted; use Size"),
     Change((1, 44), IMAGE_SUMMARY, "removed", "VirtualSize", note="VirtualSize is omitted; use Size"),

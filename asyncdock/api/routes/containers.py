@@ -32,8 +32,10 @@ async def create(req: Request) -> Response:
     body = await req.json(CreateRequest)
     if body is None:
         raise errors.InvalidParameter("config cannot be empty in order to create a container")
-    if body.healthcheck is not None and req.api_version < (1, 44):
-        body.healthcheck.start_interval = 0  # added at 1.44: moby drops it for older clients
+    if shapes.needs_shaping(shapes.CONTAINER_CREATE, req.api_version):
+        # what the client's version cannot set is dropped, as moby's router does
+        body = msgspec.convert(shapes.shape(shapes.CONTAINER_CREATE, msgspec.to_builtins(body), req.api_version),
+                               CreateRequest)
     rec = await _mgr(req).create(body, req.query.get("name") or None)
     return json_response({"Id": rec.id, "Warnings": []}, status=201)
 
