@@ -191,9 +191,8 @@ def for_version(view: str, obj: Any, version: Version) -> Any:
     return shape(view, doc, version)
 
 
-# ---- requests: what a request body means at the version it names
-# Requests: what an older client's body cannot set (moby's router zeroes it before the daemon sees it)
-# and what a newer one may no longer send.
+# ---- requests: what a request body means at the version it names: what an older client's body
+# cannot set (moby's router zeroes it before the daemon sees it) and what a newer one may no longer send.
 CONTAINER_CREATE = "container-create"  # the body of POST /containers/create
 CONTAINER_UPDATE = "container-update"  # the body of POST /containers/{id}/update
 CONTAINER_STOP = "container-stop"      # the query of POST /containers/{id}/stop and /restart
@@ -256,6 +255,11 @@ def _old_mount_options(body: Any) -> None:
 def _drop_annotations(body: Any) -> None:
     if body.host_config is not None:
         body.host_config.annotations = None
+
+
+def _drop_start_interval(body: Any) -> None:
+    if body.healthcheck is not None:
+        body.healthcheck.start_interval = 0
 
 
 def _no_force_recursive(body: Any) -> None:
@@ -381,6 +385,8 @@ REQUEST_CHANGES: tuple[RequestChange, ...] = (
                   note="stop and restart now accept a signal query parameter"),
     RequestChange((1, 43), CONTAINER_CREATE, "below", _none(_drop_annotations),
                   note="POST /containers/create now accepts Annotations as part of HostConfig"),
+    RequestChange((1, 44), CONTAINER_CREATE, "below", _none(_drop_start_interval),
+                  note="POST /containers/create now accepts a HealthConfig.StartInterval"),
     RequestChange((1, 44), CONTAINER_CREATE, "below", _none(_no_force_recursive),
                   note="BindOptions.ReadOnlyForceRecursive"),
     RequestChange((1, 44), CONTAINER_CREATE, "below", _none(_one_endpoint),

@@ -94,10 +94,7 @@ class _Probe(msgspec.Struct):
 
 
 class HealthConfig(_HealthConfig):
-    """Durations are nanoseconds, as Docker stores them. Image configs also carry StartInterval
-    (API 1.44); container create requests at our API version do not (Docker drops it below 1.44)."""
-
-    start_interval: int = 0
+    """An image config's health check: the same fields as a create request's."""
 
 
 class ContainerConfig(msgspec.Struct, rename="pascal"):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..base import errors, oci
 from ..base.healthcheck import HealthConfig
+from ..base.healthcheck import validate as validate_healthcheck
 from ..base.timefmt import rfc3339nano
 from ..logs.base import LogDriver
 from .models import RESTART_POLICIES, ContainerConfig, ContainerRecord, CreateRequest, HostConfig, LogConfig
@@ -47,6 +48,8 @@ def plan_create(req: CreateRequest, image: oci.ContainerConfig | None, *, image_
     errors.InvalidParameter with Docker's text. `container_dir` holds the container's files (the
     log driver's LogPath is in it). The request is left as it was."""
     req = copy.deepcopy(req)
+    if req.healthcheck is not None and (bad := validate_healthcheck(req.healthcheck)) is not None:
+        raise errors.InvalidParameter(bad)
     hc = req.host_config or HostConfig()
     cfg = _merge_config(req, image, cid)
     argv = list(cfg.entrypoint or []) + list(cfg.cmd or [])
@@ -110,7 +113,8 @@ def _merge_config(req: CreateRequest, image: oci.ContainerConfig | None, cid: st
     if cfg.healthcheck is None and ic.healthcheck is not None:
         h = ic.healthcheck
         cfg.healthcheck = HealthConfig(test=h.test, interval=h.interval, timeout=h.timeout,
-                                       start_period=h.start_period, retries=h.retries)
+                                       start_period=h.start_period, retries=h.retries,
+                                       start_interval=h.start_interval)
     if not cfg.hostname:
         cfg.hostname = cid[:12]
     if cfg.on_build is None and ic.on_build:

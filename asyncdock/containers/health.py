@@ -1,7 +1,7 @@
 """Health checks run by the engine, as Docker's daemon/health.go does.
 
-One asyncio task per running container with a check: every Interval it runs the Test inside the
-container through the runtime's `exec` (a process.json derived from the container's own process:
+One asyncio task per running container with a check: every Interval (every StartInterval while
+the container is starting inside its StartPeriod) it runs the Test inside the container through the runtime's `exec` (a process.json derived from the container's own process:
 same env, cwd, user, capabilities), records the result in `State.Health` (FailingStreak, the last
 five results) and publishes `health_status: <status>` when the status changes.
 """
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 DEFAULT_INTERVAL = 30.0
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_START_PERIOD = 0.0
+DEFAULT_START_INTERVAL = 5.0
 DEFAULT_RETRIES = 3
 MAX_LOG_ENTRIES = 5
 MAX_OUTPUT = 4096
@@ -70,6 +71,7 @@ class HealthMonitor:
         self.interval = _secs(cfg.interval, DEFAULT_INTERVAL)
         self.timeout = _secs(cfg.timeout, DEFAULT_TIMEOUT)
         self.start_period = _secs(cfg.start_period, DEFAULT_START_PERIOD)
+        self.start_interval = _secs(cfg.start_interval, DEFAULT_START_INTERVAL)
         self.retries = cfg.retries if cfg.retries > 0 else DEFAULT_RETRIES
         self.task: asyncio.Task[None] | None = None
 
@@ -89,7 +91,7 @@ class HealthMonitor:
         if not argv:
             return
         while True:
-            await clock.sleep(self.interval)
+            await clock.sleep(self._next_interval(clock.monotonic() - started))
             if not self.rec.state.running:
                 return
             if self.rec.state.paused:
@@ -105,6 +107,16 @@ class HealthMonitor:
             if not self.rec.state.running:
                 return
             self._record(start_ns, code, output, in_start_period=clock.monotonic() - started < self.start_period)
+
+    def _next_interval(self, elapsed: float) -> float:
+        """The wait before the next probe, as moby's monitor chooses it: StartInterval while the
+        container is still starting inside its StartPeriod, but never past the period's end
+        (moby #52317: the regular schedule begins when the period does), Interval otherwise."""
+        remaining = self.start_period - elapsed
+        health = self.rec.state.health
+        if remaining <= 0 or health is None or health.status != STARTING:
+            return self.interval
+        return min(self.start_interval, remaining)
 
     def _record(self, start_ns: int, code: int, output: str, *, in_start_period: bool) -> None:
         st = self.rec.state

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from asyncdock.util.fstree import remove_tree_quietly
 
+from .composecli import link_plugin
 from .process import WaitTimeout, forget, spawn, tail, terminate, wait_until
 
 if TYPE_CHECKING:
@@ -115,6 +116,7 @@ class Daemon:
         for d in (self.data_root, self.exec_root, self.docker_config):
             d.mkdir(parents=True, exist_ok=True)
         (self.docker_config / "config.json").write_text("{}\n")
+        link_plugin(self.docker_config)  # `docker compose` against this daemon
 
     # -- environment -------------------------------------------------------------------------
     @property

@@ -157,10 +157,27 @@ def test_the_image_healthcheck_is_inherited() -> None:
     hc = oci.HealthConfig(test=["CMD", "true"], interval=5_000_000_000, timeout=1_000_000_000,
                           start_period=2_000_000_000, retries=3, start_interval=1_000_000_000)
     rec = plan(oci.ContainerConfig(healthcheck=hc, cmd=["x"]))
-    # as the request's type, which has no StartInterval at our API version
+    # as the request's type, StartInterval (API 1.44) with the rest
     assert rec.config.healthcheck == HealthConfig(test=["CMD", "true"], interval=5_000_000_000,
-                                                  timeout=1_000_000_000, start_period=2_000_000_000, retries=3)
+                                                  timeout=1_000_000_000, start_period=2_000_000_000, retries=3,
+                                                  start_interval=1_000_000_000)
     assert type(rec.config.healthcheck) is HealthConfig
+
+
+@pytest.mark.parametrize(("field", "value", "text"), [
+    ("interval", 999_999, "Interval in Healthcheck cannot be less than 1ms"),
+    ("timeout", -1, "Timeout in Healthcheck cannot be less than 1ms"),
+    ("retries", -1, "Retries in Healthcheck cannot be negative"),
+    ("start_period", 1, "StartPeriod in Healthcheck cannot be less than 1ms"),
+    ("start_interval", 500_000, "StartInterval in Healthcheck cannot be less than 1ms"),
+])
+def test_a_healthcheck_duration_under_a_millisecond_is_refused_with_dockers_text(
+        field: str, value: int, text: str) -> None:
+    with pytest.raises(errors.InvalidParameter, match=f"^{text}$"):
+        plan(cmd=["x"], healthcheck=HealthConfig(test=["CMD", "true"], **{field: value}))
+    # 0 is "unset", and exactly 1 ms is allowed
+    ok = 0 if field == "retries" else 1_000_000
+    plan(cmd=["x"], healthcheck=HealthConfig(test=["CMD", "true"], **{field: ok}))
 
 
 def test_a_request_healthcheck_replaces_the_image_one_and_none_disables_it() -> None:

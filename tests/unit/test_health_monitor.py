@@ -1,6 +1,7 @@
 """The health monitor's schedule (containers/health.py) on a fake clock: a probe every Interval,
 killed after Timeout, Retries failures in a row for unhealthy, failures inside StartPeriod not
-counted while starting, Docker's defaults for what is unset. The probes are real processes
+counted while starting, a probe every StartInterval while starting inside StartPeriod, Docker's
+defaults for what is unset. The probes are real processes
 (the runtime's exec is run on the host, see HostExecRuntime), their timing is the clock's."""
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from asyncdock.containers.health import DEFAULT_INTERVAL, DEFAULT_RETRIES, DEFAULT_TIMEOUT, HEALTHY, STARTING, UNHEALTHY
+from asyncdock.containers.health import (DEFAULT_INTERVAL, DEFAULT_RETRIES, DEFAULT_START_INTERVAL, DEFAULT_TIMEOUT,
+                                         HEALTHY, STARTING, UNHEALTHY)
 from asyncdock.containers.manager import ContainerManager
 from asyncdock.containers.models import ContainerRecord, Health, HealthConfig, HealthLogEntry
 from asyncdock.base.timefmt import rfc3339nano
@@ -170,11 +172,11 @@ def test_failures_in_the_start_period_do_not_count_while_starting(tmp_path: Path
     async def body() -> None:
         s = Setup(tmp_path)
         try:
-            await s.start(interval=10 * S, start_period=25 * S, retries=1)
+            await s.start(interval=10 * S, start_period=25 * S, start_interval=10 * S, retries=1)
             for _ in range(2):  # at 10 s and 20 s: inside the start period
                 h = await s.probe(10, "1")
                 assert h.status == STARTING and h.failing_streak == 0
-            h = await s.probe(10, "1")  # at 30 s: past it, counted
+            h = await s.probe(5, "1")  # at 25 s, when the period ends: past it, counted
             assert h.status == UNHEALTHY and h.failing_streak == 1
         finally:
             await s.close()
@@ -185,10 +187,10 @@ def test_once_healthy_a_failure_counts_even_inside_the_start_period(tmp_path: Pa
     async def body() -> None:
         s = Setup(tmp_path)
         try:
-            await s.start(interval=10 * S, start_period=60 * S, retries=1)
-            h = await s.probe(10, "0")
+            await s.start(interval=10 * S, start_period=60 * S, start_interval=2 * S, retries=1)
+            h = await s.probe(2, "0")
             assert h.status == HEALTHY
-            h = await s.probe(10, "1")  # at 20 s, still inside the start period
+            h = await s.probe(10, "1")  # at 12 s, still inside the start period
             assert h.status == UNHEALTHY and h.failing_streak == 1
         finally:
             await s.close()
@@ -206,6 +208,59 @@ def test_unset_interval_timeout_and_retries_take_dockers_defaults(tmp_path: Path
                 h = await s.probe(DEFAULT_INTERVAL, "1")
                 assert h.failing_streak == streak
                 assert h.status == (UNHEALTHY if streak == DEFAULT_RETRIES else STARTING)
+        finally:
+            await s.close()
+    run(body())
+
+
+def test_while_starting_inside_the_start_period_probes_come_every_start_interval(tmp_path: Path) -> None:
+    async def body() -> None:
+        s = Setup(tmp_path)
+        try:
+            await s.start(interval=30 * S, start_period=10 * S, start_interval=3 * S, retries=1)
+            for _ in range(2):  # at 3 s and 6 s: StartInterval, not Interval
+                h = await s.probe(3, "1")
+                assert h.status == STARTING and h.failing_streak == 0
+            h = await s.probe(3, "0")  # at 9 s: healthy, so the regular Interval from now on
+            assert h.status == HEALTHY
+            h = await s.probe(30, "0")
+            assert h.status == HEALTHY and s.clock.elapsed == pytest.approx(39)
+        finally:
+            await s.close()
+    run(body())
+
+
+def test_the_start_interval_stops_at_the_end_of_the_start_period(tmp_path: Path) -> None:
+    async def body() -> None:
+        s = Setup(tmp_path)
+        try:
+            await s.start(interval=20 * S, start_period=5 * S, start_interval=3 * S, retries=1)
+            h = await s.probe(3, "1")  # at 3 s: inside the period
+            assert h.status == STARTING and h.failing_streak == 0
+            h = await s.probe(2, "1")  # at 5 s, the period's end (not 6 s): counted
+            assert h.status == UNHEALTHY and h.failing_streak == 1
+            h = await s.probe(20, "1")  # past the period: Interval, even while not healthy
+            assert h.failing_streak == 2
+        finally:
+            await s.close()
+    run(body())
+
+
+def test_an_unset_start_interval_is_five_seconds_and_needs_a_start_period(tmp_path: Path) -> None:
+    async def body() -> None:
+        s = Setup(tmp_path)
+        try:
+            rec = await s.start(interval=30 * S, start_period=60 * S)
+            assert s.mgr.live(rec).health.start_interval == DEFAULT_START_INTERVAL == 5
+            h = await s.probe(5, "1")
+            assert h.status == STARTING
+        finally:
+            await s.close()
+        s = Setup(tmp_path / "no-period")
+        try:
+            await s.start(interval=30 * S, start_interval=1 * S)  # no StartPeriod: no effect
+            h = await s.probe(30, "0")
+            assert h.status == HEALTHY
         finally:
             await s.close()
     run(body())
