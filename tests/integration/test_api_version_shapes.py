@@ -27,7 +27,6 @@ def _runtime_commit(binary: str) -> tuple[str, str]:
 
 def test_images_and_events_by_version(daemon: Daemon, registry: Any) -> None:
     ref = registry.ref("busybox")
-    repo = ref.rsplit(":", 1)[0]
     daemon.docker("pull", ref)
     image_id = _get(daemon, f"/v1.54/images/{ref}/json")["Id"]
     digest_ref = _get(daemon, f"/v1.54/images/{ref}/json")["RepoDigests"][0]
