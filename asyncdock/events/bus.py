@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
 
-from .models import Actor, Event
+from .models import Actor, Event, without_legacy
 
 if TYPE_CHECKING:
     from .journal import Journal
@@ -42,6 +42,7 @@ class Envelope(msgspec.Struct, Generic[T]):
     seq: int
     message: T
     raw: bytes = b""  # a Docker event's JSON as sent and journaled (encoded once)
+    modern: bytes = b""  # the same without the legacy status/id/from keys (API 1.52 and later)
 
 
 class Subscription:
@@ -158,7 +159,7 @@ class EventBus:
                 message.scope = "local"
             message.x_seq = f"{self.epoch}-{self._seq}"
             raw = _encoder.encode(message)
-            env = Envelope(self._seq, message, raw)
+            env = Envelope(self._seq, message, raw, without_legacy(raw) if message.status else raw)
             if self.journal is not None:
                 self.journal.append((self.epoch, self._seq), message.time_nano, raw)
             self._history.append(env)

@@ -37,3 +37,16 @@ class LayerProgress(msgspec.Struct, omit_defaults=True):
 
     ref: str
     message: dict[str, object]
+
+
+_TYPE_KEY = b'"Type":'
+
+
+def without_legacy(raw: bytes) -> bytes:
+    """An encoded Event without its leading status/id/from keys (API 1.52 dropped them).
+
+    They are the Struct's first fields, so they are all that precedes the `"Type":` key; a string
+    value cannot hold that byte sequence (its quotes would be escaped), so the first match is the
+    key. A byte splice, not a decode: the events route sends every event to every reader."""
+    i = raw.find(_TYPE_KEY)
+    return raw if i <= 1 else b"{" + raw[i:]

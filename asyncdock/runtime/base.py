@@ -20,6 +20,8 @@ class ProbeResult(msgspec.Struct, rename="pascal"):
     path: str
     version: str = ""
     ok: bool = False
+    # the "commit:" line of `<runtime> --version` (what Docker shows as the runtime's GitCommit)
+    commit: str = ""
     error: str = ""
     # Seconds the probe container took from create to exit; shown by `docker info` / the bench.
     seconds: float = 0.0

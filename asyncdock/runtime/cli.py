@@ -234,6 +234,10 @@ class CLIRuntime:
     # -- OCIRuntime -----------------------------------------------------------------------
 
     async def version(self) -> str:
+        return (await self.version_info())[0]
+
+    async def version_info(self) -> tuple[str, str]:
+        """(version, commit) from `--version`: "runc version 1.1.5+ds1" / "commit: 1.1.5+ds1-1"."""
         try:
             proc = await asyncio.create_subprocess_exec(
                 self.path, "--version", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -246,11 +250,12 @@ class CLIRuntime:
         except BaseException:
             await _kill_and_reap(proc)
             raise
-        first = out.decode(errors="replace").strip().splitlines()[:1]
-        line = first[0] if first else ""
+        lines = out.decode(errors="replace").strip().splitlines()
+        line = lines[0] if lines else ""
         # "runc version 1.1.5+ds1", "crun version 1.8.1": keep the number.
         m = re.search(r"version\s+(\S+)", line)
-        return m.group(1) if m else line
+        commit = next((x.partition(":")[2].strip() for x in lines[1:] if x.startswith("commit:")), "")
+        return (m.group(1) if m else line), commit
 
     def prepare_spec(self, container_id: str, spec: dict[str, object]) -> None:
         """Adjust the spec before it is written to the bundle (runtime-specific annotations).
@@ -392,7 +397,7 @@ class CLIRuntime:
         container_id = f"asyncdock-probe-{self.name}-{os.urandom(4).hex()}"
         bundle = Path(work_dir) / container_id
         try:
-            result.version = await self.version()
+            result.version, result.commit = await self.version_info()
             bundle.mkdir(parents=True, mode=0o700)
             (bundle / "config.json").write_text(json.dumps(
                 probe_spec(Path(rootfs), f"/asyncdock/{container_id}")))

@@ -27,8 +27,9 @@ import msgspec
 from ...base.errors import InvalidParameter
 from ...events import Event, LayerProgress, SubscriberLagged
 from ...events.journal import format_seq, parse_seq
-from ...events.models import Actor
+from ...events.models import Actor, without_legacy
 from ...base.filters import match_label, parse_filters
+from .. import shapes
 from ..http import Request, Router
 
 _encoder = msgspec.json.Encoder()
@@ -104,6 +105,33 @@ def make_matcher(filters: dict[str, list[str]]) -> Any:
     return matches
 
 
+# What a reader may ask for in Accept (moby's jsonTypes, in its order of preference on a tie).
+_STREAM_TYPES = ("application/jsonl", "application/x-ndjson", "application/json-seq")
+
+
+def negotiate(accept: str, default: str) -> str:
+    """moby's MatchAcceptStrict: the best type the Accept header names exactly (no wildcards,
+    q=0 refused), else `default`."""
+    best, best_q = "", -1.0
+    specs: list[tuple[str, float]] = []
+    for part in accept.split(","):
+        value, *params = [p.strip() for p in part.split(";")]
+        q = 1.0
+        for param in params:
+            k, _, v = param.partition("=")
+            if k.strip().lower() == "q":
+                try:
+                    q = float(v)
+                except ValueError:
+                    q = 0.0
+        specs.append((value.lower(), q))
+    for offer in _STREAM_TYPES:
+        for value, q in specs:
+            if q > 0 and value == offer and q > best_q:
+                best, best_q = offer, q
+    return best or default
+
+
 def _gap(action: str, cursor: str, reason: str) -> bytes:
     now = time.time_ns()
     ev = Event(type=GAP_TYPE, action=action, actor=Actor("", {"reason": reason}), scope="local",
@@ -158,8 +186,17 @@ async def events(req: Request) -> Any:
             return docker_events and matches(m)
         return progress and isinstance(m, LayerProgress)
 
+    # The stream's version rules are rows of shapes.CHANGES: the default type, the legacy keys.
+    shape = shapes.for_version(shapes.EVENT_STREAM, {"ContentType": "application/jsonl"}, req.api_version)
+    content_type = negotiate(req.headers.get("accept", ""), shape["ContentType"])
+    head = b"\x1e" if content_type == "application/json-seq" else b""  # RFC 7464's record separator
+    legacy = shapes.present(shapes.EVENT, "status", req.api_version)
+
+    def record(data: bytes) -> bytes:
+        return head + data + b"\n" if head else data + b"\n"
+
     sub = None if only_past else bus.subscribe(wanted, on_lag=on_lag)
-    stream = await req.stream(content_type="application/json")
+    stream = await req.stream(content_type=content_type)
     high = bus.seq  # live events numbered after this were not in the replay
     sent = after if after is not None else (bus.epoch, 0)
     try:
@@ -173,12 +210,12 @@ async def events(req: Request) -> Any:
                                 or (after is not None and (bus.epoch, env.seq) <= after) or not matches(ev)):
                             continue
                         sent = (bus.epoch, env.seq)
-                        await stream.write(env.raw + b"\n")
+                        await stream.write(record(env.raw if legacy else env.modern))
                 else:
                     j.flush_now()
                     oldest = j.oldest()
                     if after is not None and oldest is not None and oldest[1] > 1 and after < (oldest[0], oldest[1] - 1):
-                        await stream.write(_gap("trimmed", format_seq(after),
+                        await stream.write(head + _gap("trimmed", format_seq(after),
                                                 f"the journal no longer holds events after {format_seq(after)}; "
                                                 f"oldest is {format_seq(oldest)}"))
                     batches = j.read(after=after, since=since, upto=(bus.epoch, high))
@@ -192,7 +229,7 @@ async def events(req: Request) -> Any:
                                 continue
                             if not matches(_decoder.decode(payload)):
                                 continue
-                            out += payload + b"\n"
+                            out += record(payload if legacy else without_legacy(payload))
                             sent = seq
                         if out:
                             await stream.write(bytes(out))
@@ -209,9 +246,9 @@ async def events(req: Request) -> Any:
                                 continue
                             # Set first: a cancel during the drain leaves this chunk sent.
                             sent = (bus.epoch, env.seq)
-                            await stream.write(env.raw + b"\n")
+                            await stream.write(record(env.raw if legacy else env.modern))
                         else:
-                            await stream.write(_progress(m))
+                            await stream.write(head + _progress(m))
             except TimeoutError:
                 pass
             return stream
@@ -224,7 +261,7 @@ async def events(req: Request) -> Any:
                 task.uncancel()
         # Fell behind. Never block on a reader that is not reading.
         if cursor_mode:
-            stream.write_nowait(_gap("lagged", format_seq(sent),
+            stream.write_nowait(head + _gap("lagged", format_seq(sent),
                                      f"reader fell behind; resume with x-asyncdock-after={format_seq(sent)}"))
             stream.close()
         else:

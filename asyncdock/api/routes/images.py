@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import msgspec
+
 from ...base.errors import EngineError, InvalidParameter, NotFound, NotImplementedYet
 from ...base.timefmt import ZERO_TIME, parse_docker_time, parse_timestamp_filter, rfc3339nano
 from ...images import progress as pm
 from ...base.oci import ContainerConfig, HealthConfig
 from ...images.store import ImageRecord, ImageStore
 from ...registry.auth import AuthConfig, decode_registry_auth
-from ...registry.platforms import parse_platform
+from ...registry.platforms import normalize_arch, parse_platform
 from ...registry.reference import familiar_match, parse_pull_reference
 from ...util.errtext import client_text
 from ...base.filters import bool_filter, match_label, parse_filters
@@ -79,20 +81,40 @@ async def create(req: Request) -> Response | StreamResponse:
 # ---------------------------------------------------------------------------------------------
 # GET /images/json
 
-def summary(store: ImageStore, rec: ImageRecord, tags: list[str], digests: list[str]) -> dict[str, Any]:
+def summary(store: ImageStore, rec: ImageRecord, tags: list[str], digests: list[str], *,
+            containers: int = -1, shared_size: int = -1) -> dict[str, Any]:
+    """One image of `GET /images/json` in the union shape (shapes.IMAGE_SUMMARY trims it)."""
     labels = _labels(store, rec)
     return {
-        "Containers": -1,
+        "Containers": containers,
         "Created": rec.created_ns // 1_000_000_000 if rec.created_ns else 0,
         "Id": rec.id,
         "Labels": labels or None,
         "ParentId": "",
         "RepoDigests": digests,
         "RepoTags": tags,
-        "SharedSize": -1,
+        "SharedSize": shared_size,
         "Size": rec.size,
         "VirtualSize": rec.size,
     }
+
+
+def image_users(req: Request) -> dict[str, int]:
+    """How many containers (any state) each image ID has."""
+    users: dict[str, int] = {}
+    for rec in req.engine.containers.store:
+        users[rec.image_id] = users.get(rec.image_id, 0) + 1
+    return users
+
+
+def shared_sizes(images: list[ImageRecord]) -> dict[str, int]:
+    """Per image, the bytes of its layers that another image uses too (Docker's SharedSize)."""
+    layer_users: dict[str, int] = {}
+    for img in images:
+        for cid in set(img.chain_ids):
+            layer_users[cid] = layer_users.get(cid, 0) + 1
+    return {img.id: sum(s for c, s in zip(img.chain_ids, img.layer_sizes) if layer_users.get(c, 0) > 1)
+            for img in images}
 
 
 def _labels(store: ImageStore, rec: ImageRecord) -> dict[str, str] | None:
@@ -105,17 +127,26 @@ def _labels(store: ImageStore, rec: ImageRecord) -> dict[str, str] | None:
 
 async def list_images(req: Request) -> Response:
     store: ImageStore = req.engine.images
-    filters = parse_filters(req.query.get("filters"),
-                            ("dangling", "label", "before", "since", "reference"))
+    query = shapes.for_version(shapes.IMAGE_LIST_QUERY, dict(req.query), req.api_version)
+    filters = parse_filters(query.get("filters"),
+                            ("dangling", "label", "before", "since", "reference", "until"))
+    if req.arg_bool("identity") and "identity" in query and not req.arg_bool("manifests"):
+        raise InvalidParameter("conflicting options: identity requires manifests=1")
     dangling = bool_filter(filters.get("dangling", []), "dangling")
     before = _created_of(store, filters.get("before", []))
     since = _created_of(store, filters.get("since", []), newest=True)
+    until = parse_timestamp_filter(filters["until"][-1]) if filters.get("until") else None
     patterns = filters.get("reference", [])
+    images = store.list()
+    users = image_users(req)
+    shared = shared_sizes(images) if "shared-size" in query and req.arg_bool("shared-size") else {}
     out: list[dict[str, Any]] = []
-    for rec in store.list():
+    for rec in images:
         if before is not None and rec.created_ns >= before:
             continue
         if since is not None and rec.created_ns <= since:
+            continue
+        if until is not None and rec.created_ns >= until:
             continue
         if "label" in filters and not match_label(_labels(store, rec) or {}, filters["label"]):
             continue
@@ -127,11 +158,10 @@ async def list_images(req: Request) -> Response:
         if not tags and not digests:
             if dangling is False or patterns:
                 continue
-            if not store.references(rec.id):
-                tags, digests = ["<none>:<none>"], ["<none>@<none>"]
         elif dangling is True and tags:
             continue
-        out.append(summary(store, rec, tags, digests))
+        out.append(summary(store, rec, tags, digests, containers=users.get(rec.id, 0),
+                           shared_size=shared.get(rec.id, -1)))
     out.sort(key=lambda s: s["Created"], reverse=True)
     return json_response([shapes.for_version(shapes.IMAGE_SUMMARY, s, req.api_version) for s in out])
 
@@ -145,6 +175,28 @@ def _created_of(store: ImageStore, names: list[str], newest: bool = False) -> in
 
 # ---------------------------------------------------------------------------------------------
 # GET /images/{name}/json
+
+class _PlatformQuery(msgspec.Struct):
+    """The JSON-encoded OCI platform of the `platform` query parameter (inspect, history)."""
+
+    os: str = ""
+    architecture: str = ""
+    variant: str = ""
+
+
+def decode_platform(value: str) -> _PlatformQuery:
+    try:
+        p = msgspec.json.decode(value, type=_PlatformQuery)
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        raise InvalidParameter(f"failed to parse platform: {e}") from None
+    if not p.os or not p.architecture:
+        raise InvalidParameter(f"invalid platform {value!r}: os and architecture are required")
+    return p
+
+
+def platform_text(p: _PlatformQuery) -> str:
+    return "/".join(x for x in (p.os, p.architecture, p.variant) if x)
+
 
 def config_dict(c: ContainerConfig | None) -> dict[str, Any]:
     """Docker's container.Config as JSON: omitempty where Go says so, null where it does not."""
@@ -221,18 +273,29 @@ def _go_time(value: str) -> str:
 async def inspect(req: Request) -> Response:
     store: ImageStore = req.engine.images
     name = req.match["name"]
+    query = shapes.for_version(shapes.IMAGE_QUERY, dict(req.query), req.api_version)
+    if query.get("platform") and "manifests" in query and req.arg_bool("manifests"):
+        raise InvalidParameter("conflicting options: manifests and platform options cannot both be set")
     try:
         rec = store.resolve(name)
     except NotFound as e:
         raise NotFound(f"no such image: {name}: {e}") from None
     cfg = store.config(rec)
+    if cfg.os and "platform" in query and query["platform"]:
+        want = decode_platform(query["platform"])
+        have = (cfg.os, *normalize_arch(cfg.architecture, cfg.variant))
+        if (want.os, *normalize_arch(want.architecture, want.variant)) != have:
+            raise NotFound(f"image with reference {name} was found but does not provide the specified "
+                           f"platform ({platform_text(want)})")
+    # The union shape: every field of 1.54 and every field an older version had, each in
+    # dockerd 20.10's order; shapes.IMAGE trims it to the request's version.
     body: dict[str, Any] = {
         "Id": rec.id,
         "RepoTags": store.repo_tags(rec.id),
         "RepoDigests": store.repo_digests(rec.id),
         "Parent": "",
         "Comment": cfg.comment,
-        "Created": _go_time(cfg.created),
+        "Created": _go_time(cfg.created) if cfg.created else "",
         "Container": cfg.container,
         "ContainerConfig": config_dict(cfg.container_config),
         "DockerVersion": cfg.docker_version,
@@ -260,8 +323,16 @@ async def inspect(req: Request) -> Response:
 
 async def history(req: Request) -> Response:
     store: ImageStore = req.engine.images
-    rec = store.resolve(req.match["name"])
+    name = req.match["name"]
+    query = shapes.for_version(shapes.IMAGE_HISTORY_QUERY, dict(req.query), req.api_version)
+    rec = store.resolve(name)
     cfg = store.config(rec)
+    if cfg.os and query.get("platform"):
+        want = decode_platform(query["platform"])
+        if (want.os, *normalize_arch(want.architecture, want.variant)) != \
+                (cfg.os, *normalize_arch(cfg.architecture, cfg.variant)):
+            raise NotFound(f"image with reference {name} was found but does not provide the specified "
+                           f"platform ({platform_text(want)})")
     items: list[dict[str, Any]] = []
     layer = 0
     for h in cfg.history:

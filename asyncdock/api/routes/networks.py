@@ -7,7 +7,16 @@ from typing import Any
 from ...base.errors import InvalidParameter, Unavailable
 from ..bodies import NetworkConnect, NetworkCreate, NetworkDisconnect, checked
 from ...base.filters import bool_filter, match_label, parse_filters
+from .. import shapes
 from ..http import Request, Response, Router, empty_response, json_response
+
+
+def _shaped(req: Request, doc: dict[str, Any]) -> dict[str, Any]:
+    # Our bridge networks always have IPv4 IPAM (EnableIPv4 false needs experimental in moby).
+    if "EnableIPv4" not in doc:
+        doc = {k: v for pair in (((("EnableIPv4", True),) if k == "EnableIPv6" else ()) + ((k, v),)
+                                 for k, v in doc.items()) for k, v in pair}
+    return shapes.for_version(shapes.NETWORK, doc, req.api_version)  # type: ignore[no-any-return]
 
 
 def _mgr(req: Request) -> Any:
@@ -43,14 +52,14 @@ async def list_networks(req: Request) -> Response:
         dangling = bool_filter(f.get("dangling", []), "dangling")
         if dangling is not None and (net.builtin or net.id in in_use) == dangling:
             continue
-        out.append(mgr.network_json(net, containers=False))
+        out.append(_shaped(req, mgr.network_json(net, containers=False)))
     return json_response(out)
 
 
 async def inspect_network(req: Request) -> Response:
     mgr = _mgr(req)
     net = mgr.get(req.match["id"])
-    return json_response(mgr.network_json(net))
+    return json_response(_shaped(req, mgr.network_json(net)))
 
 
 async def create_network(req: Request) -> Response:

@@ -8,9 +8,11 @@ import time
 
 import msgspec
 
+from ...base.errors import InvalidParameter
 from ...base.version import __version__
 from ...containers import seccomp
 from ...hostinfo import host_facts
+from .. import shapes
 from ..http import Request, Response, Router, json_response
 from ..server import API_VERSION_STR
 
@@ -56,7 +58,7 @@ async def version(req: Request) -> Response:
         "MinAPIVersion": req.app.min_version_text, "Os": "linux"})]
     for name, probe in sorted(engine.runtime_probes.items()):
         if probe.ok:
-            components.append(ComponentVersion(name, probe.version, {"GitCommit": ""}))
+            components.append(ComponentVersion(name, probe.version, {"GitCommit": probe.commit}))
     init = engine.init_binary_version()
     if init:
         components.append(ComponentVersion("docker-init", init, {"GitCommit": ""}))
@@ -79,7 +81,14 @@ async def info(req: Request) -> Response:
     for r in cfg.insecure_registries:
         if "/" not in r:
             index_configs[r] = {"Name": r, "Mirrors": [], "Secure": False, "Official": False}
+    # Each runtime under its own name and path (Docker lists its runc as "runc" and
+    # "io.containerd.runc.v2"; we run no containerd shim, so only the names a container can use).
+    # `status` (1.44) is omitempty in moby, and we report no runtime features: never sent.
     runtimes = {name: {"path": rt.path} for name, rt in engine.runtimes.items()}
+    runc = engine.runtime_probes.get("runc")
+    runc_commit = (runc.commit or runc.version) if runc is not None and runc.ok else ""
+    networks = getattr(engine, "networks", None)
+    volumes = getattr(engine, "volumes", None)
     probes = {name: msgspec.to_builtins(p) for name, p in engine.runtime_probes.items()}
     warnings = [f"runtime {n}: {p.error}" for n, p in sorted(engine.runtime_probes.items()) if not p.ok]
     body = {
@@ -92,8 +101,8 @@ async def info(req: Request) -> Response:
         "Driver": engine.storage_driver_name(),
         "DriverStatus": engine.storage_driver_status(),
         "Plugins": {
-            "Volume": [],
-            "Network": ["none"],
+            "Volume": sorted(volumes.drivers) if volumes is not None else [],
+            "Network": sorted(networks.drivers) if networks is not None else [],
             "Authorization": None,
             "Log": sorted(engine.logdriver_names()),
         },
@@ -152,52 +161,96 @@ async def info(req: Request) -> Response:
         "Isolation": "",
         "InitBinary": "docker-init",
         "ContainerdCommit": {"ID": "", "Expected": ""},
-        "RuncCommit": {"ID": engine.runtime_probes.get(engine.default_runtime).version
-                       if engine.default_runtime in engine.runtime_probes else "", "Expected": ""},
+        # runc's own commit, whichever runtime is the default (crun's is under Components)
+        "RuncCommit": {"ID": runc_commit, "Expected": runc_commit},
         "InitCommit": {"ID": "", "Expected": ""},
         "SecurityOptions": [f"name=seccomp,profile={seccomp.PROFILE_NAME}"],
+        "FirewallBackend": {"Driver": "nftables"},  # networks/firewall.py: our own nft table
+        "CDISpecDirs": [],  # no CDI devices: moby sends [] when CDI is off
         "Warnings": warnings or None,
     }
-    return json_response(body)
+    return json_response(shapes.for_version(shapes.INFO, body, req.api_version))
+
+
+_DF_TYPES = ("container", "image", "volume", "build-cache")
 
 
 async def system_df(req: Request) -> Response:
-    """`GET /system/df` (API 1.41 shape): images with their container counts and shared sizes,
-    containers with SizeRw/SizeRootFs, and no volumes or build cache yet (empty lists)."""
+    """`GET /system/df` in the union shape (shapes.SYSTEM_DF trims it): the legacy lists
+    (LayersSize, Images, Containers, Volumes, BuildCache) beside 1.52's per-type usage objects.
+    `type` computes only the kinds named; `verbose` (1.52) asks for the usage objects alone."""
     from .containers import _size, summary_of
-    from .images import summary
+    from .images import shared_sizes, summary
 
     engine = req.engine
-    store = engine.images
-    images = store.list()
-    users: dict[str, int] = {}
-    containers = []
-    for rec in sorted(engine.containers.store, key=lambda r: r.created_ns, reverse=True):
-        users[rec.image_id] = users.get(rec.image_id, 0) + 1
-        containers.append(summary_of(req, rec, size=await _size(req, rec)))
-    layer_users: dict[str, int] = {}
-    layer_size: dict[str, int] = {}
-    for img in images:
-        for cid, size in zip(img.chain_ids, img.layer_sizes):
-            layer_users[cid] = layer_users.get(cid, 0) + 1
-            layer_size[cid] = size
-    out_images = []
-    for img in images:
-        refs = store.references(img.id)
-        tags = [r.familiar for r in refs if r.digest is None]
-        digests = [r.familiar for r in refs if r.digest is not None]
-        item = summary(store, img, tags or ["<none>:<none>"], digests or (["<none>@<none>"] if not tags else []))
-        item["Containers"] = users.get(img.id, 0)
-        item["SharedSize"] = sum(s for c, s in zip(img.chain_ids, img.layer_sizes) if layer_users.get(c, 0) > 1)
-        out_images.append(item)
-    out_images.sort(key=lambda i: i["Created"], reverse=True)
-    return json_response({
-        "LayersSize": sum(layer_size.values()),
-        "Images": out_images,
-        "Containers": containers,
-        "Volumes": await req.engine.volumes.df(),
-        "BuildCache": [],
-    })
+    version = req.api_version
+    query = shapes.for_version(shapes.SYSTEM_DF_QUERY, dict(req.query), version)
+    wanted = set(_DF_TYPES)
+    if "type" in query:
+        wanted = set(req.query_list("type"))
+        for t in wanted:
+            if t not in _DF_TYPES:
+                raise InvalidParameter(f"unknown object type: {t}")
+    verbose = "verbose" in query and req.arg_bool("verbose")
+    legacy: dict[str, object] = {}
+    usage: dict[str, object] = {}
+    if "image" in wanted:
+        store = engine.images
+        images = store.list()
+        users: dict[str, int] = {}
+        for rec in engine.containers.store:
+            users[rec.image_id] = users.get(rec.image_id, 0) + 1
+        shared = shared_sizes(images)
+        layer_size: dict[str, int] = {}
+        for img in images:
+            layer_size.update(zip(img.chain_ids, img.layer_sizes))
+        items = []
+        for img in images:
+            refs = store.references(img.id)
+            items.append(summary(store, img, [r.familiar for r in refs if r.digest is None],
+                                 [r.familiar for r in refs if r.digest is not None],
+                                 containers=users.get(img.id, 0), shared_size=shared.get(img.id, 0)))
+        items.sort(key=lambda i: i["Created"], reverse=True)
+        total = sum(layer_size.values())
+        legacy["LayersSize"] = total
+        legacy["Images"] = items
+        usage["ImageUsage"] = _usage(
+            items, active=sum(1 for i in items if i["Containers"] > 0), total=total,
+            reclaimable=sum(i["Size"] - i["SharedSize"] for i in items if i["Containers"] == 0))
+    if "container" in wanted:
+        containers = []
+        active = reclaimable = total = 0
+        for rec in sorted(engine.containers.store, key=lambda r: r.created_ns, reverse=True):
+            size = await _size(req, rec)
+            total += size[0]
+            if rec.state.running or rec.state.paused or rec.state.restarting:
+                active += 1
+            else:
+                reclaimable += size[0]
+            containers.append(shapes.for_version(shapes.CONTAINER_SUMMARY, summary_of(req, rec, size=size), version))
+        legacy["Containers"] = containers
+        usage["ContainerUsage"] = _usage(containers, active=active, total=total, reclaimable=reclaimable)
+    if "volume" in wanted:
+        volumes = await engine.volumes.df()
+        sizes = [(v["UsageData"]["Size"], v["UsageData"]["RefCount"]) for v in volumes]
+        legacy["Volumes"] = volumes
+        usage["VolumeUsage"] = _usage(
+            volumes, active=sum(1 for size, refs in sizes if size != -1 and refs > 0),
+            total=sum(size for size, _ in sizes if size != -1),
+            reclaimable=sum(size for size, refs in sizes if size != -1 and refs == 0))
+    if "build-cache" in wanted:
+        legacy["BuildCache"] = []  # asyncdock builds nothing, so it caches nothing
+        usage["BuildCacheUsage"] = _usage([], active=0, total=0, reclaimable=0)
+    body: dict[str, object] = {} if verbose else legacy
+    body.update(usage)
+    return json_response(shapes.for_version(shapes.SYSTEM_DF, body, version))
+
+
+def _usage(items: list[object], *, active: int, total: int, reclaimable: int) -> dict[str, object]:
+    """One of 1.52's per-type usage objects; every field is omitempty in moby."""
+    out: dict[str, object] = {"ActiveCount": active, "Items": items, "Reclaimable": reclaimable,
+                              "TotalCount": len(items), "TotalSize": total}
+    return {k: v for k, v in out.items() if v}
 
 
 def register(router: Router) -> None:
