@@ -20,6 +20,7 @@ shared/reference/docker-api-transcripts/, or moby's Go types).
 """
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import os
@@ -64,6 +65,16 @@ class Correction:
 
 
 @dataclass(frozen=True)
+class SchemaFix:
+    """Replace the schema at `pointer` (keys into moby's document) by `schema` in `versions`:
+    for a document whose structure contradicts what dockerd sends, not a single value."""
+    versions: tuple[str, ...]
+    pointer: tuple[str, ...]
+    schema: Any
+    evidence: str
+
+
+@dataclass(frozen=True)
 class UndocumentedKey:
     """dockerd sends `key` in the objects at `where` (instance path segments: `[]` for every list
     item, `*` for any one key) of `route`'s answers, in `versions`, though the document omits it."""
@@ -91,12 +102,16 @@ CORRECTIONS: tuple[Correction, ...] = (
                _T + "inspect.md: RestartPolicy.Name \"no\" (dockerd's default; the 1.41 enum omits it)"),
     Correction("GET /containers/{id}/json", "Config", ("Cmd", "Entrypoint", "Env", "OnBuild", "Volumes"), (None,),
                _T + "inspect.md: nil strslice/[]string/map of container.Config"),
+    Correction("GET /containers/{id}/json", "", ("ExecIDs",), (None,),
+               _T + "inspect.md: nil []string ExecIDs of a container without execs (later documents "
+               "forgot x-nullable)"),
     Correction("GET /containers/{id}/json", "NetworkSettings", ("SecondaryIPAddresses", "SecondaryIPv6Addresses"),
                (None,), _T + "inspect.md: nil []network.Address of NetworkSettingsBase"),
     *(Correction(route, where, ("Aliases", "DriverOpts", "IPAMConfig", "Links"), (None,),
                  _T + "ps.md, inspect.md: nil fields of network.EndpointSettings")
       for route, where in (("GET /containers/json", "[].NetworkSettings.Networks.*"),
-                           ("GET /containers/{id}/json", "NetworkSettings.Networks.*"))),
+                           ("GET /containers/{id}/json", "NetworkSettings.Networks.*"),
+                           ("GET /system/df", "Containers.[].NetworkSettings.Networks.*"))),
     Correction("GET /images/json", "[]", ("Labels",), (None,),
                _T + "images.md: `docker images`, nil map of ImageSummary for an image without labels"),
     *(Correction("GET /images/{name}/json", where,
@@ -113,6 +128,33 @@ CORRECTIONS: tuple[Correction, ...] = (
     *(Correction(f"POST /{kind}/prune", "", (key,), (None,), _T + f"prune.md: nil {key} of an empty prune")
       for kind, key in (("containers", "ContainersDeleted"), ("images", "ImagesDeleted"),
                         ("networks", "NetworksDeleted"), ("build", "CachesDeleted"))),
+    Correction("GET /system/df", "Images.[]", ("Labels",), (None,),
+               _T + "images.md: the same ImageSummary as the image list, nil Labels"),
+    # not in the transcripts: moby's Go types, fields without omitempty
+    Correction("POST /volumes/prune", "", ("VolumesDeleted",), (None,),
+               "moby api/types VolumesPruneReport.VolumesDeleted []string, nil when none (as the other prunes)"),
+    Correction("GET /volumes", "", ("Warnings",), (None,),
+               "moby api/types/volume ListResponse.Warnings []string, nil from the local driver"),
+    Correction("POST /containers/{id}/update", "", ("Warnings",), (None,),
+               "moby api/types/container UpdateResponse (ContainerUpdateOKBody).Warnings []string, nil"),
+    Correction("GET /exec/{id}/json", "", ("ExitCode",), (None,),
+               "moby daemon/exec Config.ExitCode *int, nil until the process exits (copied to ExecInspect)"),
+    *(Correction(route, where, ("Options",), (None,),
+                 "moby api/types/network IPAM.Options map[string]string, nil for a network created without")
+      for route, where in (("GET /networks", "[].IPAM"), ("GET /networks/{id}", "IPAM"))),
+)
+
+# Where the document's structure is wrong against dockerd (applied to the document at load).
+SCHEMA_FIXES: tuple[SchemaFix, ...] = (
+    # 1.41 defines ContainerSummary as the array the list answers, and /system/df's Containers
+    # then lists arrays of it; dockerd sends one array of container summaries there
+    SchemaFix(("1.41",), ("paths", "/system/df", "get", "responses", 200, "schema", "properties", "Containers"),
+              {"$ref": "#/definitions/ContainerSummary"},
+              "moby api/types DiskUsage.Containers []*Container; the document of 1.44 fixes it"),
+    # 1.41's summary lists Mounts as the create-time Mount; dockerd sends the MountPoint of inspect
+    SchemaFix(("1.41",), ("definitions", "ContainerSummary", "items", "properties", "Mounts", "items"),
+              {"$ref": "#/definitions/MountPoint"},
+              "moby api/types Container.Mounts []MountPoint; the document of 1.44 fixes it"),
 )
 
 # Keys dockerd itself sends that the document does not list (strict mode's allow-list).
@@ -122,6 +164,10 @@ UNDOCUMENTED_KEYS: tuple[UndocumentedKey, ...] = (
                     "the document of 1.41 forgot it, 1.44's lists it)"),
     # the deprecated status/id/from that dockerd sent beside Type/Action/Actor until 1.52 removed
     # them (CHANGELOG of 1.52), and scope (added at 1.30, documented from 1.44)
+    # types.NetworkResource has had ConfigFrom/ConfigOnly since 1.30; 1.44's document lists them
+    *(UndocumentedKey(("1.41",), route, where, key, "moby api/types NetworkResource.ConfigFrom, .ConfigOnly "
+                      "(no omitempty): `docker network inspect` of dockerd 20.10 shows both")
+      for route, where in (("GET /networks", "[]"), ("GET /networks/{id}", "")) for key in ("ConfigFrom", "ConfigOnly")),
     *(UndocumentedKey(versions, "GET /events", "", key,
                       _T + "events.md: `docker events` of dockerd 20.10; spec/engine-api-CHANGELOG.md, 1.52")
       for versions, keys in ((("1.41",), ("scope", "status", "id", "from")), (("1.44",), ("status", "id", "from")))
@@ -384,7 +430,10 @@ def _leaves(err: jsonschema.ValidationError) -> Iterator[jsonschema.ValidationEr
 
 
 def _message(err: jsonschema.ValidationError) -> str:
-    text = err.message
+    if err.validator in ("type", "enum", "required", "additionalProperties"):
+        text = err.message
+    else:
+        text = f"fails {err.validator} {json.dumps(err.validator_value)[:120]}"
     return text if len(text) < 200 else text[:200] + "..."
 
 
@@ -402,5 +451,16 @@ def _load_doc(version: str) -> dict[str, Any]:
 
 
 def load(version: str) -> ApiSpec:
-    """moby's document of `version` (a fresh ApiSpec: it memoizes validators)."""
-    return ApiSpec(version, _load_doc(version))
+    """moby's document of `version`, its structure fixed where SCHEMA_FIXES say (a fresh
+    ApiSpec: it memoizes validators)."""
+    doc = _load_doc(version)
+    fixes = [f for f in SCHEMA_FIXES if version in f.versions]
+    if fixes:
+        doc = copy.deepcopy(doc)
+        for fix in fixes:
+            *parents, last = fix.pointer
+            node: Any = doc
+            for k in parents:
+                node = node[k]
+            node[last] = fix.schema
+    return ApiSpec(version, doc)
