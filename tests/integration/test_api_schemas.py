@@ -85,3 +85,50 @@ def test_responses_match_the_schema(recordings: Recordings, version: str, group:
     found = mismatches(version, exchanges, group)
     assert not found, f"{len(found)} mismatches against moby's {version} document:\n" + \
         "\n".join(sorted({str(m) for m in found}))
+
+
+# -- the same scenario on a real dockerd (opt-in: the `dockerd` marker, make test-vs-docker) ----
+
+DOCKERD = os.environ.get("ASYNCDOCK_DOCKERD_SOCKET", "/tmp/dockerd/docker.sock")
+# Step paths where dockerd's shape may differ for a reason that is not a bug of ours, with it:
+# the storage driver's private data (overlay2's directories; ours are a snapshotter's).
+SHAPE_ALLOWED = ("$.body.GraphDriver.Data",)
+
+
+@pytest.mark.dockerd
+def test_shapes_match_dockerd(shared_daemon: Daemon) -> None:
+    if not Path(DOCKERD).is_socket():
+        pytest.fail(f"no dockerd at {DOCKERD}: start one as bench/README.md shows, or set ASYNCDOCK_DOCKERD_SOCKET")
+    shared_daemon.docker("pull", "-q", "busybox")
+    probe = Recorder(DOCKERD, "1.41")
+    probe.call("system", "version", "GET", "/version", expect=200)
+    theirs_max = tuple(int(x) for x in probe.exchanges[0].json()["ApiVersion"].split("."))
+    version = "%d.%d" % min(theirs_max, (1, 54))
+    probe.call("images", "pull", "POST", "/images/create?fromImage=busybox&tag=latest", expect=200, timeout=300)
+    runs: dict[str, list[Exchange]] = {}
+    for label, sock in (("asyncdock", str(shared_daemon.socket)), ("dockerd", DOCKERD)):
+        rec = Recorder(sock, version)
+        apirecording.run_scenario(rec)
+        runs[label] = rec.exchanges
+    theirs = {ex.step: ex for ex in runs["dockerd"]}
+    found: list[str] = []
+    for ex in runs["asyncdock"]:
+        other = theirs.get(ex.step)
+        if other is None:
+            continue
+        for diff in apirecording.shape_diff(apirecording.shape_of(ex), apirecording.shape_of(other)):
+            if not diff.startswith(SHAPE_ALLOWED):
+                found.append(f"{version} {ex.step} ({ex.method} {swagger.strip_version(ex.path)}): {diff}")
+    assert not found, f"{len(found)} shape differences from dockerd:\n" + "\n".join(found)
+
+
+def test_shape_diff_finds_what_differs() -> None:
+    """The comparison itself, on two made-up answers: values do not count, shapes do."""
+    def ex(body: bytes) -> Exchange:
+        return Exchange("s", "images", "GET", "/v1.41/images/json", 200, "application/json", body)
+
+    ours = ex(b'[{"Id": "sha256:aa", "RepoDigests": [], "Labels": null, "Size": 1, "Extra": 1}]')
+    theirs = ex(b'[{"Id": "sha256:bb", "RepoDigests": null, "Labels": null, "Size": 2, "VirtualSize": 2}]')
+    assert list(apirecording.shape_diff(apirecording.shape_of(ours), apirecording.shape_of(theirs))) == [
+        "$.body[].Extra: extra (dockerd has none)", "$.body[].RepoDigests: [] (dockerd: null)",
+        "$.body[].VirtualSize: missing (dockerd: number)"]

@@ -12,9 +12,11 @@ prunes are filtered by it (the daemon may be shared), and everything is removed 
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.parse
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -280,3 +282,80 @@ def _scenario(rec: Recorder, image: str, labels: dict[str, str], by_label: dict[
     rec.call("volumes", "volume prune", "POST", "/volumes/prune" + _q(filters=every), expect=200)
     rec.call("volumes", "volume prune empty", "POST", "/volumes/prune" + _q(filters=by_label), expect=200)
     rec.call("system", "system df after", "GET", "/system/df", expect=200)
+
+
+# -- shapes, to compare two engines' answers (not their values) ---------------------------------
+
+_ID = re.compile(r"^(sha256:)?[0-9a-f]{12,64}$")
+
+
+def shape(doc: Any) -> Any:
+    """The shape of a JSON document: keys kept, values replaced by their kind (null, string,
+    number, bool; an empty list or map marked so); keys that are ids collapse into `<id>`;
+    a list's shape is the union of its items' shapes."""
+    if isinstance(doc, dict):
+        if not doc:
+            return "{}"
+        return {("<id>" if _ID.match(k) else k): shape(v) for k, v in sorted(doc.items())}
+    if isinstance(doc, list):
+        if not doc:
+            return "[]"
+        merged: Any = None
+        for item in doc:
+            merged = _union(merged, shape(item))
+        return [merged]
+    if doc is None:
+        return "null"
+    if isinstance(doc, bool):
+        return "bool"
+    if isinstance(doc, (int, float)):
+        return "number"
+    return "string"
+
+
+def _union(a: Any, b: Any) -> Any:
+    if a is None:
+        return b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return {k: _union(a.get(k), b.get(k)) if k in a and k in b else a.get(k, b.get(k)) for k in {*a, *b}}
+    return a if a == b else f"{a}|{b}" if isinstance(a, str) and isinstance(b, str) else a
+
+
+def shape_of(ex: Exchange) -> Any:
+    """An exchange's status and body shape; an event stream's, by event type and action."""
+    if not ex.body or not (ex.content_type or "").startswith("application/json"):
+        return {"status": ex.status}
+    if ex.method == "GET" and "/events" in ex.path:
+        decoder = json.JSONDecoder()
+        text, pos, by_kind = ex.body.decode(), 0, {}
+        while pos < len(text.rstrip()):
+            while text[pos].isspace():
+                pos += 1
+            doc, pos = decoder.raw_decode(text, pos)
+            kind = f"{doc.get('Type')} {doc.get('Action')}"
+            by_kind[kind] = _union(by_kind.get(kind), shape(doc))
+        return {"status": ex.status, "events": by_kind}
+    return {"status": ex.status, "body": shape(ex.json())}
+
+
+def shape_diff(ours: Any, theirs: Any, where: str = "$") -> Iterator[str]:
+    """How our shape differs from theirs: keys only one side has, kinds that differ. An event
+    kind only one engine emitted is not compared (the scenario does not pin every event)."""
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        for k in sorted({*ours, *theirs}):
+            if where.endswith(".events") and (k not in ours or k not in theirs):
+                continue
+            if k not in ours:
+                yield f"{where}.{k}: missing (dockerd: {_brief(theirs[k])})"
+            elif k not in theirs:
+                yield f"{where}.{k}: extra (dockerd has none)"
+            else:
+                yield from shape_diff(ours[k], theirs[k], f"{where}.{k}")
+    elif isinstance(ours, list) and isinstance(theirs, list):
+        yield from shape_diff(ours[0], theirs[0], where + "[]")
+    elif ours != theirs:
+        yield f"{where}: {_brief(ours)} (dockerd: {_brief(theirs)})"
+
+
+def _brief(s: Any) -> str:
+    return s if isinstance(s, str) else "object" if isinstance(s, dict) else "list"
