@@ -1,6 +1,7 @@
 """Fuzz every implemented route with schemathesis against moby's swagger document for API 1.54
 (issue 12, item 7; 1.41 until issue 14, still run with ASYNCDOCK_FUZZ_VERSION=1.41): no 5xx (but
-a 501 naming what is not built yet), no error that is not one line of JSON, no traceback, no request left unanswered, the daemon alive at the end.
+a 501 naming what is not built yet), no error that is not one line of JSON, no traceback, no
+request left unanswered, the daemon alive at the end.
 
 Safety: the daemon runs in a network namespace of its own with only `lo` in it, so whatever the
 fuzzer sends (a pull or a login naming any registry host, a network with any subnet), nothing
