@@ -18,7 +18,9 @@ from typing import Any, Literal, NamedTuple
 
 import msgspec
 
+from ..base import errors
 from ..base.apiversion import Version
+from ..containers.models import EndpointSettings, NetworkingConfig
 
 Doc = dict[str, Any]
 
@@ -51,11 +53,72 @@ _LEGACY_NETWORK_SETTINGS = (
     "SecondaryIPv6Addresses", "EndpointID", "Gateway", "GlobalIPv6Address", "GlobalIPv6PrefixLen",
     "IPAddress", "IPPrefixLen", "IPv6Gateway", "MacAddress")
 
+# ---- containers: the functions of their "changed" rows (each rewrites the newest shape into
+# the older one, in place)
+_BUILTIN_NETWORKS = ("bridge", "host", "none")
+
+
+def _hostconfig_kernel_memory(doc: Doc) -> None:
+    # up to 1.41 both were always there, 0 when unset; 1.42 omits them when unset
+    hc = doc.get("HostConfig")
+    if isinstance(hc, dict):
+        hc.setdefault("KernelMemory", 0)
+        hc.setdefault("KernelMemoryTCP", 0)
+
+
+def _config_onbuild(doc: Doc) -> None:
+    cfg = doc.get("Config")
+    if isinstance(cfg, dict):
+        cfg.setdefault("OnBuild", None)
+
+
+def _aliases_with_short_id(doc: Doc) -> None:
+    # Up to 1.44 the aliases of a user-defined network's endpoint end with the short id (moby
+    # appends it and drops duplicates); from 1.45 they are exactly what create/connect was given.
+    short = str(doc.get("Id", ""))[:12]
+    nets = (doc.get("NetworkSettings") or {}).get("Networks") or {}
+    for name, ep in nets.items():
+        if name in _BUILTIN_NETWORKS or not isinstance(ep, dict) or not short:
+            continue
+        aliases = list(ep.get("Aliases") or [])
+        if short not in aliases:
+            aliases.append(short)
+        ep["Aliases"] = aliases
+
+
 CHANGES: tuple[Change, ...] = (
-    # ---- containers
+    # ---- containers (GET /containers/{id}/json, GET /containers/json, stats)
     *(Change((1, 52), CONTAINER, "removed", f"NetworkSettings.{key}",
              note="NetworkSettings no longer returns the deprecated top-level endpoint fields")
       for key in _LEGACY_NETWORK_SETTINGS),
+    Change((1, 42), CONTAINER, "changed", older=_hostconfig_kernel_memory,
+           note="GET /containers/{id}/json now omits the KernelMemory and KernelMemoryTCP if they are not set"),
+    Change((1, 43), CONTAINER, "added", "HostConfig.Annotations",
+           note="POST /containers/create now accepts Annotations as part of HostConfig"),
+    Change((1, 44), CONTAINER, "added", "Config.Healthcheck.StartInterval",
+           note="POST /containers/create now accepts a HealthConfig.StartInterval"),
+    *(Change((1, 44), view, "added", f"{mounts}.*.BindOptions.{key}",
+             note="BindOptions.ReadOnlyNonRecursive and BindOptions.ReadOnlyForceRecursive")
+      for view, mounts in ((CONTAINER, "HostConfig.Mounts"), (CONTAINER_SUMMARY, "HostConfig.Mounts"))
+      for key in ("ReadOnlyNonRecursive", "ReadOnlyForceRecursive")),
+    *(Change((1, 44), view, "added", "NetworkSettings.Networks.*.DNSNames",
+             note="A new field named DNSNames ... has been added")
+      for view in (CONTAINER, CONTAINER_SUMMARY)),
+    Change((1, 45), CONTAINER, "changed", older=_aliases_with_short_id,
+           note="Aliases no longer contains the short container ID"),
+    Change((1, 46), CONTAINER_SUMMARY, "added", "HostConfig.Annotations",
+           note="GET /containers/json now returns the annotations of containers"),
+    *(Change((1, 48), view, "added", "NetworkSettings.Networks.*.GwPriority",
+             note="GwPriority field in EndpointsConfig / NetworkSettings for each network endpoint")
+      for view in (CONTAINER, CONTAINER_SUMMARY)),
+    Change((1, 52), CONTAINER, "changed", older=_config_onbuild,
+           note="GET /container/{id}/json now omits Config.OnBuild if its value is empty"),
+    Change((1, 52), CONTAINER, "removed", "HostConfig.KernelMemoryTCP",
+           note="Removed the KernelMemoryTCP field from GET /containers/{id}/json"),
+    Change((1, 52), CONTAINER_SUMMARY, "added", "Health",
+           note="Health in the container summary (swagger: Added in v1.52)"),
+    Change((1, 52), STATS, "added", "os_type",
+           note="GET /containers/{id}/stats now returns an os_type field"),
     # ---- images
     Change((1, 44), IMAGE, "removed", "VirtualSize", note="VirtualSize is omitted; use Size"),
     Change((1, 44), IMAGE_SUMMARY, "removed", "VirtualSize", note="VirtualSize is omitted; use Size"),
@@ -126,3 +189,227 @@ def for_version(view: str, obj: Any, version: Version) -> Any:
         return obj
     doc = msgspec.to_builtins(obj) if not isinstance(obj, dict) else obj
     return shape(view, doc, version)
+
+
+# ---- requests: what a request body means at the version it names
+# Requests: what an older client's body cannot set (moby's router zeroes it before the daemon sees it)
+# and what a newer one may no longer send.
+CONTAINER_CREATE = "container-create"  # the body of POST /containers/create
+CONTAINER_UPDATE = "container-update"  # the body of POST /containers/{id}/update
+CONTAINER_STOP = "container-stop"      # the query of POST /containers/{id}/stop and /restart
+
+
+class RequestChange(NamedTuple):
+    """A version's change to what a request accepts. `check` runs on the decoded body of a
+    request `below` the version (the older meaning) or `since` it (the newer one): it may rewrite
+    the body in place, raise an EngineError with moby's text, or return a warning for the answer."""
+
+    version: Version
+    view: str
+    when: Literal["below", "since"]
+    check: Callable[[Any], str | None]
+    note: str = ""
+
+
+def _mounts(body: Any) -> list[Any]:
+    hc = getattr(body, "host_config", None)
+    return list(getattr(hc, "mounts", None) or [])
+
+
+def _endpoints(body: Any) -> dict[str, Any]:
+    nc = getattr(body, "networking_config", None)
+    eps = getattr(nc, "endpoints_config", None) if nc is not None else None
+    return eps if eps is not None else {}
+
+
+def _opt(options: Any, key: str) -> Any:
+    return options.get(key) if isinstance(options, dict) else None
+
+
+def _drop_kernel_memory(body: Any) -> None:
+    if body.host_config is not None:
+        body.host_config.kernel_memory = 0
+
+
+def _mount_options_match_type(body: Any) -> None:
+    for m in _mounts(body):
+        for attr, kind, label in (("volume_options", "volume", "VolumeOptions"), ("bind_options", "bind", "BindOptions"),
+                                  ("tmpfs_options", "tmpfs", "TmpfsOptions")):
+            if getattr(m, attr) is not None and m.type != kind:
+                raise errors.InvalidParameter(f'{label} must not be specified on mount type "{m.type}"')
+
+
+def _old_mount_options(body: Any) -> None:
+    # below 1.42 the wrong-type options were not validated but dropped, and CreateMountpoint
+    # and a Linux ConsoleSize did not exist
+    for m in _mounts(body):
+        if m.volume_options is not None and m.type != "volume":
+            m.volume_options = None
+        if m.tmpfs_options is not None and m.type != "tmpfs":
+            m.tmpfs_options = None
+        if isinstance(m.bind_options, dict):
+            m.bind_options.pop("CreateMountpoint", None)
+    if body.host_config is not None:
+        body.host_config.console_size = [0, 0]
+
+
+def _drop_annotations(body: Any) -> None:
+    if body.host_config is not None:
+        body.host_config.annotations = None
+
+
+def _no_force_recursive(body: Any) -> None:
+    for m in _mounts(body):
+        if m.type == "bind" and _opt(m.bind_options, "ReadOnlyForceRecursive"):
+            raise errors.InvalidParameter("BindOptions.ReadOnlyForceRecursive needs API v1.44 or newer")
+
+
+def _one_endpoint(body: Any) -> None:
+    eps = _endpoints(body)
+    if len(eps) > 1:
+        raise errors.InvalidParameter(
+            "Container cannot be created with multiple network endpoints: " + ", ".join(eps))
+
+
+def _network_name(body: Any) -> str:
+    mode = (body.host_config.network_mode if body.host_config is not None else "") or "default"
+    return "bridge" if mode == "default" else mode
+
+
+def _mac_bridge_or_user(body: Any) -> bool:
+    mode = _network_name(body)
+    return mode not in ("host", "none") and not mode.startswith("container:")
+
+
+def _old_mac_address(body: Any) -> None:
+    # below 1.44 only the container-wide MacAddress existed: it becomes the endpoint's
+    eps = _endpoints(body)
+    if not body.mac_address:
+        for ep in eps.values():
+            if ep is not None:
+                ep.mac_address = ""
+        return
+    if not _mac_bridge_or_user(body):
+        raise errors.InvalidParameter("conflicting options: mac-address and the network mode")
+    if not eps:
+        body.networking_config = body.networking_config or NetworkingConfig()
+        body.networking_config.endpoints_config = eps = {_network_name(body): EndpointSettings()}
+    for name, ep in list(eps.items()):
+        if ep is None:
+            ep = eps[name] = EndpointSettings()
+        ep.mac_address = body.mac_address
+
+
+def _deprecated_mac_address(body: Any) -> str | None:
+    mac = body.mac_address
+    if not mac:
+        return None
+    if _mac_bridge_or_user(body):
+        name = _network_name(body)
+        eps = _endpoints(body)
+        if not eps:
+            body.networking_config = body.networking_config or NetworkingConfig()
+            body.networking_config.endpoints_config = {name: EndpointSettings(mac_address=mac)}
+        else:
+            ep = eps.get(name)
+            if name not in eps:
+                raise errors.InvalidParameter("if a container-wide MAC address is supplied, HostConfig.NetworkMode "
+                                              "must match the identity of a network in NetworkSettings.Networks")
+            if ep is None:
+                ep = eps[name] = EndpointSettings()
+            if not ep.mac_address:
+                ep.mac_address = mac
+            elif ep.mac_address != mac:
+                raise errors.InvalidParameter("the container-wide MAC address must match the endpoint-specific MAC "
+                                              "address for the main network, or be left empty")
+    body.mac_address = None
+    return "The container-wide MacAddress field is now deprecated. It should be specified in EndpointsConfig instead."
+
+
+def _no_container_mac_address(body: Any) -> None:
+    if body.mac_address:
+        raise errors.InvalidParameter("Config.MacAddress is no longer supported since API v1.52: set the MAC address "
+                                      "in the endpoint settings of NetworkingConfig.EndpointsConfig instead")
+
+
+def _no_subpath(body: Any) -> None:
+    for m in _mounts(body):
+        if _opt(m.volume_options, "Subpath"):
+            raise errors.InvalidParameter("VolumeOptions.Subpath needs API v1.45 or newer")
+
+
+def _empty_port_bindings(body: Any) -> str | None:
+    bindings = body.host_config.port_bindings if body.host_config is not None else None
+    empty = sorted(port for port, binds in (bindings or {}).items() if not binds)
+    if not empty:
+        return None
+    return ("Following container port(s) have an empty list of port-bindings: " + ", ".join(empty) + ". Starting "
+            "with API 1.53, such bindings will be discarded.")
+
+
+def _update_drop_kernel_memory(body: Any) -> None:
+    if isinstance(body, dict):
+        body.pop("KernelMemory", None)
+
+
+def _update_drop_kernel_memory_tcp(body: Any) -> None:
+    if isinstance(body, dict):
+        body.pop("KernelMemoryTCP", None)
+
+
+def _drop_stop_signal(params: Any) -> None:
+    params.pop("signal", None)
+
+
+def _none(fn: Callable[[Any], None]) -> Callable[[Any], str | None]:
+    def run(body: Any) -> None:
+        fn(body)
+    return run
+
+
+REQUEST_CHANGES: tuple[RequestChange, ...] = (
+    # ---- containers (POST /containers/create, POST /containers/{id}/update)
+    RequestChange((1, 42), CONTAINER_CREATE, "below", _none(_old_mount_options),
+                  note="CreateMountpoint and ConsoleSize arrived in 1.42; wrong-type mount options were dropped"),
+    RequestChange((1, 42), CONTAINER_CREATE, "since", _none(_drop_kernel_memory),
+                  note="Removed the KernelMemory field from POST /containers/create"),
+    RequestChange((1, 42), CONTAINER_CREATE, "since", _none(_mount_options_match_type),
+                  note="rejects request if BindOptions|VolumeOptions|TmpfsOptions is set with a non-matching mount Type"),
+    RequestChange((1, 42), CONTAINER_UPDATE, "since", _none(_update_drop_kernel_memory),
+                  note="Removed the KernelMemory field from POST /containers/{id}/update"),
+    RequestChange((1, 42), CONTAINER_STOP, "below", _none(_drop_stop_signal),
+                  note="stop and restart now accept a signal query parameter"),
+    RequestChange((1, 43), CONTAINER_CREATE, "below", _none(_drop_annotations),
+                  note="POST /containers/create now accepts Annotations as part of HostConfig"),
+    RequestChange((1, 44), CONTAINER_CREATE, "below", _none(_no_force_recursive),
+                  note="BindOptions.ReadOnlyForceRecursive"),
+    RequestChange((1, 44), CONTAINER_CREATE, "below", _none(_one_endpoint),
+                  note="POST /containers/create now accepts multiple EndpointSettings"),
+    RequestChange((1, 44), CONTAINER_CREATE, "below", _none(_old_mac_address),
+                  note="endpoint-specific MacAddress; the container-wide one is migrated to it"),
+    # (before the 1.44 row, which takes the container-wide address over: rows run in this order)
+    RequestChange((1, 52), CONTAINER_CREATE, "since", _none(_no_container_mac_address),
+                  note="POST /containers/create no longer supports Config.MacAddress"),
+    RequestChange((1, 44), CONTAINER_CREATE, "since", _deprecated_mac_address,
+                  note="The container-wide MacAddress field in Config is now deprecated"),
+    RequestChange((1, 45), CONTAINER_CREATE, "below", _none(_no_subpath),
+                  note="POST /containers/create now supports VolumeOptions.Subpath"),
+    RequestChange((1, 52), CONTAINER_CREATE, "since", _empty_port_bindings,
+                  note="backfilling empty PortBindings is deprecated, and a warning is returned"),
+    RequestChange((1, 52), CONTAINER_UPDATE, "since", _none(_update_drop_kernel_memory_tcp),
+                  note="Removed the KernelMemoryTCP field from POST /containers/{id}/update"),
+)
+
+
+def accepts(view: str, body: Any, version: Version) -> list[str]:
+    """`body` (decoded, the caller's) rewritten in place to what it means at `version`, or an
+    EngineError where that version refuses it; the warnings the answer carries."""
+    warnings: list[str] = []
+    for c in REQUEST_CHANGES:
+        if c.view != view:
+            continue
+        if (version < c.version) if c.when == "below" else (version >= c.version):
+            warning = c.check(body)
+            if warning:
+                warnings.append(warning)
+    return warnings

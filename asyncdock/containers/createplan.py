@@ -122,6 +122,13 @@ def _apply_host_defaults(hc: HostConfig, runtime: str, facts: DaemonFacts) -> No
     """What Docker fills in of a HostConfig at create (what inspect then shows), and its
     resource checks."""
     hc.runtime = runtime
+    if hc.pids_limit is not None and hc.pids_limit <= 0:
+        # moby's create route: 0 and any negative value mean "unlimited", stored (and shown) as null
+        hc.pids_limit = None
+    if hc.memory_swappiness == -1:
+        # the CLI sends -1 for "not set"; the cgroup v2 hosts we run on have no swappiness knob
+        # (dockerd discards the setting there), so inspect shows null as Docker does
+        hc.memory_swappiness = None
     if not hc.log_config.type:
         # the daemon's driver; its options only when the request gave none
         hc.log_config = LogConfig(facts.log_driver, hc.log_config.config or dict(facts.log_opts))

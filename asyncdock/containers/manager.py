@@ -491,7 +491,8 @@ class ContainerManager:
         except TimeoutError:
             return False
 
-    async def stop(self, rec: ContainerRecord, timeout: int | None) -> None:
+    async def stop(self, rec: ContainerRecord, timeout: int | None, signal: str | None = None) -> None:
+        """`signal` (API 1.42's parameter) overrides the container's stop signal."""
         lv = self.live(rec)
         if rec.state.restarting:
             rec.manually_stopped = True
@@ -514,16 +515,16 @@ class ContainerManager:
             timeout = rec.config.stop_timeout if rec.config.stop_timeout is not None else DEFAULT_STOP_TIMEOUT
         if rec.state.paused:
             await self._resume(rec)
-        sig = parse_signal(rec.config.stop_signal, signal_mod.SIGTERM)
+        sig = parse_signal(signal or rec.config.stop_signal, signal_mod.SIGTERM)
         await self._signal(rec, sig)
         if not await self._wait_exit(rec, timeout if timeout >= 0 else None):
             await self._signal(rec, signal_mod.SIGKILL)
             await self._wait_exit(rec, 30)
         self.publish(rec, "stop")
 
-    async def restart(self, rec: ContainerRecord, timeout: int | None) -> None:
+    async def restart(self, rec: ContainerRecord, timeout: int | None, signal: str | None = None) -> None:
         try:
-            await self.stop(rec, timeout)
+            await self.stop(rec, timeout, signal)
         except errors.NotModified:
             pass
         lv = self.live(rec)
@@ -738,7 +739,8 @@ class ContainerManager:
             if "label!" in filters and any(match_label(labels, [lab]) for lab in filters["label!"]):
                 continue
             try:
-                reclaimed += await self.snapshotter.usage(rec.id)
+                # dockerd sums the rw layers' SizeRw: file sizes, directories not counted
+                reclaimed += await self.snapshotter.usage(rec.id, apparent=True)
             except Exception:
                 pass
             try:

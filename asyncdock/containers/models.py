@@ -154,6 +154,7 @@ class HostConfig(msgspec.Struct, rename="pascal"):
     masked_paths: list[str] | None = None
     readonly_paths: list[str] | None = None
     init: bool | None = None
+    annotations: dict[str, str] | None = None  # API 1.43
 
 
 class EndpointSettings(msgspec.Struct, rename="pascal"):
@@ -170,6 +171,7 @@ class EndpointSettings(msgspec.Struct, rename="pascal"):
     global_ipv6_prefix_len: int = msgspec.field(default=0, name="GlobalIPv6PrefixLen")
     mac_address: str = ""
     driver_opts: dict[str, str] | None = None
+    gw_priority: int = 0  # API 1.48
 
 
 class NetworkingConfig(msgspec.Struct, rename="pascal"):

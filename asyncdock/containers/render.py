@@ -38,12 +38,19 @@ def inspect(rec: ContainerRecord, *, files_dir: str, network_settings: dict[str,
         state.pop("Health", None)
     hc = msgspec.to_builtins(rec.host_config)
     hc.pop("Init", None) if rec.host_config.init is None else None
+    # moby's omitempty fields of HostConfig: absent when unset or empty (KernelMemory and
+    # KernelMemoryTCP since 1.42; api/shapes.py puts them back for older versions)
+    for key in ("Mounts", "StorageOpt", "Sysctls", "Tmpfs", "Annotations", "KernelMemory", "KernelMemoryTCP"):
+        if not hc.get(key):
+            hc.pop(key, None)
     cfg = msgspec.to_builtins(rec.config)
     for key in ("Healthcheck", "ArgsEscaped", "MacAddress", "StopSignal", "StopTimeout", "Shell", "ExposedPorts"):
         if cfg.get(key) is None:
             cfg.pop(key, None)
     if cfg.get("NetworkDisabled") is None:
         cfg.pop("NetworkDisabled", None)
+    if not cfg.get("OnBuild"):
+        cfg.pop("OnBuild", None)  # 1.52's shape; api/shapes.py gives older versions their null
     out: dict[str, Any] = {
         "Id": rec.id,
         "Created": rec.created,
@@ -74,8 +81,14 @@ def inspect(rec: ContainerRecord, *, files_dir: str, network_settings: dict[str,
     return out
 
 
-class ListHostConfig(msgspec.Struct, rename="pascal"):
+class ListHostConfig(msgspec.Struct, rename="pascal", omit_defaults=True):
     network_mode: str
+    annotations: dict[str, str] | None = None  # API 1.46, omitted when empty
+
+
+class ListHealth(msgspec.Struct, rename="pascal"):
+    status: str = "none"
+    failing_streak: int = 0
 
 
 class ListNetworkSettings(msgspec.Struct, rename="pascal"):
@@ -88,7 +101,8 @@ class ListItem(msgspec.Struct, rename={"id": "Id", "names": "Names", "image": "I
                                        "labels": "Labels", "state": "State", "status": "Status",
                                        "host_config": "HostConfig",
                                        "network_settings": "NetworkSettings", "mounts": "Mounts",
-                                       "size_rw": "SizeRw", "size_root_fs": "SizeRootFs"},
+                                       "size_rw": "SizeRw", "size_root_fs": "SizeRootFs",
+                                       "health": "Health"},
                omit_defaults=True):
     """One entry of `GET /containers/json` (moby's types.Container). A Struct rather than a
     dict: the list of 1,000 containers is built and encoded on every call."""
@@ -106,6 +120,7 @@ class ListItem(msgspec.Struct, rename={"id": "Id", "names": "Names", "image": "I
     host_config: ListHostConfig
     network_settings: ListNetworkSettings
     mounts: list[Any]
+    health: ListHealth  # API 1.52: "none" without a health check
     # only with ?size=1
     size_rw: int | msgspec.UnsetType = msgspec.UNSET
     size_root_fs: int | msgspec.UnsetType = msgspec.UNSET
@@ -124,9 +139,11 @@ def summary(rec: ContainerRecord, *, ports: list[dict[str, Any]], networks: dict
         status=status_text(st.status, started_at=rec.started_ns or st.started_at,
                            finished_at=rec.finished_ns or st.finished_at,
                            exit_code=st.exit_code, health=health, now=now),
-        host_config=ListHostConfig(rec.host_config.network_mode),
+        host_config=ListHostConfig(rec.host_config.network_mode, rec.host_config.annotations or None),
         network_settings=ListNetworkSettings(networks),
-        mounts=list(rec.mounts))
+        mounts=list(rec.mounts),
+        health=ListHealth(health, st.health.failing_streak) if st.health is not None and health and st.running
+        else ListHealth())
     if size is not None:
         item.size_rw, item.size_root_fs = size
     return item

@@ -251,6 +251,7 @@ def document(rec: ContainerRecord, now: dict[str, Any] | None, read_ns: int,
         "memory_stats": cur["memory_stats"],
         "name": rec.name,
         "id": rec.id,
+        "os_type": "linux",  # API 1.52
     }
     if networks and now:
         doc["networks"] = networks

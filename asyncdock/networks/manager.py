@@ -12,6 +12,7 @@ import hashlib
 import ipaddress
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,8 +61,23 @@ def _get(obj: Any, key: str, default: Any = None) -> Any:
     if isinstance(obj, dict):
         return obj.get(key, default)
     snake = {"HostIp": "host_ip", "HostPort": "host_port", "Aliases": "aliases", "IPAMConfig": "ipam_config",
-             "Links": "links", "DriverOpts": "driver_opts", "IPv4Address": "ipv4_address"}.get(key, key)
+             "Links": "links", "DriverOpts": "driver_opts", "IPv4Address": "ipv4_address",
+             "MacAddress": "mac_address", "GwPriority": "gw_priority"}.get(key, key)
     return getattr(obj, snake, default)
+
+
+_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+
+
+def _mac(value: str) -> str:
+    """An endpoint's MAC address as asked (moby's validateEndpointSettings: net.ParseMAC)."""
+    if value and not _MAC.match(value):
+        raise errors.InvalidParameter(f"invalid MAC address {value}")
+    return value.lower()
+
+
+def _dedup(names: list[str]) -> list[str]:
+    return list(dict.fromkeys(n for n in names if n))
 
 
 class NetworkManager:
@@ -369,7 +385,8 @@ class NetworkManager:
         if ipv4 and net.builtin:
             raise errors.InvalidParameter("user specified IP address is supported on user defined networks only")
         return Attachment(network_id=net.id, aliases=aliases, ipv4=ipv4, links=list(_get(es, "Links") or []),
-                          driver_opts=_get(es, "DriverOpts"))
+                          driver_opts=_get(es, "DriverOpts"), mac=_mac(_get(es, "MacAddress", "") or ""),
+                          gw_priority=int(_get(es, "GwPriority", 0) or 0))
 
     def _cnet(self, cid: str) -> ContainerNet | None:
         c = self.store.containers.get(cid)
@@ -485,7 +502,7 @@ class NetworkManager:
                           container_name=c.name, netns_path=sb.netns, ifname=ifname,
                           host_ifname="veth" + os.urandom(4).hex()[:7], ip=ip,
                           prefix_len=ipaddress.IPv4Network(net.subnet()).prefixlen, gateway=net.gateway(),
-                          mac=ipam.mac_for(ip),
+                          mac=a.mac or ipam.mac_for(ip),
                           aliases=([] if net.builtin else [c.id[:12], *a.aliases]))
             await asyncio.to_thread(driver.join, net, ep, default_route=default_route)
         except BaseException:
@@ -750,14 +767,17 @@ class NetworkManager:
             if net is None:
                 continue
             ep = sb.endpoints.get(net.id) if sb is not None else None
-            aliases = (ep.aliases if ep is not None else ([c.id[:12], *a.aliases] if not net.builtin else [])) or None
+            # Aliases as create/connect gave them (API 1.45's meaning: api/shapes.py appends the
+            # short id for older versions); DNSNames what the embedded DNS answers for it here
             out[net.name] = {
                 "IPAMConfig": {"IPv4Address": a.ipv4} if a.ipv4 else None, "Links": a.links or None,
-                "Aliases": aliases if not net.builtin else None, "NetworkID": net.id,
+                "Aliases": list(a.aliases) or None if not net.builtin else None,
+                "MacAddress": ep.mac if ep else a.mac, "DriverOpts": a.driver_opts, "GwPriority": a.gw_priority,
+                "NetworkID": net.id,
                 "EndpointID": ep.id if ep else "", "Gateway": ep.gateway if ep else "",
                 "IPAddress": ep.ip if ep else "", "IPPrefixLen": ep.prefix_len if ep else 0,
                 "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
-                "MacAddress": ep.mac if ep else "", "DriverOpts": a.driver_opts}
+                "DNSNames": None if net.builtin else _dedup([c.name, *a.aliases, c.id[:12]])}
         return out
 
     def settings_json(self, cid: str, exposed_ports: dict[str, Any] | None = None,

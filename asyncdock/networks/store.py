@@ -22,6 +22,8 @@ class Attachment(msgspec.Struct, kw_only=True):
     ipv4: str = ""
     links: list[str] = msgspec.field(default_factory=list)
     driver_opts: dict[str, str] | None = None
+    mac: str = ""          # asked for at create or connect (API 1.44); "" picks one from the address
+    gw_priority: int = 0   # API 1.48
 
 
 class ContainerNet(msgspec.Struct, kw_only=True):

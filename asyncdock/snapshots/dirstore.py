@@ -339,8 +339,9 @@ class DirSnapshotter(ABC):
     async def list(self) -> list[SnapshotInfo]:
         return [self._info(k, r) for k, r in self._meta.snapshots.items()]
 
-    async def usage(self, key: str) -> int:
-        return await anyio.to_thread.run_sync(disk_usage, self._fs(self._get(key)))
+    async def usage(self, key: str, *, apparent: bool = False) -> int:
+        fs = self._fs(self._get(key))
+        return await anyio.to_thread.run_sync(lambda: disk_usage(fs, apparent=apparent))
 
     def upper_dir(self, key: str) -> Path:
         return self._fs(self._get(key))

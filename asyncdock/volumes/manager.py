@@ -309,6 +309,11 @@ class VolumeManager:
             return MountPoint(type="bind", source=src, destination=dst, mode="", rw=not ro, propagation=prop), False
         if typ == "volume":
             vo = g("VolumeOptions") or {}
+            if vo.get("Subpath"):
+                # A subpath resolved inside a volume its containers can write to needs a
+                # race-free open-and-bind of the resolved directory (moby's safepath); until
+                # that exists it is refused rather than followed through a planted symlink.
+                raise errors.NotImplementedYet("VolumeOptions.Subpath is not supported by this engine yet")
             drv = ((vo.get("DriverConfig") or {}).get("Name") or "")
             return MountPoint(type="volume", source="", destination=dst, mode="", rw=not ro, propagation="",
                               name=src, driver=drv), bool(vo.get("NoCopy"))
@@ -316,6 +321,8 @@ class VolumeManager:
             if src:
                 raise errors.InvalidParameter('invalid mount config for type "tmpfs": field Source must not be specified')
             return MountPoint(type="tmpfs", source="", destination=dst, mode="", rw=not ro, propagation=""), False
+        if typ == "image":
+            raise errors.NotImplementedYet('mount type "image" (API 1.48) is not supported by this engine yet')
         raise errors.InvalidParameter(f"mount type unknown: {typ}")
 
     async def _copy_up(self, v: Volume, rootfs: Path, dest: str) -> None:

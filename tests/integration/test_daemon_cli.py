@@ -4,6 +4,7 @@ version negotiation, and 501 (never a bare 404) for parts of the API not built y
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from typing import Any
 
@@ -13,8 +14,9 @@ from tests.support.daemon import Daemon, daemon_command
 def test_docker_version_shows_both_blocks(shared_daemon: Daemon) -> None:
     out = shared_daemon.docker("version").stdout
     client, _, server = out.partition("Server:")
-    assert "API version:       1.41 (downgraded from" in client
-    assert "Engine:" in server and "API version:      1.41 (minimum version 1.24)" in server
+    # the CLI 28 speaks 1.50 at most: it negotiates down to its own newest, no "downgraded"
+    assert "API version:       1.50\n" in client
+    assert "Engine:" in server and "API version:      1.54 (minimum version 1.24)" in server
     assert "OS/Arch:          linux/amd64" in server
     assert "crun:" in server and "runc:" in server
 
@@ -72,9 +74,31 @@ def test_unknown_default_runtime_stops_the_daemon_clearly(daemon_factory: Any) -
     assert "default runtime nosuch" in res.stderr
 
 
+def test_min_api_version_from_daemon_json(daemon_factory: Any) -> None:
+    d = daemon_factory({"min-api-version": "1.44"})
+    assert "API version:      1.54 (minimum version 1.44)" in d.docker("version").stdout
+    old = d.docker("ps", env={"DOCKER_API_VERSION": "1.43"}, check=False)
+    assert old.returncode != 0 and ("client version 1.43 is too old. Minimum supported API version is 1.44, "
+                                    "please upgrade your client to a newer version") in old.stderr
+
+
+def test_min_api_version_out_of_range_stops_the_daemon_with_dockerds_text(daemon_factory: Any) -> None:
+    d = daemon_factory({"min-api-version": "1.12"}, start=False, check_leaks=False)
+    d.config_path.write_text(json.dumps(d.config))
+    res = subprocess.run(d.command(), capture_output=True, text=True, timeout=60)
+    assert res.returncode != 0
+    assert "invalid minimum API version (1.12): must be between 1.24 and 1.54" in res.stderr
+    # the environment's DOCKER_MIN_API_VERSION wins over daemon.json, as with dockerd
+    d.config_path.write_text(json.dumps({**d.config, "min-api-version": "1.44"}))
+    res = subprocess.run(d.command(), capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "DOCKER_MIN_API_VERSION": "1.55"})
+    assert res.returncode != 0
+    assert "invalid minimum API version (1.55): must be between 1.24 and 1.54" in res.stderr
+
+
 def test_api_versions_and_unbuilt_routes(shared_daemon: Daemon) -> None:
-    too_new = shared_daemon.docker("version", env={"DOCKER_API_VERSION": "1.45"}, check=False)
-    assert "client version 1.45 is too new. Maximum supported API version is 1.41" in too_new.stderr
+    too_new = shared_daemon.docker("version", env={"DOCKER_API_VERSION": "1.55"}, check=False)
+    assert "client version 1.55 is too new. Maximum supported API version is 1.54" in too_new.stderr
     old = shared_daemon.docker("ps", env={"DOCKER_API_VERSION": "1.40"})
     assert old.stdout.startswith("CONTAINER ID")
     status, body = shared_daemon.request("POST", "/v1.41/commit?container=x")

@@ -50,7 +50,8 @@ def test_pull_stream_and_list(daemon: Daemon, registry: Any) -> None:
 def test_inspect_history_tag_rmi(daemon: Daemon, registry: Any) -> None:
     ref = registry.ref("configured")
     daemon.docker("pull", ref)
-    info = json.loads(daemon.docker("image", "inspect", ref).stdout)[0]
+    # at 1.41, the shape dockerd 20.10 sent (Container and ContainerConfig went at 1.45, VirtualSize at 1.44)
+    info = json.loads(daemon.docker("image", "inspect", ref, env={"DOCKER_API_VERSION": "1.41"}).stdout)[0]
     assert list(info) == ["Id", "RepoTags", "RepoDigests", "Parent", "Comment", "Created", "Container",
                           "ContainerConfig", "DockerVersion", "Author", "Config", "Architecture", "Os", "Size",
                           "VirtualSize", "GraphDriver", "RootFS", "Metadata"]

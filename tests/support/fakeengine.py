@@ -69,7 +69,7 @@ class _Snapshots:
     async def remove(self, key: str) -> None:
         pass
 
-    async def usage(self, key: str) -> int:
+    async def usage(self, key: str, *, apparent: bool = False) -> int:
         return 0
 
 

@@ -14,12 +14,13 @@ import aiohttp
 import pytest
 
 from asyncdock.api.http import Request
+from asyncdock.config import DaemonConfig
 from asyncdock.api.server import ApiServer, App
 from asyncdock.util.errtext import client_text, connection_error_text, os_error_text
 
 
 class _Engine:
-    pass
+    config = DaemonConfig()
 
 
 async def _errno_bug(req: Request) -> None:

@@ -13,6 +13,7 @@ import pytest
 
 import asyncdock
 from asyncdock.api.routes.events import make_matcher
+from asyncdock.config import DaemonConfig
 from asyncdock.api.server import App
 from asyncdock.client import Client, InProcessTransport
 from asyncdock.events import Actor, Event, EventBus
@@ -25,7 +26,7 @@ class _Engine(SimpleNamespace):
 async def _setup(tmp: Path) -> tuple[EventBus, Client, App]:
     bus = EventBus()
     bus.open_journal(tmp / "events", fsync=False)
-    app = App(_Engine(bus=bus))
+    app = App(_Engine(bus=bus, config=DaemonConfig()))
     return bus, Client(transport=InProcessTransport(app), version="1.41"), app
 
 

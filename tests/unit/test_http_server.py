@@ -15,10 +15,15 @@ import pytest
 
 from asyncdock.api.http import Request, json_response
 from asyncdock.api.server import ApiServer, App
+from asyncdock.config import DaemonConfig
 
 
 class _Engine:
-    """The app needs an engine object only for handlers that use it; these routes do not."""
+    """The app needs an engine object only for handlers that use it (these routes do not) and
+    for its configuration (the served API range's floor)."""
+
+    def __init__(self, min_api_version: str = "") -> None:
+        self.config = DaemonConfig(min_api_version=min_api_version)
 
 
 async def _echo_hijack(req: Request) -> None:
@@ -41,16 +46,16 @@ async def _slow_stream(req: Request):  # type: ignore[no-untyped-def]
     return stream
 
 
-def _app() -> App:
-    app = App(_Engine())
+def _app(min_api_version: str = "") -> App:
+    app = App(_Engine(min_api_version))
     app.release = asyncio.Event()  # type: ignore[attr-defined]
     app.router.add("POST", "/test/hijack", _echo_hijack)
     app.router.add("GET", "/test/stream", _slow_stream)
     return app
 
 
-async def _serve(tmp_path: Path) -> tuple[ApiServer, str]:
-    server = ApiServer(_app())
+async def _serve(tmp_path: Path, min_api_version: str = "") -> tuple[ApiServer, str]:
+    server = ApiServer(_app(min_api_version))
     path = str(tmp_path / "api.sock")
     await server.listen_unix(path)
     return server, path
@@ -73,24 +78,42 @@ def test_ping_headers_and_versions(tmp_path: Path) -> None:
         try:
             head = await _request(path, b"HEAD /_ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 200 OK\r\n")
-            for h in (b"Api-Version: 1.41", b"Docker-Experimental: false", b"Ostype: linux",
+            for h in (b"Api-Version: 1.54", b"Docker-Experimental: false", b"Ostype: linux",
                       b"Cache-Control: no-cache, no-store, must-revalidate", b"Pragma: no-cache",
                       b"Content-Length: 0"):
                 assert h in head
             get = await _request(path, b"GET /_ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             assert get.endswith(b"\r\n\r\nOK")
-            new = await _request(path, b"GET /v1.45/version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            new = await _request(path, b"GET /v1.55/version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             assert new.startswith(b"HTTP/1.1 400 Bad Request")
-            assert new.endswith(b'{"message":"client version 1.45 is too new. Maximum supported API version is 1.41"}\n')
+            assert new.endswith(b'{"message":"client version 1.55 is too new. Maximum supported API version is 1.54"}\n')
             assert b"Docker-Experimental" not in new
-            old = await _request(path, b"GET /v1.11/version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            assert b"Content-Type: text/plain; charset=utf-8" in old
-            assert old.endswith(b"client version 1.11 is too old. Minimum supported API version is 1.24, "
-                                b"please upgrade your client to a newer version\n")
+            # Docker 29's versionUnsupportedError is an InvalidParameter: JSON, as every other error
+            # (dockerd 20.10 answered this one alone in text/plain)
+            old = await _request(path, b"GET /v1.23/version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert old.startswith(b"HTTP/1.1 400 Bad Request") and b"Content-Type: application/json" in old
+            assert old.endswith(b'{"message":"client version 1.23 is too old. Minimum supported API version is 1.24, '
+                                b'please upgrade your client to a newer version"}\n')
             missing = await _request(path, b"GET /v1.41/nosuchendpoint HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             assert missing.startswith(b"HTTP/1.1 404") and missing.endswith(b'{"message":"page not found"}\n')
             later = await _request(path, b"POST /v1.41/build HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             assert later.startswith(b"HTTP/1.1 501") and b"image build is not implemented" in later
+        finally:
+            await server.close()
+
+    asyncio.run(main())
+
+
+def test_configured_floor_refuses_older_versions(tmp_path: Path) -> None:
+    async def main() -> None:
+        server, path = await _serve(tmp_path, min_api_version="1.44")
+        try:
+            old = await _request(path, b"GET /v1.43/_ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert old.startswith(b"HTTP/1.1 400") and old.endswith(
+                b'"client version 1.43 is too old. Minimum supported API version is 1.44, '
+                b'please upgrade your client to a newer version"}\n')
+            ok = await _request(path, b"GET /v1.44/_ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert ok.startswith(b"HTTP/1.1 200 OK") and ok.endswith(b"OK")
         finally:
             await server.close()
 

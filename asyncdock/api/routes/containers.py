@@ -32,8 +32,9 @@ async def create(req: Request) -> Response:
     body = await req.json(CreateRequest)
     if body is None:
         raise errors.InvalidParameter("config cannot be empty in order to create a container")
+    warnings = shapes.accepts(shapes.CONTAINER_CREATE, body, req.api_version)
     rec = await _mgr(req).create(body, req.query.get("name") or None)
-    return json_response({"Id": rec.id, "Warnings": []}, status=201)
+    return json_response({"Id": rec.id, "Warnings": warnings}, status=201)
 
 
 _LIST_FILTERS = ("id", "name", "label", "label!", "status", "ancestor", "exited", "before", "since", "health",
@@ -74,7 +75,8 @@ async def list_containers(req: Request) -> Response:
         if filters and not _match(rec, filters, ancestors, before, since):
             continue
         size = await _size(req, rec) if want_size else None
-        out.append(summary_of(req, rec, size=size, now=now))
+        out.append(shapes.for_version(shapes.CONTAINER_SUMMARY, summary_of(req, rec, size=size, now=now),
+                                      req.api_version))
         if 0 < limit <= len(out):
             break
     return json_response(out)
@@ -122,7 +124,7 @@ def _match(rec: ContainerRecord, f: dict[str, list[str]], ancestors: set[str] | 
 async def _size(req: Request, rec: ContainerRecord) -> tuple[int, int]:
     rw = 0
     try:
-        rw = await req.engine.snapshotter.usage(rec.id)
+        rw = await req.engine.snapshotter.usage(rec.id, apparent=True)  # dockerd's SizeRw
     except Exception:
         pass
     try:
@@ -162,15 +164,26 @@ async def start(req: Request) -> Response:
     return empty_response(204)
 
 
+def _stop_signal(req: Request) -> str | None:
+    params = {"signal": req.query.get("signal") or ""}
+    shapes.accepts(shapes.CONTAINER_STOP, params, req.api_version)
+    sig = params.get("signal") or None
+    if sig is not None:
+        parse_signal(sig)  # a bad one is a 400 before anything is stopped
+    return sig
+
+
 async def stop(req: Request) -> Response:
     rec = _get(req)
-    await _mgr(req).stop(rec, req.arg_int("t"))
+    sig = _stop_signal(req)
+    await _mgr(req).stop(rec, req.arg_int("t"), sig)
     return empty_response(204)
 
 
 async def restart(req: Request) -> Response:
     rec = _get(req)
-    await _mgr(req).restart(rec, req.arg_int("t"))
+    sig = _stop_signal(req)
+    await _mgr(req).restart(rec, req.arg_int("t"), sig)
     return empty_response(204)
 
 
@@ -250,8 +263,9 @@ async def logs(req: Request) -> StreamResponse:
 
 async def update(req: Request) -> Response:
     rec = _get(req)
-    body = await req.json(dict[str, Any])
-    warnings = await _mgr(req).update(rec, body or {})
+    body = await req.json(dict[str, Any]) or {}
+    shapes.accepts(shapes.CONTAINER_UPDATE, body, req.api_version)
+    warnings = await _mgr(req).update(rec, body)
     return json_response({"Warnings": warnings})
 
 

@@ -7,6 +7,7 @@ import msgspec
 
 from ...containers.models import ContainerRecord
 from ...containers.stats import readings
+from .. import shapes
 from ..http import Request, StreamResponse
 
 
@@ -19,5 +20,5 @@ async def serve_stats(req: Request, rec: ContainerRecord) -> StreamResponse:
     enc = msgspec.json.Encoder()
     async with contextlib.aclosing(docs):
         async for doc in docs:
-            await out.write(enc.encode(doc) + b"\n")
+            await out.write(enc.encode(shapes.for_version(shapes.STATS, doc, req.api_version)) + b"\n")
     return out
