@@ -23,9 +23,8 @@ from tests.support.daemon import Daemon
 
 # (version, view) -> who is shaping it. Each entry is an xfail (not strict: the fix may land on
 # another branch first) while ASYNCDOCK_SCHEMA_PENDING_XFAIL is not "0".
-_C, _I = "i14-shapes-containers", "i14-shapes-images"
+_I = "i14-shapes-images"
 PENDING: dict[tuple[str, str], str] = {
-    **{(v, "containers"): _C for v in swagger.VERSIONS},
     **{(v, g): _I for v in swagger.VERSIONS for g in ("system", "events")},
     **{(v, g): _I for v in ("1.52", "1.54") for g in ("images", "networks")},
 }

@@ -107,7 +107,9 @@ CORRECTIONS: tuple[Correction, ...] = (
                "forgot x-nullable)"),
     Correction("GET /containers/{id}/json", "NetworkSettings", ("SecondaryIPAddresses", "SecondaryIPv6Addresses"),
                (None,), _T + "inspect.md: nil []network.Address of NetworkSettingsBase"),
-    *(Correction(route, where, ("Aliases", "DriverOpts", "IPAMConfig", "Links"), (None,),
+    # DNSNames (1.44) likewise: moby api/types/network EndpointSettings.DNSNames []string, no
+    # omitempty, nil on the default bridge (it has no embedded DNS)
+    *(Correction(route, where, ("Aliases", "DriverOpts", "IPAMConfig", "Links", "DNSNames"), (None,),
                  _T + "ps.md, inspect.md: nil fields of network.EndpointSettings")
       for route, where in (("GET /containers/json", "[].NetworkSettings.Networks.*"),
                            ("GET /containers/{id}/json", "NetworkSettings.Networks.*"),
