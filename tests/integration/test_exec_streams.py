@@ -1,0 +1,143 @@
+"""What exec start sends, as real clients read it: a TTY's output from its first byte (docker
+CLI, docker-py, a raw hijacked start), stdcopy frames on a raw socket without a TTY, Docker's
+exit codes and status for a command that cannot start, and the detach keys of the client's
+config file."""
+from __future__ import annotations
+
+import json
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.test_tty_terminal import Terminal, _term, terminals  # noqa: F401 - fixture
+from tests.support.daemon import Daemon, UnixHTTPConnection
+
+ROUNDS = 15
+
+
+@pytest.fixture
+def box(shared_daemon: Daemon) -> Iterator[str]:
+    n = f"exs-{uuid.uuid4().hex[:8]}"
+    shared_daemon.docker("run", "-d", "--name", n, "busybox", "sleep", "1000")
+    yield n
+    shared_daemon.docker("rm", "-f", n, check=False)
+
+
+def _exec_create(daemon: Daemon, box: str, cmd: list[str], **extra: object) -> str:
+    body = {"AttachStdout": True, "AttachStderr": True, "Cmd": cmd, **extra}
+    status, out = daemon.request("POST", f"/containers/{box}/exec", body)
+    assert status == 201, out
+    exec_id: str = json.loads(out)["Id"]
+    return exec_id
+
+
+def _raw_start(daemon: Daemon, exec_id: str, body: dict[str, object]) -> bytes:
+    """`POST /exec/{id}/start` with the Upgrade headers, read to EOF on the same socket: the
+    response head and everything after it, exactly as sent."""
+    payload = json.dumps(body).encode()
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(30)
+    try:
+        s.connect(str(daemon.socket))
+        s.sendall(b"POST /v1.41/exec/" + exec_id.encode() + b"/start HTTP/1.1\r\nHost: docker\r\n"
+                  b"Content-Type: application/json\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"
+                  b"Content-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        return data
+    finally:
+        s.close()
+
+
+def _body_after_head(raw: bytes) -> tuple[bytes, bytes]:
+    head, sep, rest = raw.partition(b"\r\n\r\n")
+    assert sep, raw
+    return head, rest
+
+
+def test_exec_tty_output_is_whole_docker_cli(shared_daemon: Daemon, box: str) -> None:
+    for _ in range(ROUNDS):
+        r = shared_daemon.docker("exec", "-t", box, "sh", "-c", "echo hello out", text=False)
+        assert r.stdout == b"hello out\r\n"
+
+
+def test_exec_tty_output_is_whole_docker_py(shared_daemon: Daemon, box: str) -> None:
+    c = shared_daemon.client().containers.get(box)
+    for _ in range(ROUNDS):
+        r = c.exec_run(["sh", "-c", "echo hello out"], tty=True)
+        assert (r.exit_code, r.output) == (0, b"hello out\r\n")
+        r = c.exec_run(["echo", "hello out"], tty=True)
+        assert (r.exit_code, r.output) == (0, b"hello out\r\n")
+
+
+def test_exec_tty_output_is_whole_raw_hijack(shared_daemon: Daemon, box: str) -> None:
+    for _ in range(ROUNDS):
+        ex = _exec_create(shared_daemon, box, ["echo", "hello out"], Tty=True)
+        head, rest = _body_after_head(_raw_start(shared_daemon, ex, {"Detach": False, "Tty": True}))
+        assert head.startswith(b"HTTP/1.1 101 UPGRADED") and rest == b"hello out\r\n"
+
+
+def _exec_done(daemon: Daemon, exec_id: str) -> None:
+    """Until the exec's process has exited (its output is with the daemon by then)."""
+    deadline = time.monotonic() + 20
+    while True:
+        status, out = daemon.request("GET", f"/exec/{exec_id}/json")
+        assert status == 200, out
+        if json.loads(out)["ExitCode"] is not None:
+            return
+        assert time.monotonic() < deadline, out
+        time.sleep(0.02)
+
+
+NOT_FOUND = (b'OCI runtime exec failed: exec failed: unable to start container process: exec: "nosuchcmd": '
+             b"executable file not found in $PATH: unknown\r\n")
+
+
+@pytest.mark.parametrize(("cmd", "tty", "expected"), [
+    (["echo", "hello out"], True, b"hello out\r\n"),
+    (["echo", "hello out"], False, b"\x01\x00\x00\x00\x00\x00\x00\x0ahello out\n"),
+    (["nosuchcmd"], True, NOT_FOUND),
+    (["nosuchcmd"], False, b"\x01\x00\x00\x00" + len(NOT_FOUND).to_bytes(4, "big") + NOT_FOUND),
+])
+def test_exec_output_waits_for_a_client_that_reads_the_head_late(shared_daemon: Daemon, box: str, cmd: list[str],
+                                                                 tty: bool, expected: bytes) -> None:
+    """docker-py's way: http.client reads the 101 head through a buffered reader, then the rest
+    from the raw socket (APIClient._get_raw_response_socket), so output that reached the socket
+    before it read the head is lost to it. A client busy elsewhere reads the head only after
+    the process ran; all its output must still come after the head."""
+    ex = _exec_create(shared_daemon, box, cmd, Tty=tty)
+    conn = UnixHTTPConnection(str(shared_daemon.socket), timeout=30)
+    try:
+        conn.request("POST", f"/v1.41/exec/{ex}/start", body=json.dumps({"Detach": False, "Tty": tty}),
+                     headers={"Content-Type": "application/json", "Connection": "Upgrade", "Upgrade": "tcp"})
+        _exec_done(shared_daemon, ex)
+        resp = conn.getresponse()
+        assert resp.status == 101
+        raw = resp.fp.raw  # type: ignore[union-attr]
+        data = b""
+        while chunk := raw.read(65536):
+            data += chunk
+    finally:
+        conn.close()
+    assert data == expected
+
+
+def test_exec_socket_without_tty_is_multiplexed_docker_py(shared_daemon: Daemon, box: str) -> None:
+    """exec_run(socket=True) / exec_start(socket=True): the caller reads stdcopy frames itself."""
+    from docker.utils.socket import frames_iter
+
+    c = shared_daemon.client().containers.get(box)
+    r = c.exec_run(["sh", "-c", "echo out; echo err >&2"], socket=True)
+    frames = list(frames_iter(r.output, tty=False))
+    r.output._sock.close()
+    # two pipes, read as they come: each stream's frames in order, the two interleaved either way
+    assert sorted(frames) == [(1, b"out\n"), (2, b"err\n")]
+    api = shared_daemon.client().api
+    ex = api.exec_create(box, ["sh", "-c", "echo o2"])
+    sock = api.exec_start(ex["Id"], socket=True)
+    assert list(frames_iter(sock, tty=False)) == [(1, b"o2\n")]
+    sock._sock.close()
