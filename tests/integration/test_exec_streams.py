@@ -141,3 +141,21 @@ def test_exec_socket_without_tty_is_multiplexed_docker_py(shared_daemon: Daemon,
     sock = api.exec_start(ex["Id"], socket=True)
     assert list(frames_iter(sock, tty=False)) == [(1, b"o2\n")]
     sock._sock.close()
+
+
+def test_exec_that_cannot_start_codes_as_docker(shared_daemon: Daemon, box: str) -> None:
+    """moby's setExitCodeFromError, kept for the exec since Docker 28 (moby c866a7e5f8,
+    TestFailedExecExitCode): 127 for a missing command, 126 for one that cannot be invoked; a
+    detached start answers the error as 400, an attached one as output."""
+    r = shared_daemon.docker("exec", box, "nosuchcmd", check=False)
+    assert r.returncode == 127 and r.stdout + r.stderr == NOT_FOUND.decode().replace("\r\n", "\n")
+    ex = _exec_create(shared_daemon, box, ["nosuchcmd"])
+    status, out = shared_daemon.request("POST", f"/exec/{ex}/start", {"Detach": True, "Tty": False})
+    assert (status, json.loads(out)["message"]) == (400, NOT_FOUND.decode().rstrip())
+    status, out = shared_daemon.request("GET", f"/exec/{ex}/json")
+    info = json.loads(out)
+    assert (info["ExitCode"], info["Running"], info["Pid"]) == (127, False, 0)
+    r = shared_daemon.docker("exec", "-d", box, "nosuchcmd", check=False)
+    assert r.returncode == 1 and "executable file not found in $PATH" in r.stderr
+    r = shared_daemon.docker("exec", box, "/etc", check=False)
+    assert r.returncode == 126 and "permission denied" in r.stdout + r.stderr
