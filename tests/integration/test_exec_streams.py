@@ -9,11 +9,12 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.integration.test_tty_terminal import Terminal, _term, terminals  # noqa: F401 - fixture
-from tests.support.daemon import Daemon, UnixHTTPConnection
+from tests.integration.test_tty_terminal import Terminal, terminals  # noqa: F401 - fixture
+from tests.support.daemon import DOCKER_CLI, Daemon, UnixHTTPConnection
 
 ROUNDS = 15
 
@@ -159,3 +160,53 @@ def test_exec_that_cannot_start_codes_as_docker(shared_daemon: Daemon, box: str)
     assert r.returncode == 1 and "executable file not found in $PATH" in r.stderr
     r = shared_daemon.docker("exec", box, "/etc", check=False)
     assert r.returncode == 126 and "permission denied" in r.stdout + r.stderr
+
+
+def test_exec_it_detaches_with_the_config_files_keys(shared_daemon: Daemon, box: str, tmp_path: Path,
+                                                     terminals: list[Terminal]) -> None:  # noqa: F811
+    """`"detachKeys"` of the CLI's config.json: the CLI sends it as the exec's DetachKeys; the
+    default keys are then ordinary input."""
+    (tmp_path / "config.json").write_text(json.dumps({"detachKeys": "ctrl-x,x"}))
+    env = dict(shared_daemon.env)
+    env.update(TERM="xterm", DOCKER_CONFIG=str(tmp_path))
+    t = Terminal([DOCKER_CLI, "exec", "-it", box, "sh"], env)
+    terminals.append(t)
+    t.expect(b"/ # ")
+    t.send(b"\x10\x11echo still $((6*7))\r")  # ctrl-p ctrl-q: not the keys any more
+    t.expect(b"still 42\r\n")
+    t.send(b"sleep 1000\r")
+    t.send(b"\x18x")
+    # the CLI's exec returns the escape as its error, as against Docker: status 1
+    assert t.wait() == 1
+    assert b"read escape sequence" in t.seen
+    # detached, not ended: the shell and its sleep run on
+    assert "sleep 1000" in shared_daemon.docker("top", box).stdout
+
+
+
+def test_exec_detach_keys_of_the_create_body_end_a_raw_session(shared_daemon: Daemon, box: str) -> None:
+    """The server's side of it, for clients that send their keys and no proxy of their own."""
+    ex = _exec_create(shared_daemon, box, ["cat"], Tty=True, AttachStdin=True, DetachKeys="ctrl-x,x")
+    payload = json.dumps({"Detach": False, "Tty": True}).encode()
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(30)
+    try:
+        s.connect(str(shared_daemon.socket))
+        s.sendall(b"POST /exec/" + ex.encode() + b"/start HTTP/1.1\r\nHost: docker\r\n"
+                  b"Content-Type: application/json\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"
+                  b"Content-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += s.recv(4096)
+        s.sendall(b"\x10\x11one\r")  # the default keys are plain input now
+        while b"one\r\n" not in data.partition(b"\r\n\r\n")[2].replace(b"\x10\x11", b""):
+            chunk = s.recv(4096)
+            assert chunk, data
+            data += chunk
+        s.sendall(b"\x18x")
+        while chunk := s.recv(4096):  # the server ends the session
+            data += chunk
+    finally:
+        s.close()
+    status, out = shared_daemon.request("GET", f"/exec/{ex}/json")
+    assert json.loads(out)["Running"] is True
