@@ -293,7 +293,14 @@ class Request:
         if ct and ct.split(";", 1)[0].strip().lower() != "application/json":
             raise errors.InvalidParameter(f"Content-Type specified ({ct}) must be 'application/json'")
         try:
-            return msgspec.json.decode(raw, type=type_, strict=False)
+            if b"null" not in raw:
+                return msgspec.json.decode(raw, type=type_, strict=False)
+            # Go's decoder leaves a field sent as null at its zero value, as if it were absent
+            # (docker-py sends {"Healthcheck": {"Interval": null, ...}}); so does ours.
+            plain = drop_nulls(msgspec.json.decode(raw))
+            if type_ is Any:
+                return plain  # type: ignore[no-any-return]
+            return msgspec.convert({} if plain is None else plain, type_, strict=False)
         except msgspec.ValidationError as e:
             raise errors.InvalidParameter(f"invalid request: {e}") from None
         except msgspec.DecodeError as e:
@@ -384,6 +391,16 @@ class StreamResponse:
             self.finished = True
             if not self._conn.closed.done():
                 self._conn._write(b"0\r\n\r\n")
+
+
+def drop_nulls(value: Any) -> Any:
+    """Decoded JSON without the object members whose value is null, at any depth (Go's view of
+    them: absent). Nulls in arrays stay, for the shape check to refuse."""
+    if isinstance(value, dict):
+        return {k: drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [drop_nulls(v) for v in value]
+    return value
 
 
 def _unread_by_peer(sock: Any) -> int | None:
