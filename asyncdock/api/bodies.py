@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 
 from ..base.errors import InvalidParameter
+from .http import drop_nulls
 
 
 class IPAMConfig(msgspec.Struct, rename="pascal"):
@@ -83,6 +84,7 @@ def checked(body: Any, shape: type[msgspec.Struct]) -> dict[str, Any]:
         return {}
     if not isinstance(body, dict):
         raise InvalidParameter(f"invalid JSON: expected an object, got {type(body).__name__}")
+    body = drop_nulls(body)  # a null member is an absent one, as for Go's decoder
     try:
         msgspec.convert(body, shape, strict=True)
     except msgspec.ValidationError as e:

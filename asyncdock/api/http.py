@@ -18,7 +18,11 @@ its write and reads the answer instead of waiting for a server that stopped read
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import socket
+import struct
+import termios
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -290,7 +294,14 @@ class Request:
         if ct and ct.split(";", 1)[0].strip().lower() != "application/json":
             raise errors.InvalidParameter(f"Content-Type specified ({ct}) must be 'application/json'")
         try:
-            return msgspec.json.decode(raw, type=type_, strict=False)
+            if b"null" not in raw:
+                return msgspec.json.decode(raw, type=type_, strict=False)
+            # Go's decoder leaves a field sent as null at its zero value, as if it were absent
+            # (docker-py sends {"Healthcheck": {"Interval": null, ...}}); so does ours.
+            plain = drop_nulls(msgspec.json.decode(raw))
+            if type_ is Any:
+                return plain  # type: ignore[no-any-return]
+            return msgspec.convert({} if plain is None else plain, type_, strict=False)
         except msgspec.ValidationError as e:
             raise errors.InvalidParameter(f"invalid request: {e}") from None
         except msgspec.DecodeError as e:
@@ -309,7 +320,7 @@ class Request:
     async def hijack(self, multiplexed: bool = False) -> Hijack:
         """Take the connection over for raw bytes both ways (attach, exec start)."""
         await self.body()
-        h = Hijack(self._conn)
+        h = Hijack(self._conn, hold_until_head_read=True)
         self._hijack = h
         ct = b"application/vnd.docker.raw-stream"
         if multiplexed and self.api_version >= (1, 42):
@@ -383,16 +394,40 @@ class StreamResponse:
                 self._conn._write(b"0\r\n\r\n")
 
 
+def drop_nulls(value: Any) -> Any:
+    """Decoded JSON without the object members whose value is null, at any depth (Go's view of
+    them: absent). Nulls in arrays stay, for the shape check to refuse."""
+    if isinstance(value, dict):
+        return {k: drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [drop_nulls(v) for v in value]
+    return value
+
+
+def _unread_by_peer(sock: Any) -> int | None:
+    """Bytes sent on a Unix stream socket that its peer has not read yet; None where the kernel
+    does not know (TCP counts unacknowledged bytes, not unread ones)."""
+    if sock is None or sock.family != socket.AF_UNIX:
+        return None
+    try:
+        out = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, struct.pack("i", 0))
+    except OSError:
+        return None
+    unread: int = struct.unpack("i", out)[0]
+    return unread
+
+
 class Hijack:
     """The raw two-way stream after a 101 (or a 200 raw-stream). EOF from the client is a
     half-close: reading returns b"" but writing goes on until `close()`."""
 
-    def __init__(self, conn: HttpConnection) -> None:
+    def __init__(self, conn: HttpConnection, *, hold_until_head_read: bool = False) -> None:
         self._conn = conn
         self._buf: deque[bytes] = deque()
         self._eof = False
         self._waiter: asyncio.Future[None] | None = None
         self.closed = False
+        self._hold = hold_until_head_read
 
     def _feed(self, data: bytes) -> None:
         self._buf.append(data)
@@ -425,6 +460,13 @@ class Hijack:
             self._conn._write(data)
 
     async def write(self, data: bytes) -> None:
+        if self._hold:
+            # docker-py reads the 101 head through http.client's buffered reader and the stream
+            # from the raw socket after it (APIClient._get_raw_response_socket): whatever
+            # reached its socket together with the head is lost to it. A process's first
+            # output is often there before a busy client read the head.
+            await self._conn._peer_read_all()
+            self._hold = False
         if self._conn.closed.done():
             raise ConnectionResetError("client went away")
         self._conn._write(data)
@@ -791,6 +833,19 @@ class HttpConnection(asyncio.Protocol):
     def _write(self, data: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)
+
+    async def _peer_read_all(self) -> None:
+        """Until the client has read every byte written so far. Only a Unix socket tells (the
+        kernel charges what the peer has not read to our send queue, SIOCOUTQ); elsewhere, and
+        once the client is gone, at once. The kernel has no wake-up for it: polled, briefly."""
+        delay = 0.0005
+        while not self.closed.done() and self._transport is not None:
+            if self._transport.get_write_buffer_size() == 0:
+                unread = _unread_by_peer(self._transport.get_extra_info("socket"))
+                if not unread:
+                    return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.02)
 
     async def _drain(self) -> None:
         if self._write_paused and not self.closed.done():

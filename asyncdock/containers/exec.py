@@ -101,18 +101,24 @@ def build_process(base: dict[str, Any], cfg: ExecConfig, root: Path) -> dict[str
     return proc
 
 
-def _exec_error(message: str, argv0: str) -> tuple[errors.EngineError, int]:
-    """Docker's wording and moby's translateContainerdStartErr exit codes."""
+def _exec_error(message: str) -> tuple[errors.EngineError, int]:
+    """Docker's wording, and the exit code and error kind of moby's setExitCodeFromError (Docker
+    28 and later keep its code for the exec: 127 for a missing command, as `run`; 126, the
+    default of an exec that did not start, only where nothing more precise was found)."""
     text = f"OCI runtime exec failed: exec failed: {message}: unknown"
-    low = message.lower()
-    code = 126
-    if argv0.lower() in low and ("executable file not found" in low or "no such file or directory" in low):
-        code = 127
-    elif "permission denied" in low:
-        code = 126
-    elif "not a directory" in low:
-        code = 127
-    return errors.SystemError_(text), code
+    low = text.lower()
+    if "permission denied" in low:
+        return errors.InvalidParameter(text), 126
+    if "is a directory" in low:
+        return errors.InvalidParameter(text + ": permission denied"), 126
+    if "not a directory" in low:
+        return errors.InvalidParameter(
+            text + ": Are you trying to mount a directory onto a file (or vice-versa)? Check if the "
+            "specified host path exists and is the expected type"), 127
+    if any(m in low for m in ("executable file not found", "no such file or directory",
+                              "system cannot find the file specified", "failed to run runc create/exec call")):
+        return errors.InvalidParameter(text), 127
+    return errors.SystemError_(text), 128
 
 
 class ExecStartError(Exception):
@@ -156,7 +162,7 @@ async def start_exec(mgr: Supervisor, ex: ExecInstance, *, discard_output: bool 
         process = await asyncio.to_thread(build_process, base, cfg, root)
         await asyncio.to_thread(find_executable, root, argv0, path_from_env(process["env"]), process.get("cwd", "/"))
     except ExecutableError as e:
-        raise fail(*_exec_error(f"unable to start container process: {e.message}", argv0)) from None
+        raise fail(*_exec_error(f"unable to start container process: {e.message}")) from None
     except errors.EngineError as e:
         raise fail(e, 126) from None
     except OSError as e:
@@ -201,7 +207,7 @@ async def start_exec(mgr: Supervisor, ex: ExecInstance, *, discard_output: bool 
         if rc != 0:
             msg = last_logged_error(log_file) or f"{rt.name} exec failed with exit code {rc}"
             msg = msg.removeprefix("exec failed: ")
-            raise fail(*_exec_error(msg, argv0))
+            raise fail(*_exec_error(msg))
         pid = int(pid_file.read_text().strip())
         exit_future = mgr.exits.watch(pid)
         ex.pid = pid
@@ -222,7 +228,7 @@ async def start_exec(mgr: Supervisor, ex: ExecInstance, *, discard_output: bool 
             if stdin is not None:
                 ex.stdin_w = stdin
     except RuntimeError_ as e:
-        raise fail(*_exec_error(e.message, argv0)) from None
+        raise fail(*_exec_error(e.message)) from None
     finally:
         for fd in opened:
             with contextlib.suppress(OSError):

@@ -2,7 +2,9 @@
 what Linux hosts need)."""
 from __future__ import annotations
 
+import json
 import platform as _platform
+import re
 from collections.abc import Sequence
 
 from ..base.errors import InvalidParameter
@@ -47,15 +49,50 @@ def host_platform() -> Platform:
     return Platform(architecture=arch, os="linux", variant=variant)
 
 
+# containerd's platforms.Parse (what moby answers `platform` with): its component grammars, the
+# OS and architecture names Go knows (a lone component must be one of them), its error texts.
+_SPECIFIER_RE = r"^[A-Za-z0-9_.-]+$"
+_OS_RE = r"^([A-Za-z0-9_-]+)(?:\(([A-Za-z0-9_.%-]*)((?:\+[A-Za-z0-9_.%-]+)*)\))?$"
+_KNOWN_OS = frozenset("aix android darwin dragonfly freebsd hurd illumos ios js linux nacl netbsd openbsd plan9 "
+                      "solaris windows zos".split())
+_KNOWN_ARCH = frozenset("386 amd64 amd64p32 arm armbe arm64 arm64be ppc64 ppc64le loong64 mips mipsle mips64 "
+                        "mips64le mips64p32 mips64p32le ppc riscv riscv64 s390 s390x sparc sparc64 wasm".split())
+
+
+def _q(text: str) -> str:
+    """Go's %q, for the texts that reach an error."""
+    return json.dumps(text, ensure_ascii=False)
+
+
 def parse_platform(spec: str) -> Platform:
-    """`os[/arch[/variant]]` as the `platform` query parameter gives it."""
-    parts = [p for p in spec.strip().lower().split("/")]
-    if not parts or not parts[0] or len(parts) > 3 or any(not p for p in parts):
-        raise InvalidParameter(f"\"{spec}\": unknown operating system or architecture: invalid argument")
-    os_ = parts[0]
+    """`os[/arch[/variant]]` as the `platform` query parameter gives it; anything containerd's
+    parser refuses is refused with its text (moby answers it as 400 before any pull starts)."""
+    def invalid(text: str) -> InvalidParameter:
+        return InvalidParameter(f"{text}: invalid argument")
+
+    if "*" in spec:
+        raise invalid(f"{_q(spec)}: wildcards not yet supported")
+    parts = spec.split("/", 3)
+    os_match = re.match(_OS_RE, parts[0])
+    if os_match is None:
+        raise invalid(f"{_q(parts[0])} is an invalid OS component of {_q(spec)}: OSAndVersion specifier "
+                      f"component must match {_q(_OS_RE)}")
+    for part in parts[1:]:
+        if re.match(_SPECIFIER_RE, part) is None:
+            raise invalid(f"{_q(part)} is an invalid component of {_q(spec)}: platform specifier component "
+                          f"must match {_q(_SPECIFIER_RE)}")
+    os_ = os_match.group(1).lower()
+    os_ = "darwin" if os_ == "macos" else os_
     if len(parts) == 1:
         host = host_platform()
-        return Platform(architecture=host.architecture, os=os_, variant=host.variant)
+        if os_ in _KNOWN_OS:
+            return Platform(architecture=host.architecture, os=os_, variant=host.variant)
+        arch, variant = normalize_arch(parts[0])
+        if arch in _KNOWN_ARCH:
+            return Platform(architecture=arch, os="linux", variant=variant)
+        raise invalid(f"{_q(spec)}: unknown operating system or architecture")
+    if len(parts) > 3:
+        raise invalid(f"{_q(spec)}: cannot parse platform specifier")
     arch, variant = normalize_arch(parts[1], parts[2] if len(parts) == 3 else "")
     return Platform(architecture=arch, os=os_, variant=variant)
 

@@ -45,11 +45,12 @@ async def create(req: Request) -> Response | StreamResponse:
     q = req.query
     if q.get("fromSrc"):
         raise NotImplementedYet("image import (fromSrc) is not implemented in asyncdock yet")
+    # The platform first, as moby: its error wins over a bad reference, and nothing is contacted.
+    platform = parse_platform(q["platform"]) if q.get("platform") else None
     from_image = q.get("fromImage", "")
     if not from_image:
         raise InvalidParameter("fromImage or fromSrc is required")  # dockerd falls through to import
     ref = parse_pull_reference(from_image, q.get("tag", ""))
-    platform = parse_platform(q["platform"]) if q.get("platform") else None
     auth = decode_registry_auth(req.headers.get("x-registry-auth"))
     stream: StreamResponse | None = None
 

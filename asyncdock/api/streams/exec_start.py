@@ -3,7 +3,6 @@ an attached one hijacks the connection first (so no output is lost), then starts
 and runs the session, a start error going to the client as output."""
 from __future__ import annotations
 
-import asyncio
 import contextlib
 
 from ...base import errors
@@ -30,10 +29,6 @@ async def serve_exec_start(req: Request, ex: ExecInstance, body: ExecStartConfig
         except (ExecStartError, errors.EngineError) as e:
             err = e.error if isinstance(e, ExecStartError) else e
             text = (err.message + "\r\n").encode()
-            # docker-py reads the 101 head through a buffered reader and then the raw socket:
-            # bytes that arrive with the head are lost to it. A real start takes tens of ms
-            # before any output; an error found at once waits a moment too.
-            await asyncio.sleep(0.05)
             with contextlib.suppress(ConnectionResetError, BrokenPipeError):
                 await conn.write(text if tty else frame(STDOUT, text))
             return None
