@@ -45,7 +45,8 @@ SYSTEM_DF = "system-df"                # GET /system/df
 EVENT = "event"                        # one message of GET /events
 INFO = "info"                          # GET /info
 VERSION = "version"                    # GET /version
-NETWORK = "network"                    # GET /networks/{id}, one item of GET /networks
+NETWORK = "network"                    # GET /networks/{id}
+NETWORK_SUMMARY = "network-summary"    # one item of GET /networks
 VOLUME = "volume"                      # GET /volumes/{name}, one item of GET /volumes
 STATS = "stats"                        # one reading of GET /containers/{id}/stats
 # The query parameters a route reads are a view too: a parameter `added` at V is unknown below it
@@ -90,6 +91,11 @@ def _zero_created(d: Doc) -> None:
 
 def _events_as_json(d: Doc) -> None:
     d["ContentType"] = "application/json"
+
+
+def _events_as_ndjson(d: Doc) -> None:
+    d["ContentType"] = "application/x-ndjson"
+
 
 # ---- containers: the functions of their "changed" rows (each rewrites the newest shape into
 # the older one, in place)
@@ -190,7 +196,9 @@ CHANGES: tuple[Change, ...] = (
     *(Change((1, 52), EVENT, "removed", key, note="events no longer include status, id and from")
       for key in ("status", "id", "from")),
     Change((1, 52), EVENT_STREAM, "changed", older=_events_as_json,
-           note="content-type negotiation; application/jsonl by default (application/json before)"),
+           note="content-type negotiation: application/x-ndjson or application/json-seq (application/json before)"),
+    Change((1, 53), EVENT_STREAM, "changed", older=_events_as_ndjson,
+           note="GET /events now also supports application/jsonl (the first of 1.53's produces)"),
     # ---- info: GET /info
     *(Change((1, 42), INFO, "omitted-empty", key, note="KernelMemory(TCP) omitted if not supported")
       for key in ("KernelMemory", "KernelMemoryTCP")),
@@ -213,8 +221,16 @@ CHANGES: tuple[Change, ...] = (
     Change((1, 52), SYSTEM_DF_QUERY, "added", "verbose", note="system/df supports verbose"),
     *(Change((1, 52), SYSTEM_DF, "added", key, note="ImageUsage, ContainerUsage, VolumeUsage, BuildCacheUsage")
       for key in ("ImageUsage", "ContainerUsage", "VolumeUsage", "BuildCacheUsage")),
+    # 1.52 sends both (swagger 1.52 documents only the new ones: see tests/support/swagger.py)
+    *(Change((1, 53), SYSTEM_DF, "removed", key,
+             note="Starting with API v1.53, the legacy fields will no longer be returned")
+      for key in ("LayersSize", "Images", "Containers", "Volumes", "BuildCache")),
     # ---- network: GET /networks, /networks/{id}
-    Change((1, 48), NETWORK, "added", "EnableIPv4", note="networks report EnableIPv4"),
+    *(Change((1, 48), view, "added", "EnableIPv4", note="networks report EnableIPv4")
+      for view in (NETWORK, NETWORK_SUMMARY)),
+    # moby 29's list item is network.Summary: the Network fields without Containers (always {} in a list)
+    Change((1, 52), NETWORK_SUMMARY, "removed", "Containers",
+           note="NetworkSummary (swagger 1.52): a list item no longer carries Containers"),
     # ---- volume
 )
 

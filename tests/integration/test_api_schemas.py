@@ -4,10 +4,6 @@ schema of the operation and status, no key the version does not document (a fiel
 version leaking into an older one), null only where the document or dockerd's own answers have
 it (tests/support/swagger.py lists those). One test per version and view, so a view that matches
 asserts on its own; a failure lists every mismatch (version, route, JSON path, what).
-
-PENDING holds the (version, view) pairs whose shaping is being done on other branches of issue
-14: they run and report as xfail until ASYNCDOCK_SCHEMA_PENDING_XFAIL=0 (the lead removes the
-toggle and the table when they are done). Everything else asserts now.
 """
 from __future__ import annotations
 
@@ -21,14 +17,6 @@ from tests.support import apirecording, swagger
 from tests.support.apirecording import Exchange, Recorder
 from tests.support.daemon import Daemon
 
-# (version, view) -> who is shaping it. Each entry is an xfail (not strict: the fix may land on
-# another branch first) while ASYNCDOCK_SCHEMA_PENDING_XFAIL is not "0".
-_I = "i14-shapes-images"
-PENDING: dict[tuple[str, str], str] = {
-    **{(v, g): _I for v in swagger.VERSIONS for g in ("system", "events")},
-    **{(v, g): _I for v in ("1.52", "1.54") for g in ("images", "networks")},
-}
-PENDING_XFAIL = os.environ.get("ASYNCDOCK_SCHEMA_PENDING_XFAIL", "1") != "0"
 # a directory to write every exchange to (one JSON line each), to read what was answered
 DUMP = os.environ.get("ASYNCDOCK_SCHEMA_DUMP")
 
@@ -71,10 +59,7 @@ def _cases() -> list[object]:
 def _each_case() -> Iterator[object]:
     for version in swagger.VERSIONS:
         for group in apirecording.GROUPS:
-            owner = PENDING.get((version, group))
-            marks = [pytest.mark.xfail(reason=f"shaping pending on {owner}", strict=False)] \
-                if owner and PENDING_XFAIL else []
-            yield pytest.param(version, group, id=f"{version}-{group}", marks=marks)
+            yield pytest.param(version, group, id=f"{version}-{group}")
 
 
 @pytest.mark.parametrize(("version", "group"), _cases())

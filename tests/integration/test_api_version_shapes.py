@@ -87,7 +87,9 @@ def test_images_and_events_by_version(daemon: Daemon, registry: Any) -> None:
     events = [json.loads(line) for line in body.splitlines()]
     assert events and all(not {"status", "id", "from"} & set(e) for e in events)
     assert [e["Actor"]["ID"] for e in events if e["Action"] == "tag"][:1] == [image_id]
-    assert _events_content_type(daemon, "/v1.52/events?since=0&" + until) == "application/jsonl"
+    # the first of each version's documented `produces`: x-ndjson at 1.52, jsonl from 1.53
+    assert _events_content_type(daemon, "/v1.52/events?since=0&" + until) == "application/x-ndjson"
+    assert _events_content_type(daemon, "/v1.53/events?since=0&" + until) == "application/jsonl"
     assert _events_content_type(daemon, "/v1.52/events?since=0&" + until,
                                 "application/x-ndjson") == "application/x-ndjson"
     status, body = daemon.request("GET", f"/v1.54/events?since=0&{until}",

@@ -160,6 +160,11 @@ SCHEMA_FIXES: tuple[SchemaFix, ...] = (
 )
 
 # Keys dockerd itself sends that the document does not list (strict mode's allow-list).
+# asyncdock's own additions carry a vendor prefix no Docker field can have (swagger's `x-` rule for
+# extensions): the event cursor `x-asyncdock-seq` and /info's `X-AsyncdockRuntimeProbes`. Clients
+# ignore keys they do not know; the prefix keeps a newer Docker field from hiding among them.
+VENDOR_PREFIXES = ("x-asyncdock",)
+
 UNDOCUMENTED_KEYS: tuple[UndocumentedKey, ...] = (
     UndocumentedKey(("1.41",), "GET /info", "", "KernelMemoryTCP",
                     _T + "version-info.md: `docker info` of dockerd 20.10 (system.Info has it since 1.40; "
@@ -174,6 +179,10 @@ UNDOCUMENTED_KEYS: tuple[UndocumentedKey, ...] = (
                       _T + "events.md: `docker events` of dockerd 20.10; spec/engine-api-CHANGELOG.md, 1.52")
       for versions, keys in ((("1.41",), ("scope", "status", "id", "from")), (("1.44",), ("status", "id", "from")))
       for key in keys),
+    *(UndocumentedKey(("1.52",), "GET /system/df", "", key,
+                      "spec/engine-api-CHANGELOG.md, 1.52: \"API v1.52 returns both the legacy and current fields "
+                      "... Starting with API v1.53, the legacy fields will no longer be returned\"")
+      for key in ("LayersSize", "Images", "Containers", "Volumes", "BuildCache")),
 )
 
 # Answers that are a stream of JSON documents, one a line, each an instance of the schema.
@@ -314,10 +323,14 @@ class ApiSpec:
             return []
         if isinstance(schema, dict) and schema.get("type") == "string" and mime != "application/json":
             return []  # a text or binary answer (logs, export, ping's OK): no JSON to check
-        if mime != "application/json":
+        # a stream's JSON may come as the operation's own media types (events: jsonl, x-ndjson, json-seq)
+        streamed = (op.method, op.template) in STREAMED
+        if mime != "application/json" and not (streamed and mime in op.doc.get("produces", ())):
             return [Mismatch(self.version, label, "$", f"content type {content_type!r} for a JSON schema")]
+        if mime == "application/json-seq":
+            body = body.replace(b"\x1e", b"")
         try:
-            docs = _documents(body.decode(), (op.method, op.template) in STREAMED)
+            docs = _documents(body.decode(), streamed)
         except ValueError as e:
             return [Mismatch(self.version, label, "$", f"not JSON ({e}): {body[:80]!r}")]
         out: list[Mismatch] = []
@@ -332,6 +345,8 @@ class ApiSpec:
             if strict:
                 allowed = self._allowed(route)
                 for where, key in self._extra_keys(instance, schema, [], allowed):
+                    if key.lower().startswith(VENDOR_PREFIXES):
+                        continue
                     out.append(Mismatch(self.version, label, _render(prefix, where),
                                         f"key {key!r} is not documented at {self.version}"))
         return out

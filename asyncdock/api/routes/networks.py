@@ -11,12 +11,12 @@ from .. import shapes
 from ..http import Request, Response, Router, empty_response, json_response
 
 
-def _shaped(req: Request, doc: dict[str, Any]) -> dict[str, Any]:
+def _shaped(req: Request, doc: dict[str, Any], view: str = shapes.NETWORK) -> dict[str, Any]:
     # Our bridge networks always have IPv4 IPAM (EnableIPv4 false needs experimental in moby).
     if "EnableIPv4" not in doc:
         doc = {k: v for pair in (((("EnableIPv4", True),) if k == "EnableIPv6" else ()) + ((k, v),)
                                  for k, v in doc.items()) for k, v in pair}
-    return shapes.for_version(shapes.NETWORK, doc, req.api_version)  # type: ignore[no-any-return]
+    return shapes.for_version(view, doc, req.api_version)  # type: ignore[no-any-return]
 
 
 def _mgr(req: Request) -> Any:
@@ -52,7 +52,7 @@ async def list_networks(req: Request) -> Response:
         dangling = bool_filter(f.get("dangling", []), "dangling")
         if dangling is not None and (net.builtin or net.id in in_use) == dangling:
             continue
-        out.append(_shaped(req, mgr.network_json(net, containers=False)))
+        out.append(_shaped(req, mgr.network_json(net, containers=False), shapes.NETWORK_SUMMARY))
     return json_response(out)
 
 
