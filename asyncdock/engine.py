@@ -139,7 +139,7 @@ class Engine:
             data_root=self.data_root, exec_root=self.exec_root, default_runtime=self.default_runtime,
             storage_driver=self.storage_driver_name(), log_driver=self.config.log_driver,
             log_opts=dict(self.config.log_opts),
-            legacy_link_env=os.environ.get("DOCKER_KEEP_DEPRECATED_LEGACY_LINKS_ENV_VARS") == "1")
+            legacy_link_env=os.environ.get("DOCKER_KEEP_DEPRECATED_LEGACY_LINKS_ENV_VARS", "1") != "0")
         self.containers = ContainerManager(ContainerDeps(
             settings=settings, bus=self.bus, images=self.images, runtimes=self.runtimes,
             snapshotter=self.snapshotter, networks=self.networks, volumes=self.volumes,

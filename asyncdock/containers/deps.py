@@ -107,9 +107,9 @@ class ContainerSettings:
     storage_driver: str  # what inspect's Driver shows ("overlay2" for our overlay snapshotter)
     log_driver: str  # the daemon's log driver, for a container that names none
     log_opts: Mapping[str, str]  # its options, for a container that gives none
-    # Docker 29's escape hatch DOCKER_KEEP_DEPRECATED_LEGACY_LINKS_ENV_VARS=1: legacy links set
-    # their environment variables again (containers/links.py)
-    legacy_link_env: bool = False
+    # legacy links set their environment variables (containers/links.py); off with
+    # DOCKER_KEEP_DEPRECATED_LEGACY_LINKS_ENV_VARS=0, the name of Docker 29's switch for them
+    legacy_link_env: bool = True
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,11 @@ A link is kept in the linking container's record (target id and alias). Its name
 `/<parent>/<alias>`, names the target in the container store as Docker's name registry does
 (so `docker inspect parent/alias` and `docker rm --link /parent/alias` find it, and `docker ps`
 lists it among the target's Names). At the parent's start the target must run on the default
-bridge; the parent's /etc/hosts gets `<ip>\t<alias> <hostname> <name>`, and, where the daemon
-runs with Docker 29's escape hatch DOCKER_KEEP_DEPRECATED_LEGACY_LINKS_ENV_VARS=1, its
-environment gets ALIAS_NAME, ALIAS_PORT..., ALIAS_ENV_... (Docker 29 stopped setting them by
-default). On a user-defined network Docker registers no legacy link: there `--link` is the
+bridge; the parent's /etc/hosts gets `<ip>\t<alias> <hostname> <name>` and its environment
+ALIAS_NAME, ALIAS_PORT..., ALIAS_ENV_... Docker 29 sets those only with
+DOCKER_KEEP_DEPRECATED_LEGACY_LINKS_ENV_VARS=1 in the daemon's environment (moby PR #50719,
+removal planned for v30); we keep them on, as issue 14 asks (clients' link tests read them),
+and =0 turns them off. On a user-defined network Docker registers no legacy link: there `--link` is the
 endpoint's Links (an alias of the target), which the network side keeps.
 
 Everything here is computed from records and the network manager's view: nothing is read from

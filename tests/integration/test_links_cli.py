@@ -1,7 +1,7 @@
 """Legacy links (`docker run --link target:alias`) through the real docker CLI, as Docker 29 does
 them: /etc/hosts lines, HostConfig.Links in inspect, the link name in the target's Names, start
-errors for a stopped target, `docker rm --link`; the environment variables only with Docker 29's
-escape hatch DOCKER_KEEP_DEPRECATED_LEGACY_LINKS_ENV_VARS=1 in the daemon's environment."""
+errors for a stopped target, `docker rm --link`; the environment variables as issue 14 asks
+(Docker 29 sets them only with DOCKER_KEEP_DEPRECATED_LEGACY_LINKS_ENV_VARS=1), off with =0."""
 from __future__ import annotations
 
 import json
@@ -50,8 +50,8 @@ def test_link_hosts_inspect_names_and_rm_link(d: Daemon, lab: str, tag: str) -> 
                  "sh", "-c", "cat /etc/hosts; echo ---; env")
     hosts, _, env = r.stdout.partition("---\n")
     assert f"{ip}\tdb {cid[:12]} {tag}-db\n" in hosts
-    # Docker 29 sets no link variables by default
-    assert not [line for line in env.splitlines() if line.startswith("DB_")]
+    # the link's variables by default (Docker 29 needs DOCKER_KEEP_DEPRECATED_LEGACY_LINKS_ENV_VARS=1)
+    assert f"DB_NAME=/{tag}-app/db" in env.splitlines()
     assert "deprecated" in r.stderr  # the create warning, as Docker 29 prints it
     links = json.loads(d.docker("inspect", "--format", "{{json .HostConfig.Links}}", f"{tag}-app").stdout)
     assert links == [f"/{tag}-db:/{tag}-app/db"]
@@ -91,12 +91,21 @@ def test_link_errors(d: Daemon, lab: str, tag: str) -> None:
     assert (status, json.loads(body)) == (400, {"message": "bad format for links: a:b:c"})
 
 
-def test_link_env_with_dockers_escape_hatch(daemon_factory: DaemonFactory, monkeypatch: pytest.MonkeyPatch,
-                                            tag: str) -> None:
-    monkeypatch.setenv("DOCKER_KEEP_DEPRECATED_LEGACY_LINKS_ENV_VARS", "1")
+def test_link_env_off_with_dockers_switch(daemon_factory: DaemonFactory, monkeypatch: pytest.MonkeyPatch,
+                                          tag: str) -> None:
+    monkeypatch.setenv("DOCKER_KEEP_DEPRECATED_LEGACY_LINKS_ENV_VARS", "0")
     d = daemon_factory()
     d.docker("pull", "-q", BUSYBOX)
     lab = f"asyncdock.test={tag}"
+    try:
+        _target(d, lab, f"{tag}-db")
+        r = d.docker("run", "--label", lab, "--link", f"{tag}-db:db", BUSYBOX, "env")
+        assert not [line for line in r.stdout.splitlines() if line.startswith("DB_")]
+    finally:
+        _rm_all(d, lab)
+
+
+def test_link_env_variables(d: Daemon, lab: str, tag: str) -> None:
     try:
         _, ip = _target(d, lab, f"{tag}-web-db")
         r = d.docker("run", "--label", lab, "--name", f"{tag}-web", "--link", f"{tag}-web-db:my-db",
