@@ -389,6 +389,24 @@ def _no_force_recursive(body: Any) -> None:
             raise errors.InvalidParameter("BindOptions.ReadOnlyForceRecursive needs API v1.44 or newer")
 
 
+# Below 1.44 a read-only bind (-v and --mount alike) is plain `ro`, not recursively read-only:
+# moby's router passes DefaultReadOnlyNonRecursive, which the route hands the manager
+# (readonly_non_recursive) and the row below shows where the request carries BindOptions.
+READONLY_RECURSIVE_SINCE: Version = (1, 44)
+
+
+def readonly_non_recursive(version: Version) -> bool:
+    return version < READONLY_RECURSIVE_SINCE
+
+
+def _readonly_binds_non_recursive(body: Any) -> None:
+    # moby sets it on the request's own BindOptions (inspect shows it), or on a copy where
+    # the request has none
+    for m in _mounts(body):
+        if m.type == "bind" and m.read_only and isinstance(m.bind_options, dict):
+            m.bind_options["ReadOnlyNonRecursive"] = True
+
+
 def _one_endpoint(body: Any) -> None:
     eps = _endpoints(body)
     if len(eps) > 1:
@@ -510,6 +528,8 @@ REQUEST_CHANGES: tuple[RequestChange, ...] = (
                   note="POST /containers/create now accepts a HealthConfig.StartInterval"),
     RequestChange((1, 44), CONTAINER_CREATE, "below", _none(_no_force_recursive),
                   note="BindOptions.ReadOnlyForceRecursive"),
+    RequestChange(READONLY_RECURSIVE_SINCE, CONTAINER_CREATE, "below", _none(_readonly_binds_non_recursive),
+                  note="read-only bind mounts are now recursively read-only (ReadOnlyNonRecursive below)"),
     RequestChange((1, 44), CONTAINER_CREATE, "below", _none(_one_endpoint),
                   note="POST /containers/create now accepts multiple EndpointSettings"),
     RequestChange((1, 44), CONTAINER_CREATE, "below", _none(_old_mac_address),

@@ -74,6 +74,18 @@ def _start_error(runtime: str, message: str) -> LaunchError:
 
 
 async def launch(mgr: Supervisor, rec: ContainerRecord, lv: Live) -> Process:
+    try:
+        return await _launch(mgr, rec, lv)
+    finally:
+        # The runtime has bound the staged volume subpaths into the container (or failed):
+        # their staging mounts on the host are no longer needed, as moby's setupMounts clean-up.
+        try:
+            await mgr.volumes.release_staging(rec.id)
+        except OSError as e:
+            log.warning("unmounting the subpath mounts of %s: %s", short_id(rec.id), e)
+
+
+async def _launch(mgr: Supervisor, rec: ContainerRecord, lv: Live) -> Process:
     from ..snapshots.mount import is_mounted
 
     rt = mgr.runtimes[rec.runtime]

@@ -215,11 +215,13 @@ class ContainerManager:
                         errors.no_space(e) or e)
 
     # ---------------------------------------------------------------- create
-    async def create(self, body: CreateRequest, name: str | None) -> ContainerRecord:
+    async def create(self, body: CreateRequest, name: str | None, *,
+                     readonly_non_recursive: bool = False) -> ContainerRecord:
         """`docker create`: the record is the create plan's (createplan.py); around it, the I/O.
         Before it, the image resolved and the id and the name picked; after it, the checks that
         name other containers and networks, then the name reserved, the snapshot, network and
-        mounts prepared, the record saved and the event published."""
+        mounts prepared, the record saved and the event published. `readonly_non_recursive`:
+        its read-only binds are plain `ro`, as they were below API 1.44 (api/shapes.py)."""
         from ..images.resolve import image_not_found_message
 
         if not body.image:
@@ -255,7 +257,7 @@ class ContainerManager:
             try:
                 if failed:
                     raise failed[0]
-                rec.mounts = await self._prepare_mounts(rec)
+                rec.mounts = await self._prepare_mounts(rec, readonly_non_recursive)
                 try:
                     await self.store.add(rec)
                 except BaseException:
@@ -273,7 +275,7 @@ class ContainerManager:
         self.publish(rec, "create")
         return rec
 
-    async def _prepare_mounts(self, rec: ContainerRecord) -> list[MountPoint]:
+    async def _prepare_mounts(self, rec: ContainerRecord, readonly_non_recursive: bool = False) -> list[MountPoint]:
         """-v, --mount, the image's VOLUMEs and --volumes-from become mount points; new named or
         anonymous volumes get the image's content copied up (so the rootfs is mounted for that
         only when a volume is involved)."""
@@ -286,7 +288,8 @@ class ContainerManager:
             any(not b.split(":", 1)[0].startswith("/") for b in hc.binds or []) or \
             any(m.type == "volume" for m in hc.mounts or [])
         kwargs: dict[str, Any] = dict(binds=hc.binds, mounts=hc.mounts, config_volumes=cfg.volumes,
-                                      volumes_from=volumes_from, volume_driver=hc.volume_driver)
+                                      volumes_from=volumes_from, volume_driver=hc.volume_driver,
+                                      readonly_non_recursive=readonly_non_recursive)
         if not needs_view:
             return await self.volumes.prepare_mounts(rec.id, **kwargs)
         mounts = await self.snapshotter.mounts(rec.id)

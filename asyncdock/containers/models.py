@@ -220,6 +220,24 @@ class MountPoint(msgspec.Struct, rename="pascal"):
     propagation: str = ""
     name: str | None = None
     driver: str | None = None
+    # The engine's own, kept in the record and never sent (mount_point_json drops them): a
+    # volume's VolumeOptions.Subpath (--volumes-from carries it, as moby's MountPoint.Spec),
+    # and a read-only bind's BindOptions.ReadOnlyNonRecursive / ReadOnlyForceRecursive (the
+    # first also for a bind created through an API below 1.44, where read-only was not recursive).
+    subpath: str = msgspec.field(default="", name="_Subpath")
+    ro_non_recursive: bool = msgspec.field(default=False, name="_ReadOnlyNonRecursive")
+    ro_force_recursive: bool = msgspec.field(default=False, name="_ReadOnlyForceRecursive")
+
+
+_ENGINE_ONLY_MOUNT_KEYS = ("_Subpath", "_ReadOnlyNonRecursive", "_ReadOnlyForceRecursive")
+
+
+def mount_point_json(m: MountPoint) -> dict[str, Any]:
+    """A mount point as inspect and the container list show it (Docker's MountPoint)."""
+    out: dict[str, Any] = msgspec.to_builtins(m)
+    for key in _ENGINE_ONLY_MOUNT_KEYS:
+        out.pop(key, None)
+    return out
 
 
 class LinkRecord(msgspec.Struct):

@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from .models import ContainerRecord
+from .models import ContainerRecord, mount_point_json
 from .status import status_text
 
 # shlex.quote's notion of a word that needs no quotes; checked first because almost every
@@ -75,7 +75,7 @@ def inspect(rec: ContainerRecord, *, files_dir: str, network_settings: dict[str,
         "ExecIDs": exec_ids or None,
         "HostConfig": hc,
         "GraphDriver": {"Data": graph or {}, "Name": rec.driver},
-        "Mounts": [msgspec.to_builtins(m) for m in rec.mounts],
+        "Mounts": [mount_point_json(m) for m in rec.mounts],
         "Config": cfg,
         "NetworkSettings": network_settings,
     }
@@ -145,7 +145,7 @@ def summary(rec: ContainerRecord, *, ports: list[dict[str, Any]], networks: dict
                            exit_code=st.exit_code, health=health, now=now),
         host_config=ListHostConfig(rec.host_config.network_mode, rec.host_config.annotations or None),
         network_settings=ListNetworkSettings(networks),
-        mounts=list(rec.mounts),
+        mounts=[mount_point_json(m) for m in rec.mounts],
         health=ListHealth(health, st.health.failing_streak) if st.health is not None and health and st.running
         else ListHealth())
     if size is not None:

@@ -83,6 +83,11 @@ class BindMount(msgspec.Struct, frozen=True):
     recursive: bool = True
     # More mount(8) options (nosuid, nodev, noexec, ...).
     options: tuple[str, ...] = ()
+    # A read-only bind is recursively read-only (`rro`: its submounts too, API 1.44) where the
+    # kernel and runtime can; BindOptions.ReadOnlyNonRecursive asks for plain `ro`, and
+    # ReadOnlyForceRecursive for an error instead of a fallback to `ro`.
+    readonly_non_recursive: bool = False
+    readonly_force_recursive: bool = False
 
 
 class TmpfsMount(msgspec.Struct, frozen=True):
@@ -172,6 +177,9 @@ class SpecInput(msgspec.Struct):
     # /etc files the engine manages, bound over the image's: {"hostname"|"hosts"|
     # "resolv.conf": host path}.
     etc_files: dict[str, str] = msgspec.field(default_factory=dict)
+    # Why a read-only bind cannot be made recursively read-only here (moby's texts: the
+    # kernel has no mount_setattr, the runtime has no `rro`); "": it can.
+    rro_unsupported: str = ""
 
 
 class ExecutableError(InvalidParameter):
@@ -287,11 +295,30 @@ def merge_tmpfs_options(options: list[str]) -> list[str]:
     return out
 
 
-def _bind_mount(b: BindMount) -> dict[str, Any]:
+def _readonly_option(b: BindMount, rro_unsupported: str) -> str:
+    """moby's oci_linux.go WithMounts: `rro` unless asked not to or not possible."""
+    if not b.readonly:
+        if b.readonly_non_recursive:
+            raise InvalidParameter("mount options conflict: !ReadOnly && BindOptions.ReadOnlyNonRecursive")
+        if b.readonly_force_recursive:
+            raise InvalidParameter("mount options conflict: !ReadOnly && BindOptions.ReadOnlyForceRecursive")
+        return "rw"
+    if b.readonly_non_recursive:
+        if b.readonly_force_recursive:
+            raise InvalidParameter("mount options conflict: ReadOnlyNonRecursive && BindOptions.ReadOnlyForceRecursive")
+        return "ro"
+    if rro_unsupported:
+        if b.readonly_force_recursive:
+            raise InvalidParameter(rro_unsupported)
+        return "ro"
+    return "rro"
+
+
+def _bind_mount(b: BindMount, rro_unsupported: str = "") -> dict[str, Any]:
     prop = b.propagation or "rprivate"
     if prop not in _PROPAGATIONS:
         raise InvalidParameter(f"invalid propagation mode: {b.propagation}")
-    opts = ["rbind" if b.recursive else "bind", prop, "ro" if b.readonly else "rw", *b.options]
+    opts = ["rbind" if b.recursive else "bind", prop, _readonly_option(b, rro_unsupported), *b.options]
     return _mount(b.destination, "bind", b.source, opts)
 
 
@@ -305,7 +332,7 @@ def _depth(dest: str) -> int:
 
 
 def _mounts(inp: SpecInput) -> list[dict[str, Any]]:
-    user: list[dict[str, Any]] = [_bind_mount(b) for b in inp.binds]
+    user: list[dict[str, Any]] = [_bind_mount(b, inp.rro_unsupported) for b in inp.binds]
     user += [_tmpfs_mount(t) for t in inp.tmpfs]
     for name, source in inp.etc_files.items():
         # Read-only with a read-only rootfs, as Docker does.

@@ -63,6 +63,16 @@ def _group_ids(rootfs: Path, groups: list[str]) -> list[int]:
     return out
 
 
+def _rro_unsupported(mgr: Supervisor, rec: ContainerRecord, binds: list[BindMount]) -> str:
+    from ..runtime.rro import rro_unsupported
+
+    if not any(b.readonly and not b.readonly_non_recursive for b in binds):
+        return ""  # nothing would use it: no system call, no question to the runtime
+    rt = mgr.runtimes.get(rec.runtime)
+    # a runtime that is not a runtime/cli.py one (the tests' fake) says nothing: None
+    return rro_unsupported(rec.runtime, getattr(rt, "mount_options", None))
+
+
 def spec_input(mgr: Supervisor, rec: ContainerRecord, rootfs: Path, files_dir: Path,
                cgroups_path: str, *, binds: list[BindMount], netns: str,
                link_env: list[str] | None = None) -> SpecInput:
@@ -122,5 +132,5 @@ def spec_input(mgr: Supervisor, rec: ContainerRecord, rootfs: Path, files_dir: P
         resources=spec_resources(hc), network=network, pid=pid, ipc=ipc,
         uts="host" if hc.uts_mode == "host" else "private",
         cgroupns=hc.cgroupns_mode, shm_size=hc.shm_size, init=bool(hc.init), cgroups_path=cgroups_path,
-        oom_score_adj=hc.oom_score_adj,
+        oom_score_adj=hc.oom_score_adj, rro_unsupported=_rro_unsupported(mgr, rec, binds),
         etc_files={name: str(files_dir / name) for name in ("hostname", "hosts", "resolv.conf")})

@@ -109,6 +109,9 @@ class CLIRuntime:
         self._root_made = False
         # probe() pins the binary when set (a plugin decides; see pin_binary)
         self.wants_pin = False
+        # the mount options `<runtime> features` lists (None: it has no features command);
+        # read by probe(), used for `rro` (runtime/rro.py)
+        self.mount_options: frozenset[str] | None = None
 
     def pin_binary(self) -> None:
         """Run the binary from a read-only bind mount beside the state directory, so that the
@@ -257,6 +260,29 @@ class CLIRuntime:
         commit = next((x.partition(":")[2].strip() for x in lines[1:] if x.startswith("commit:")), "")
         return (m.group(1) if m else line), commit
 
+    async def features_mount_options(self) -> frozenset[str] | None:
+        """`mountOptions` of `<runtime> features` (OCI runtime features, runc >= 1.1), or None
+        where the runtime has no such command or answers something else."""
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                self.path, "features", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL)
+        except OSError:
+            return None
+        try:
+            async with asyncio.timeout(10):
+                out, _ = await proc.communicate()
+        except BaseException:
+            await _kill_and_reap(proc)
+            raise
+        if proc.returncode != 0:
+            return None
+        try:
+            options = json.loads(out).get("mountOptions")
+        except (ValueError, AttributeError):
+            return None
+        return frozenset(str(o) for o in options) if isinstance(options, list) else None
+
     def prepare_spec(self, container_id: str, spec: dict[str, object]) -> None:
         """Adjust the spec before it is written to the bundle (runtime-specific annotations).
         Nothing for a plain runc-compatible CLI."""
@@ -398,6 +424,7 @@ class CLIRuntime:
         bundle = Path(work_dir) / container_id
         try:
             result.version, result.commit = await self.version_info()
+            self.mount_options = await self.features_mount_options()
             bundle.mkdir(parents=True, mode=0o700)
             (bundle / "config.json").write_text(json.dumps(
                 probe_spec(Path(rootfs), f"/asyncdock/{container_id}")))

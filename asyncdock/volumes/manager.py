@@ -41,6 +41,9 @@ class VolumeManager:
         self.root = Path(data_root) / "volumes"
         # where a container's snapshot is mounted for the copy-up of image content at create
         self.copyup_root = Path(exec_root) / "volume-copyup"
+        # staging bind mounts of VolumeOptions.Subpath (safepath.py): <cid>/<n>, what the
+        # runtime binds into the container; unmounted once it has
+        self.subpath_root = Path(exec_root) / "volume-subpaths"
         self.store = VolumeStore(self.root)
         self.drivers: dict[str, VolumeDriver] = {}
         self._lock = asyncio.Lock()
@@ -57,7 +60,14 @@ class VolumeManager:
         at start: containers do not outlive the daemon)."""
         from ..snapshots.mount import unmount_all_under
 
+        from .safepath import unstage_all
+
         copyup = self.copyup_root
+        for staged in self.subpath_root.iterdir() if self.subpath_root.exists() else ():
+            try:
+                unstage_all(staged)
+            except OSError as e:
+                log.warning("unmounting the subpath mounts a previous run left in %s: %s", staged, e)
         for where in (copyup, self.root):
             try:
                 for point in unmount_all_under(where):
@@ -193,12 +203,15 @@ class VolumeManager:
                              image_volumes: dict[str, Any] | None = None,
                              config_volumes: dict[str, Any] | None = None,
                              volumes_from: list[tuple[list[MountPoint], str]] | None = None,
-                             rootfs_view: Path | None = None, volume_driver: str = "") -> list[MountPoint]:
+                             rootfs_view: Path | None = None, volume_driver: str = "",
+                             readonly_non_recursive: bool = False) -> list[MountPoint]:
         """At container create: parse -v / --mount / VOLUME / --volumes-from, create the volumes
         they name (anonymous ones for bare paths), copy the image's content into new empty
         volumes (from `rootfs_view`, the container's rootfs mounted), record the container as
         a user. Returns the MountPoints for the record (inspect `Mounts`), in precedence order:
-        --mount and -v beat --volumes-from, which beats the image's VOLUME."""
+        --mount and -v beat --volumes-from, which beats the image's VOLUME.
+        `readonly_non_recursive`: the request came through an API below 1.44, where a read-only
+        bind was not recursively read-only (moby's DefaultReadOnlyNonRecursive)."""
         by_dest: dict[str, MountPoint] = {}
         nocopy: set[str] = set()
         created: list[str] = []
@@ -209,6 +222,8 @@ class VolumeManager:
             for mp, no_copy in parsed:
                 if mp.destination in by_dest:
                     raise errors.InvalidParameter(f"Duplicate mount point: {mp.destination}")
+                if readonly_non_recursive and mp.type == "bind" and not mp.rw:
+                    mp.ro_non_recursive = True
                 by_dest[mp.destination] = mp
                 if no_copy:
                     nocopy.add(mp.destination)
@@ -219,7 +234,9 @@ class VolumeManager:
                     rw = om.rw if mode in ("", None) else mode == "rw"
                     by_dest[om.destination] = MountPoint(type=om.type, source=om.source, destination=om.destination,
                                                          mode=om.mode, rw=rw, propagation=om.propagation,
-                                                         name=om.name, driver=om.driver)
+                                                         name=om.name, driver=om.driver, subpath=om.subpath,
+                                                         ro_non_recursive=om.ro_non_recursive,
+                                                         ro_force_recursive=om.ro_force_recursive)
             for dest in list(config_volumes or {}) + list(image_volumes or {}):
                 dest = _clean(dest)
                 if dest in by_dest:
@@ -241,9 +258,9 @@ class VolumeManager:
                         created.append(v.name)
                     mp = MountPoint(type="volume", source=str(self._driver(v.driver).path(v.name)),
                                     destination=dest, mode=mp.mode, rw=mp.rw, propagation=mp.propagation,
-                                    name=v.name, driver=v.driver)
-                    if dest not in nocopy and rootfs_view is not None and not v.populated:
-                        await self._copy_up(v, rootfs_view, dest)
+                                    name=v.name, driver=v.driver, subpath=mp.subpath)
+                    if dest not in nocopy and rootfs_view is not None and (mp.subpath or not v.populated):
+                        await self._copy_up(v, rootfs_view, dest, cid=cid, subpath=mp.subpath)
                     await self._add_user(v.name, cid)
                 elif mp.type == "bind":
                     if not os.path.exists(mp.source):
@@ -305,18 +322,28 @@ class VolumeManager:
             if not os.path.exists(src):
                 raise errors.InvalidParameter(
                     f'invalid mount config for type "bind": bind source path does not exist: {src}')
-            prop = ((g("BindOptions") or {}).get("Propagation") or "rprivate")
-            return MountPoint(type="bind", source=src, destination=dst, mode="", rw=not ro, propagation=prop), False
+            bo = g("BindOptions") or {}
+            prop = bo.get("Propagation") or "rprivate"
+            return MountPoint(type="bind", source=src, destination=dst, mode="", rw=not ro, propagation=prop,
+                              ro_non_recursive=bool(bo.get("ReadOnlyNonRecursive")),
+                              ro_force_recursive=bool(bo.get("ReadOnlyForceRecursive"))), False
         if typ == "volume":
+            from .safepath import is_local
+
             vo = g("VolumeOptions") or {}
-            if vo.get("Subpath"):
-                # A subpath resolved inside a volume its containers can write to needs a
-                # race-free open-and-bind of the resolved directory (moby's safepath); until
-                # that exists it is refused rather than followed through a planted symlink.
-                raise errors.NotImplementedYet("VolumeOptions.Subpath is not supported by this engine yet")
+            subpath = vo.get("Subpath") or ""
+            if subpath:
+                # moby's linux_parser: checked here lexically; what it names is resolved (and
+                # refused if it leads out of the volume) at each start, see spec_binds
+                if not src:
+                    raise errors.InvalidParameter('invalid mount config for type "volume": '
+                                                  'must not set Subpath when using anonymous volumes')
+                if not isinstance(subpath, str) or not is_local(subpath):
+                    raise errors.InvalidParameter('invalid mount config for type "volume": '
+                                                  'subpath must be a relative path within the volume')
             drv = ((vo.get("DriverConfig") or {}).get("Name") or "")
             return MountPoint(type="volume", source="", destination=dst, mode="", rw=not ro, propagation="",
-                              name=src, driver=drv), bool(vo.get("NoCopy"))
+                              name=src, driver=drv, subpath=subpath), bool(vo.get("NoCopy"))
         if typ == "tmpfs":
             if src:
                 raise errors.InvalidParameter('invalid mount config for type "tmpfs": field Source must not be specified')
@@ -325,26 +352,44 @@ class VolumeManager:
             raise errors.NotImplementedYet('mount type "image" (API 1.48) is not supported by this engine yet')
         raise errors.InvalidParameter(f"mount type unknown: {typ}")
 
-    async def _copy_up(self, v: Volume, rootfs: Path, dest: str) -> None:
+    async def _copy_up(self, v: Volume, rootfs: Path, dest: str, *, cid: str, subpath: str = "") -> None:
+        """The image's content at `dest` into the volume (or, with a subpath, into that
+        directory of it, reached through a staging mount as at start; one that does not
+        resolve is skipped, as moby does) when the target is empty."""
         from ..containers.spec import resolve_in_rootfs
+        from .safepath import stage, unstage_all
 
-        data = self._driver(v.driver).path(v.name)
+        volume_path = self._driver(v.driver).path(v.name)
 
-        def work() -> bool:
+        def copy(data: Path) -> bool:
             try:
                 src = resolve_in_rootfs(rootfs, dest)
             except Exception:
                 return False
-            if not src.is_dir() or any(data.iterdir()):
+            if not src.is_dir() or not data.is_dir() or any(data.iterdir()):
                 return False
             res = subprocess.run(["cp", "-a", f"{src}/.", f"{data}/"], capture_output=True, text=True)
             if res.returncode != 0:
                 raise errors.SystemError_(f"copying image content into volume {v.name}: {res.stderr.strip()}")
             return True
 
-        await asyncio.to_thread(work)
-        v.populated = True
-        await asyncio.to_thread(self.store.save, v)
+        def work() -> bool:
+            if not subpath:
+                return copy(volume_path)
+            where = self.subpath_root / f"copyup-{cid}"
+            try:
+                staged = stage(volume_path, subpath, where / "0")
+            except errors.NotFound:
+                return False
+            try:
+                copy(staged)
+            finally:
+                unstage_all(where)
+            return False  # the volume's root stays as it was: a later container still copies
+
+        if await asyncio.to_thread(work):
+            v.populated = True
+            await asyncio.to_thread(self.store.save, v)
 
     async def _add_user(self, name: str, cid: str) -> None:
         v = self.store.volumes.get(name)
@@ -363,10 +408,14 @@ class VolumeManager:
         first); emits `volume mount` events. tmpfs mount points are the spec's own business.
         `ref`: the driver's user, when not the run of `cid` (docker cp's view of its files)."""
         out: list[BindMount] = []
-        for mp in mount_points:
+        await self.release_staging(ref or cid)  # a previous start's, should its clean-up have failed
+        for i, mp in enumerate(mount_points):
             if mp.type == "volume":
                 v = self.get(mp.name or "")
-                path = await asyncio.to_thread(self._driver(v.driver).mount, v.name, ref or cid, dict(v.options or {}))
+                driver = self._driver(v.driver)
+                path = await asyncio.to_thread(driver.mount, v.name, ref or cid, dict(v.options or {}))
+                if mp.subpath:
+                    path = await self._stage_subpath(ref or cid, i, path, mp.subpath)
                 out.append(BindMount(source=str(path), destination=mp.destination, readonly=not mp.rw,
                                      propagation=mp.propagation or ""))
                 self.bus.event("volume", "mount", v.name, {
@@ -374,12 +423,34 @@ class VolumeManager:
                     "propagation": mp.propagation or "", "read/write": str(mp.rw).lower()})
             elif mp.type == "bind":
                 out.append(BindMount(source=mp.source, destination=mp.destination, readonly=not mp.rw,
-                                     propagation=mp.propagation if mp.propagation != "rprivate" else ""))
+                                     propagation=mp.propagation if mp.propagation != "rprivate" else "",
+                                     readonly_non_recursive=mp.ro_non_recursive,
+                                     readonly_force_recursive=mp.ro_force_recursive))
         return out
 
+    async def _stage_subpath(self, key: str, index: int, path: Path, subpath: str) -> Path:
+        from .safepath import stage
+
+        # on failure the launcher's release_mounts undoes the driver mounts and the staging
+        # points of this start (`key`: the container, or docker cp's own reference to it)
+        return await asyncio.to_thread(stage, Path(path), subpath, self.subpath_root / key / str(index))
+
+    async def release_staging(self, cid: str) -> None:
+        """Unmount the subpath staging mounts of `cid`'s start (or of a cp reference): called
+        once the runtime has bound them into the container (its own mounts stay), and at stop."""
+        from .safepath import unstage_all
+
+        where = self.subpath_root / cid
+        if where.exists():
+            await asyncio.to_thread(unstage_all, where)
+
     async def release_mounts(self, cid: str, mount_points: list[MountPoint], *, ref: str | None = None) -> None:
-        """At container stop (or the end of what `ref` took): driver unmounts and `volume
-        unmount` events."""
+        """At container stop (or the end of what `ref` took): driver unmounts, subpath staging
+        mounts and `volume unmount` events."""
+        try:
+            await self.release_staging(ref or cid)
+        except OSError as e:
+            log.warning("unmounting the subpath mounts of %s: %s", (ref or cid)[:12], e)
         for mp in mount_points:
             if mp.type != "volume" or not mp.name:
                 continue

@@ -205,6 +205,17 @@ class CrunRuntime(CLIRuntime):
                 self.fifo_start = False
         return await super().probe(work_dir, rootfs)
 
+    async def features_mount_options(self) -> frozenset[str] | None:
+        listed = await super().features_mount_options()
+        if listed is not None:
+            return listed
+        # crun has `rro` since 1.4 (and `features` only later: 1.8.1 has none); checked with 1.8.1
+        try:
+            major, minor = (int(x) for x in (await self.version()).split(".")[:2])
+        except (ValueError, RuntimeError_):
+            return None
+        return frozenset({"rro"}) if (major, minor) >= (1, 4) else None
+
     def _created(self, container_id: str, *, ok: bool) -> None:
         if ok:
             self.seccomp_cache.created(container_id)

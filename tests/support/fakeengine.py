@@ -109,6 +109,9 @@ class _Volumes:
     async def spec_binds(self, cid: str, mounts: Any, *, ref: str | None = None) -> list[Any]:
         return []
 
+    async def release_staging(self, cid: str) -> None:
+        pass
+
     async def release_mounts(self, cid: str, mounts: Any, *, ref: str | None = None) -> None:
         pass
 

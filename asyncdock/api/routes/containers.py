@@ -34,7 +34,8 @@ async def create(req: Request) -> Response:
     if body is None:
         raise errors.InvalidParameter("config cannot be empty in order to create a container")
     warnings = shapes.accepts(shapes.CONTAINER_CREATE, body, req.api_version)
-    rec = await _mgr(req).create(body, req.query.get("name") or None)
+    rec = await _mgr(req).create(body, req.query.get("name") or None,
+                                 readonly_non_recursive=shapes.readonly_non_recursive(req.api_version))
     return json_response({"Id": rec.id, "Warnings": [*warnings, *create_warnings(rec)]}, status=201)
 
 
