@@ -234,6 +234,19 @@ class CLIRuntime:
             raise RuntimeError_(msg, returncode=proc.returncode or 1)
         return out
 
+    async def _bare(self, arg: str, *, stderr: int) -> tuple[int | None, bytes]:
+        """`<rt> arg` with none of our global flags (the probe's questions: --version, features):
+        its exit status and stdout, within 10 s; OSError when it cannot be spawned."""
+        proc = await asyncio.create_subprocess_exec(
+            self.path, arg, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr)
+        try:
+            async with asyncio.timeout(10):
+                out, _ = await proc.communicate()
+        except BaseException:
+            await _kill_and_reap(proc)
+            raise
+        return proc.returncode, out
+
     # -- OCIRuntime -----------------------------------------------------------------------
 
     async def version(self) -> str:
@@ -242,17 +255,9 @@ class CLIRuntime:
     async def version_info(self) -> tuple[str, str]:
         """(version, commit) from `--version`: "runc version 1.1.5+ds1" / "commit: 1.1.5+ds1-1"."""
         try:
-            proc = await asyncio.create_subprocess_exec(
-                self.path, "--version", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT)
+            _, out = await self._bare("--version", stderr=subprocess.STDOUT)
         except OSError as e:
             raise RuntimeError_(f"{self.path}: {e.strerror}", returncode=127) from None
-        try:
-            async with asyncio.timeout(10):
-                out, _ = await proc.communicate()
-        except BaseException:
-            await _kill_and_reap(proc)
-            raise
         lines = out.decode(errors="replace").strip().splitlines()
         line = lines[0] if lines else ""
         # "runc version 1.1.5+ds1", "crun version 1.8.1": keep the number.
@@ -264,18 +269,10 @@ class CLIRuntime:
         """`mountOptions` of `<runtime> features` (OCI runtime features, runc >= 1.1), or None
         where the runtime has no such command or answers something else."""
         try:
-            proc = await asyncio.create_subprocess_exec(
-                self.path, "features", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL)
+            returncode, out = await self._bare("features", stderr=subprocess.DEVNULL)
         except OSError:
             return None
-        try:
-            async with asyncio.timeout(10):
-                out, _ = await proc.communicate()
-        except BaseException:
-            await _kill_and_reap(proc)
-            raise
-        if proc.returncode != 0:
+        if returncode != 0:
             return None
         try:
             options = json.loads(out).get("mountOptions")
