@@ -47,6 +47,10 @@ class ImageRecord(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
     created_ns: int = 0
     manifest_digests: list[str] = msgspec.field(default_factory=list)  # manifest (+ index) blobs
     last_tag_time: str = ""  # RFC 3339; "" is Go's zero time (never tagged by `docker tag`)
+    # The local image this one was made from (commit, build steps): moby's parent link, which
+    # `docker history` walks and which makes an untagged image an intermediate, not dangling.
+    # Pulled and loaded images have none.
+    parent: str = ""
 
     @property
     def size(self) -> int:

@@ -294,7 +294,7 @@ async def inspect(req: Request) -> Response:
         "Id": rec.id,
         "RepoTags": store.repo_tags(rec.id),
         "RepoDigests": store.repo_digests(rec.id),
-        "Parent": "",
+        "Parent": rec.parent,
         "Comment": cfg.comment,
         "Created": _go_time(cfg.created) if cfg.created else "",
         "Container": cfg.container,
