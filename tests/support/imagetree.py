@@ -4,16 +4,22 @@ layers plus (optionally) one new layer committed as a snapshot on the parent's t
 `ImageRecord.parent` set. Works on a test's own stores and on a stopped daemon's data root."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import inspect
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from asyncdock.base.timefmt import parse_docker_time
 from asyncdock.content.store import ContentStore
 from asyncdock.images.store import ImageRecord, ImageStore, LayerBlob, chain_ids
 from asyncdock.registry.reference import parse_normalized
 from asyncdock.snapshots.base import Snapshotter
+
+if TYPE_CHECKING:
+    from tests.support.daemon import Daemon
 
 GZIP_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 
@@ -75,3 +81,19 @@ async def open_offline(data_root: Path) -> ImageStore:
     if inspect.isawaitable(made):
         made = await made
     return ImageStore(data_root / "images", ContentStore(data_root / "content"), made)
+
+
+T = TypeVar("T")
+
+
+def seed_stopped(daemon: Daemon, build: Callable[[ImageStore], Awaitable[T]]) -> T:
+    """Stop the daemon, add images to its store offline with `build`, start it again (the
+    daemon reads its image records at start). For images with a parent while no route of the
+    daemon makes them yet."""
+    daemon.stop()
+    try:
+        async def main() -> T:
+            return await build(await open_offline(daemon.data_root))
+        return asyncio.run(main())
+    finally:
+        daemon.start()
