@@ -16,7 +16,7 @@ from ...registry.auth import AuthConfig, decode_registry_auth
 from ...registry.platforms import normalize_arch, parse_platform
 from ...registry.reference import familiar_match, parse_pull_reference
 from ...util.errtext import client_text
-from ...base.filters import bool_filter, match_label, parse_filters
+from ...base.filters import bool_filter, bool_or_default, match_label, parse_filters
 from .. import shapes
 from ..http import Request, Response, Router, StreamResponse, empty_response, json_response
 
@@ -401,7 +401,7 @@ async def delete(req: Request) -> Response:
 
 async def prune(req: Request) -> Response:
     filters = parse_filters(req.query.get("filters"), ("dangling", "until", "label", "label!"))
-    dangling = bool_filter(filters.get("dangling", []), "dangling")
+    dangling_only = bool_or_default(filters.get("dangling"), "dangling", True)
     until = None
     if filters.get("until"):
         if len(filters["until"]) > 1:
@@ -416,7 +416,7 @@ async def prune(req: Request) -> Response:
             return False
         return not (not_labels and match_label(lbl, not_labels))
 
-    report = await req.engine.images.prune(dangling_only=dangling is not False, until_ns=until,
+    report = await req.engine.images.prune(dangling_only=dangling_only, until_ns=until,
                                            label_filter=label_ok if labels or not_labels else None)
     return json_response({"ImagesDeleted": report.deleted or None, "SpaceReclaimed": report.reclaimed})
 
