@@ -66,6 +66,8 @@ def bool_or_default(values: list[str] | None, key: str, default: bool) -> bool:
     filter naming the values (`docker image prune -a --filter dangling=true` sends both)."""
     if values is None:
         return default
+    if not values:
+        raise InvalidParameter(f"invalid filter '{key}'")
     is_false = "0" in values or "false" in values
     is_true = "1" in values or "true" in values
     if is_false == is_true:

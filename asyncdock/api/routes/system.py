@@ -231,12 +231,7 @@ async def system_df(req: Request) -> Response:
             total=sum(size for size, _ in sizes if size != -1),
             reclaimable=sum(size for size, refs in sizes if size != -1 and refs == 0))
     if "build-cache" in wanted:
-        records = build_cache_records(engine)
-        legacy["BuildCache"] = records
-        usage["BuildCacheUsage"] = _usage(
-            list(records), active=sum(1 for r in records if r.get("InUse")),
-            total=sum(_int(r.get("Size")) for r in records),
-            reclaimable=sum(_int(r.get("Size")) for r in records if not r.get("InUse") and not r.get("Shared")))
+        legacy["BuildCache"], usage["BuildCacheUsage"] = build_cache_usage(engine)
     body: dict[str, object] = {} if verbose else legacy
     body.update(usage)
     return json_response(shapes.for_version(shapes.SYSTEM_DF, body, version))
@@ -249,6 +244,16 @@ def build_cache_records(engine: object) -> list[dict[str, object]]:
         if isinstance(source, BuildCacheSource):
             return [as_json(r) for r in source.build_cache_records()]
     return []
+
+
+def build_cache_usage(engine: object) -> tuple[list[dict[str, object]], dict[str, object]]:
+    """The legacy BuildCache list and 1.52's BuildCacheUsage, counted as moby's builder does:
+    active = in use, reclaimable = neither in use nor shared."""
+    records = build_cache_records(engine)
+    return records, _usage(
+        list(records), active=sum(1 for r in records if r.get("InUse")),
+        total=sum(_int(r.get("Size")) for r in records),
+        reclaimable=sum(_int(r.get("Size")) for r in records if not r.get("InUse") and not r.get("Shared")))
 
 
 def _int(value: object) -> int:
