@@ -59,6 +59,8 @@ def test_images_hides_intermediates_and_all_shows_them(daemon_factory: DaemonFac
     assert d.docker("images", "-q", "-f", "dangling=true").stdout == ""
     assert d.docker("images", "-a", "-q", "-f", "dangling=true").stdout == ""
     assert listed(d, "-a", "-f", "dangling=false") == tops
+    p = d.docker("images", "-f", "dangling=true", "-f", "dangling=false", check=False)
+    assert p.stderr.strip() == "Error response from daemon: invalid filter 'dangling=[false true]'"
     # before / since keep working, and keep hiding the intermediate without -a
     assert listed(d, "-f", "before=app:1") == [f"busybox:latest {short(c.base.id)}"]
     assert listed(d, "-a", "-f", "before=app:1") == sorted([f"busybox:latest {short(c.base.id)}",

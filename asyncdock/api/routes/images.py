@@ -16,7 +16,7 @@ from ...registry.auth import AuthConfig, decode_registry_auth
 from ...registry.platforms import normalize_arch, parse_platform
 from ...registry.reference import familiar_match, parse_pull_reference
 from ...util.errtext import client_text
-from ...base.filters import bool_filter, bool_or_default, match_label, parse_filters
+from ...base.filters import bool_or_default, match_label, parse_filters
 from .. import shapes
 from ..http import Request, Response, Router, StreamResponse, empty_response, json_response
 
@@ -143,7 +143,8 @@ def list_summaries(req: Request, store: ImageStore, filters: dict[str, list[str]
     """moby's ImageService.Images: the summaries, newest first. An untagged image with children
     (an intermediate of a commit or build) shows only with `all`; `dangling=true` takes only the
     images without children (moby's Heads) and untagged ones of those."""
-    dangling = bool_filter(filters.get("dangling", []), "dangling")
+    dangling = bool_or_default(filters.get("dangling"), "dangling", False)
+    not_dangling = "dangling" in filters and not dangling
     before = _created_of(store, filters.get("before", []))
     since = _created_of(store, filters.get("since", []), newest=True)
     until = _until(filters["until"]) if filters.get("until") else None
@@ -154,7 +155,7 @@ def list_summaries(req: Request, store: ImageStore, filters: dict[str, list[str]
     shared = shared_sizes(images) if with_shared else {}
     out: list[dict[str, Any]] = []
     for rec in images:
-        if dangling is True and rec.id in parents:
+        if dangling and rec.id in parents:
             continue
         if before is not None and rec.created_ns >= before:
             continue
@@ -172,9 +173,9 @@ def list_summaries(req: Request, store: ImageStore, filters: dict[str, list[str]
         if not tags and not digests:
             if not show_all and rec.id in parents:
                 continue
-            if dangling is False or patterns:
+            if not_dangling or patterns:
                 continue
-        elif dangling is True and tags:
+        elif dangling and tags:
             continue
         out.append(summary(store, rec, tags, digests, containers=users.get(rec.id, 0),
                            shared_size=shared.get(rec.id, -1)))
