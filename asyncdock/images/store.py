@@ -572,8 +572,8 @@ class ImageStore:
             if label_filter is not None:
                 try:
                     cfg = self.config(rec).config
-                except Exception:  # noqa: BLE001 - an unreadable config: no labels to match
-                    cfg = None
+                except Exception:  # noqa: BLE001 - unreadable: a label filter cannot vouch for it
+                    continue
                 if cfg is not None and not label_filter(cfg.labels or {}):
                     continue
             top.append(rec)
