@@ -58,3 +58,18 @@ def bool_filter(values: list[str], key: str) -> bool | None:
     if v in ("false", "0"):
         return False
     raise InvalidParameter(f"Invalid filter '{key}={values[-1]}'")
+
+
+def bool_or_default(values: list[str] | None, key: str, default: bool) -> bool:
+    """moby's Args.GetBoolOrDefault: absent means `default`; a truthy value (1, true) and no
+    falsy one (0, false) means True and the reverse False; both, or neither, is an invalid
+    filter naming the values (`docker image prune -a --filter dangling=true` sends both)."""
+    if values is None:
+        return default
+    if not values:
+        raise InvalidParameter(f"invalid filter '{key}'")
+    is_false = "0" in values or "false" in values
+    is_true = "1" in values or "true" in values
+    if is_false == is_true:
+        raise InvalidParameter(f"invalid filter '{key}=[{' '.join(sorted(values))}]'")
+    return is_true

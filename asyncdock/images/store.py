@@ -164,6 +164,7 @@ class ImageStore:
         self._images: dict[str, ImageRecord] = {}
         self._refs: dict[str, str] = {}
         self._configs: dict[str, ImageConfig] = {}
+        self._pruning = False
         self._load()
 
     def set_in_use(self, fn: InUse, settled: Settled | None = None) -> None:
@@ -265,8 +266,32 @@ class ImageStore:
         """The image a reference points to. Tag+digest looks up by digest, as Docker does."""
         return self._refs.get(_key(ref))
 
+    def has_references(self, image_id: str) -> bool:
+        return any(v == image_id for v in self._refs.values())
+
+    def children(self, image_id: str) -> list[ImageRecord]:
+        """The images made from this one (moby's imageStore.Children)."""
+        return [r for r in self._images.values() if r.parent == image_id]
+
+    def parent_ids(self) -> set[str]:
+        """Every image ID that is the parent of another image."""
+        return {r.parent for r in self._images.values() if r.parent}
+
+    def heads(self) -> list[ImageRecord]:
+        """The images no other image was made from (moby's imageStore.Heads)."""
+        parents = self.parent_ids()
+        return [r for r in self._images.values() if r.id not in parents]
+
+    def is_intermediate(self, image_id: str, parents: set[str] | None = None) -> bool:
+        """Untagged (no reference at all) and the parent of another image: what `docker images`
+        hides without `-a` and prune skips (its children free it)."""
+        if parents is None:
+            parents = self.parent_ids()
+        return image_id in parents and not self.has_references(image_id)
+
     def is_dangling(self, image_id: str) -> bool:
-        return not any(v == image_id for v in self._refs.values())
+        """moby's imageIsDangling: no reference and no child image."""
+        return not self.has_references(image_id) and not self.children(image_id)
 
     def resolve(self, name: str) -> ImageRecord:
         """Docker's GetImage: full ID or digest, a reference (tag defaults to latest), an
@@ -437,13 +462,15 @@ class ImageStore:
         return records
 
     def _conflict(self, image_id: str, mask: int) -> ImageDeleteConflict | None:
+        if mask & _CHILD and self.children(image_id):
+            return ImageDeleteConflict(image_id, "image has dependent child images", hard=True, used=False)
         users = self._users(image_id)
         if mask & _RUNNING:
             running = next((u for u in users if u.running), None)
             if running is not None:
                 return ImageDeleteConflict(image_id, "image is being used by running container "
                                            f"{short_id(running.container_id)}", hard=True, used=True)
-        if mask & _ACTIVE_REF and not self.is_dangling(image_id):
+        if mask & _ACTIVE_REF and self.has_references(image_id):
             return ImageDeleteConflict(image_id, "image is referenced in multiple repositories", hard=False, used=False)
         if mask & _STOPPED:
             stopped = next((u for u in users if not u.running), None)
@@ -454,6 +481,9 @@ class ImageStore:
 
     async def _delete_image(self, rec: ImageRecord, records: list[dict[str, str]], *, force: bool, noprune: bool,
                             quiet: bool) -> None:
+        """moby's imageDeleteHelper: delete the image unless a conflict stops it, then (unless
+        noprune) walk up its parents, deleting each untagged, unused one without other
+        children, quietly: the first conflict ends the walk."""
         mask = _HARD | (0 if force else _SOFT)
         if quiet:
             # After untagging by name, an image a container still uses stays (as `<none>`):
@@ -464,6 +494,7 @@ class ImageStore:
             if quiet and (not self.is_dangling(rec.id) or conflict.used):
                 return
             raise conflict
+        parent = rec.parent if rec.parent in self._images else ""
         for r in self.references(rec.id):
             await self._remove_ref(r)
             self._event("untag", rec.id, rec.id)
@@ -473,11 +504,13 @@ class ImageStore:
         await asyncio.to_thread(self._record_path(rec.id).unlink, missing_ok=True)
         self._event("delete", rec.id, rec.id)
         records.append({"Deleted": rec.id})
-        if noprune or users:
-            # A container's rootfs still sits on these layers.
+        if not users:
+            # (else a container's rootfs still sits on these layers)
+            for chain in await self._release_layers(rec):
+                records.append({"Deleted": chain})
+        if noprune or not parent:
             return
-        for chain in await self._release_layers(rec):
-            records.append({"Deleted": chain})
+        await self._delete_image(self._images[parent], records, force=False, noprune=False, quiet=True)
 
     async def _release_layers(self, rec: ImageRecord) -> list[str]:
         """Remove the image's snapshots (top first) and blobs that no other image shares."""
@@ -509,29 +542,50 @@ class ImageStore:
 
     async def prune(self, *, dangling_only: bool = True, until_ns: int | None = None,
                     label_filter: Callable[[dict[str, str]], bool] | None = None) -> PruneReport:
-        """`POST /images/prune`: delete unused images quietly skipping conflicts."""
+        """`POST /images/prune` as moby's ImagePrune: the candidates are the images without
+        children (dangling_only) or all of them, less untagged intermediates (deleting their
+        children frees them), less those created after `until` or refused by the label filter
+        (an image without a container config is never refused, as in moby). Each goes by
+        every reference (or by ID when it has none) with its untagged parents; conflicts are
+        skipped. The space reclaimed is the size of the layers removed."""
+        if self._pruning:
+            raise Conflict("a prune operation is already running")
+        self._pruning = True
+        try:
+            return await self._prune(dangling_only, until_ns, label_filter)
+        finally:
+            self._pruning = False
+
+    async def _prune(self, dangling_only: bool, until_ns: int | None,
+                     label_filter: Callable[[dict[str, str]], bool] | None) -> PruneReport:
         sizes: dict[str, int] = {}
         for rec in self._images.values():
-            for chain, size in zip(rec.chain_ids, rec.layer_sizes):
-                sizes[chain] = size
-        deleted: list[dict[str, str]] = []
-        for rec in list(self._images.values()):
-            if rec.id not in self._images:
+            sizes.update(zip(rec.chain_ids, rec.layer_sizes))
+        candidates = self.heads() if dangling_only else list(self._images.values())
+        parents = self.parent_ids()
+        top: list[ImageRecord] = []
+        for rec in candidates:
+            if self.is_intermediate(rec.id, parents):
                 continue
-            if until_ns is not None and rec.created_ns > until_ns:
+            if until_ns is not None and (not rec.created_ns or rec.created_ns > until_ns):
                 continue
             if label_filter is not None:
                 try:
-                    labels = (self.config(rec).config or _EMPTY_CFG).labels or {}
-                except Exception:  # noqa: BLE001
-                    labels = {}
-                if not label_filter(labels):
+                    cfg = self.config(rec).config
+                except Exception:  # noqa: BLE001 - unreadable: a label filter cannot vouch for it
                     continue
+                if cfg is not None and not label_filter(cfg.labels or {}):
+                    continue
+            top.append(rec)
+        deleted: list[dict[str, str]] = []
+        for rec in top:
+            if rec.id not in self._images:
+                continue  # gone with an earlier one (a parent freed by its child)
             refs = self.references(rec.id)
             targets: list[str]
             if refs:
                 if dangling_only and any(r.digest is None for r in refs):
-                    continue
+                    continue  # tagged: only digest references make it dangling
                 targets = [str(r) for r in refs]
             else:
                 targets = [rec.id.split(":", 1)[1]]

@@ -16,7 +16,7 @@ from ...registry.auth import AuthConfig, decode_registry_auth
 from ...registry.platforms import normalize_arch, parse_platform
 from ...registry.reference import familiar_match, parse_pull_reference
 from ...util.errtext import client_text
-from ...base.filters import bool_filter, match_label, parse_filters
+from ...base.filters import bool_or_default, match_label, parse_filters
 from .. import shapes
 from ..http import Request, Response, Router, StreamResponse, empty_response, json_response
 
@@ -91,7 +91,7 @@ def summary(store: ImageStore, rec: ImageRecord, tags: list[str], digests: list[
         "Created": rec.created_ns // 1_000_000_000 if rec.created_ns else 0,
         "Id": rec.id,
         "Labels": labels or None,
-        "ParentId": "",
+        "ParentId": rec.parent,
         "RepoDigests": digests,
         "RepoTags": tags,
         "SharedSize": shared_size,
@@ -133,16 +133,30 @@ async def list_images(req: Request) -> Response:
                             ("dangling", "label", "before", "since", "reference", "until"))
     if req.arg_bool("identity") and "identity" in query and not req.arg_bool("manifests"):
         raise InvalidParameter("conflicting options: identity requires manifests=1")
-    dangling = bool_filter(filters.get("dangling", []), "dangling")
+    items = list_summaries(req, store, filters, show_all=req.arg_bool("all"),
+                           with_shared="shared-size" in query and req.arg_bool("shared-size"))
+    return json_response([shapes.for_version(shapes.IMAGE_SUMMARY, s, req.api_version) for s in items])
+
+
+def list_summaries(req: Request, store: ImageStore, filters: dict[str, list[str]], *, show_all: bool,
+                   with_shared: bool) -> list[dict[str, Any]]:
+    """moby's ImageService.Images: the summaries, newest first. An untagged image with children
+    (an intermediate of a commit or build) shows only with `all`; `dangling=true` takes only the
+    images without children (moby's Heads) and untagged ones of those."""
+    dangling = bool_or_default(filters.get("dangling"), "dangling", False)
+    not_dangling = "dangling" in filters and not dangling
     before = _created_of(store, filters.get("before", []))
     since = _created_of(store, filters.get("since", []), newest=True)
-    until = parse_timestamp_filter(filters["until"][-1]) if filters.get("until") else None
+    until = _until(filters["until"]) if filters.get("until") else None
     patterns = filters.get("reference", [])
     images = store.list()
+    parents = store.parent_ids()
     users = image_users(req)
-    shared = shared_sizes(images) if "shared-size" in query and req.arg_bool("shared-size") else {}
+    shared = shared_sizes(images) if with_shared else {}
     out: list[dict[str, Any]] = []
     for rec in images:
+        if dangling and rec.id in parents:
+            continue
         if before is not None and rec.created_ns >= before:
             continue
         if since is not None and rec.created_ns <= since:
@@ -157,14 +171,23 @@ async def list_images(req: Request) -> Response:
         tags = [r.familiar for r in refs if r.digest is None]
         digests = [r.familiar for r in refs if r.digest is not None]
         if not tags and not digests:
-            if dangling is False or patterns:
+            if not show_all and rec.id in parents:
                 continue
-        elif dangling is True and tags:
+            if not_dangling or patterns:
+                continue
+        elif dangling and tags:
             continue
         out.append(summary(store, rec, tags, digests, containers=users.get(rec.id, 0),
                            shared_size=shared.get(rec.id, -1)))
     out.sort(key=lambda s: s["Created"], reverse=True)
-    return json_response([shapes.for_version(shapes.IMAGE_SUMMARY, s, req.api_version) for s in out])
+    return out
+
+
+def _until(values: list[str]) -> int:
+    try:
+        return min(parse_timestamp_filter(v) for v in values)
+    except InvalidParameter as e:
+        raise InvalidParameter(f"invalid value for 'until' filter: {e}") from None
 
 
 def _created_of(store: ImageStore, names: list[str], newest: bool = False) -> int | None:
@@ -351,9 +374,15 @@ async def history(req: Request) -> Response:
                 created = 0
         items.insert(0, {"Comment": h.comment, "Created": created, "CreatedBy": h.created_by,
                          "Id": "<missing>", "Size": size, "Tags": None})
-    if items:
-        items[0]["Id"] = rec.id
-        items[0]["Tags"] = store.repo_tags(rec.id) or None
+    # moby's ImageHistory: the newest entry is the image's, the next its parent's, and so on
+    # up the local parent chain; the entries past it stay <missing> (pulled history).
+    image: ImageRecord | None = rec
+    for item in items:
+        if image is None:
+            break
+        item["Id"] = image.id
+        item["Tags"] = store.repo_tags(image.id) or None
+        image = store.find(image.parent) if image.parent else None
     return json_response(items)
 
 
@@ -373,18 +402,22 @@ async def delete(req: Request) -> Response:
 
 async def prune(req: Request) -> Response:
     filters = parse_filters(req.query.get("filters"), ("dangling", "until", "label", "label!"))
-    dangling = bool_filter(filters.get("dangling", []), "dangling")
+    dangling_only = bool_or_default(filters.get("dangling"), "dangling", True)
     until = None
     if filters.get("until"):
-        until = parse_timestamp_filter(filters["until"][-1])
+        if len(filters["until"]) > 1:
+            raise InvalidParameter("more than one until filter specified")
+        until = _until(filters["until"])
     labels, not_labels = filters.get("label", []), filters.get("label!", [])
 
     def label_ok(lbl: dict[str, str]) -> bool:
+        # moby's matchLabels: every `label` must match; `label!` refuses an image only when
+        # all of its items match
         if labels and not match_label(lbl, labels):
             return False
-        return not any(match_label(lbl, [x]) for x in not_labels)
+        return not (not_labels and match_label(lbl, not_labels))
 
-    report = await req.engine.images.prune(dangling_only=dangling is not False, until_ns=until,
+    report = await req.engine.images.prune(dangling_only=dangling_only, until_ns=until,
                                            label_filter=label_ok if labels or not_labels else None)
     return json_response({"ImagesDeleted": report.deleted or None, "SpaceReclaimed": report.reclaimed})
 

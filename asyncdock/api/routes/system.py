@@ -8,6 +8,7 @@ import time
 
 import msgspec
 
+from ...base.buildcache import BuildCacheSource, as_json
 from ...base.errors import InvalidParameter
 from ...base.version import __version__
 from ...containers import seccomp
@@ -180,7 +181,7 @@ async def system_df(req: Request) -> Response:
     (LayersSize, Images, Containers, Volumes, BuildCache) beside 1.52's per-type usage objects.
     `type` computes only the kinds named; `verbose` (1.52) asks for the usage objects alone."""
     from .containers import _size, summary_of
-    from .images import shared_sizes, summary
+    from .images import list_summaries
 
     engine = req.engine
     version = req.api_version
@@ -197,20 +198,11 @@ async def system_df(req: Request) -> Response:
     if "image" in wanted:
         store = engine.images
         images = store.list()
-        users: dict[str, int] = {}
-        for rec in engine.containers.store:
-            users[rec.image_id] = users.get(rec.image_id, 0) + 1
-        shared = shared_sizes(images)
         layer_size: dict[str, int] = {}
         for img in images:
             layer_size.update(zip(img.chain_ids, img.layer_sizes))
-        items = []
-        for img in images:
-            refs = store.references(img.id)
-            items.append(summary(store, img, [r.familiar for r in refs if r.digest is None],
-                                 [r.familiar for r in refs if r.digest is not None],
-                                 containers=users.get(img.id, 0), shared_size=shared.get(img.id, 0)))
-        items.sort(key=lambda i: i["Created"], reverse=True)
+        # moby lists the images as `docker images` does (intermediates hidden), with shared sizes
+        items = list_summaries(req, store, {}, show_all=False, with_shared=True)
         total = sum(layer_size.values())
         legacy["LayersSize"] = total
         legacy["Images"] = items
@@ -239,11 +231,33 @@ async def system_df(req: Request) -> Response:
             total=sum(size for size, _ in sizes if size != -1),
             reclaimable=sum(size for size, refs in sizes if size != -1 and refs == 0))
     if "build-cache" in wanted:
-        legacy["BuildCache"] = []  # asyncdock builds nothing, so it caches nothing
-        usage["BuildCacheUsage"] = _usage([], active=0, total=0, reclaimable=0)
+        legacy["BuildCache"], usage["BuildCacheUsage"] = build_cache_usage(engine)
     body: dict[str, object] = {} if verbose else legacy
     body.update(usage)
     return json_response(shapes.for_version(shapes.SYSTEM_DF, body, version))
+
+
+def build_cache_records(engine: object) -> list[dict[str, object]]:
+    """The build cache, from whichever of the engine or its builder is a BuildCacheSource
+    (none: nothing was built, so nothing is cached)."""
+    for source in (engine, getattr(engine, "builder", None)):
+        if isinstance(source, BuildCacheSource):
+            return [as_json(r) for r in source.build_cache_records()]
+    return []
+
+
+def build_cache_usage(engine: object) -> tuple[list[dict[str, object]], dict[str, object]]:
+    """The legacy BuildCache list and 1.52's BuildCacheUsage, counted as moby's builder does:
+    active = in use, reclaimable = neither in use nor shared."""
+    records = build_cache_records(engine)
+    return records, _usage(
+        list(records), active=sum(1 for r in records if r.get("InUse")),
+        total=sum(_int(r.get("Size")) for r in records),
+        reclaimable=sum(_int(r.get("Size")) for r in records if not r.get("InUse") and not r.get("Shared")))
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) else 0
 
 
 def _usage(items: list[object], *, active: int, total: int, reclaimable: int) -> dict[str, object]:
