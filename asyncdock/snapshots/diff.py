@@ -161,12 +161,15 @@ class _Dir:
 class LayerDiff:
     """The layer tar of `source`, as an iterator of chunks of about `chunk` bytes. After the
     iteration, `entries` tells how many entries it held (0: an empty diff, which moby commits
-    as no layer at all)."""
+    as no layer at all) and `size` the layer's apparent size as Docker counts it (st_size of
+    its files, each hard-linked inode once, and of its symlinks)."""
 
     def __init__(self, source: DiffSource, *, chunk: int = CHUNK) -> None:
         self.source = source
         self.chunk = chunk
         self.entries = 0
+        self.size = 0
+        self._inodes: set[tuple[int, int]] = set()
         self._w = TarOut()
         self._stack: list[_Dir] = []
         self._pending = 0  # trailing frames of the stack whose header is not written yet
@@ -263,12 +266,18 @@ class LayerDiff:
         if stat.S_ISREG(mode):
             self._flush_parents()
             self.entries += 1
+            if st.st_nlink < 2:
+                self.size += st.st_size
+            elif (st.st_dev, st.st_ino) not in self._inodes:
+                self._inodes.add((st.st_dev, st.st_ino))
+                self.size += st.st_size
             self._big = file_entry(self._w, f.fd, name, arc, st, self.chunk, xattrs=xattrs)
         elif stat.S_ISLNK(mode):
             try:
                 target = os.readlink(name, dir_fd=f.fd)
             except OSError:
                 return
+            self.size += len(os.fsencode(target))
             self._put(header(arc, st, tarfile.SYMTYPE, linkname=target, xattrs=xattrs))
         elif stat.S_ISCHR(mode):
             self._put(header(arc, st, tarfile.CHRTYPE, xattrs=xattrs))

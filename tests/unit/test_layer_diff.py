@@ -203,3 +203,57 @@ async def test_symlinked_dir_is_not_followed(snap: Snapshotter, tmp_path: Path) 
     assert es["escape"].issym() and es["escape"].linkname == str(secret)
     assert b"do not read" not in data
     await snap.remove("c1")
+
+
+async def test_layer_committer(snap: Snapshotter, tmp_path: Path) -> None:
+    """images/layercommit.py: the diff as a gzip blob in the content store (digests right) and a
+    committed snapshot named by the chain ID, on inodes of its own."""
+    import gzip
+
+    from asyncdock.content.store import ContentStore
+    from asyncdock.images.layercommit import GZIP_LAYER, LayerCommitter
+    from asyncdock.images.store import chain_ids
+
+    content = ContentStore(tmp_path / "content")
+    base_id = "sha256:" + hashlib.sha256(BASE).hexdigest()
+    assert await unpack(snap, base_id, None, BASE) == base_id
+    await snap.prepare("c1", base_id)
+    with mounted(await snap.mounts("c1"), tmp_path / "m") as m:
+        (m / "big").write_bytes(os.urandom(3 << 20))
+        (m / "keep" / "edit").write_bytes(b"v2")
+    committer = LayerCommitter(content, snap)
+    new = await committer.commit("c1", base_id)
+    assert new is not None
+    blob = content.read_bytes(new.blob.digest)
+    assert new.blob.media_type == GZIP_LAYER and new.blob.size == len(blob)
+    tar = gzip.decompress(blob)
+    assert new.diff_id == "sha256:" + hashlib.sha256(tar).hexdigest()
+    assert new.chain_id == chain_ids([base_id, new.diff_id])[1]
+    assert new.size == (3 << 20) + 2
+    info = await snap.stat(new.chain_id)
+    assert info.kind == "committed" and info.parent == base_id
+    await snap.view("v", new.chain_id)
+    with mounted(await snap.mounts("v"), tmp_path / "v") as v:
+        assert (v / "keep" / "edit").read_bytes() == b"v2"
+        assert (v / "bin" / "sh").read_bytes() == b"shell"
+    # The container writes on: the committed layer does not change with it.
+    with mounted(await snap.mounts("c1"), tmp_path / "m") as m:
+        (m / "keep" / "edit").write_bytes(b"v3")
+    with mounted(await snap.mounts("v"), tmp_path / "v") as v:
+        assert (v / "keep" / "edit").read_bytes() == b"v2"
+    # The same diff again: the same layer, the snapshot is reused
+    await snap.prepare("c2", base_id)
+    with mounted(await snap.mounts("c2"), tmp_path / "m2") as m:
+        (m / "x").write_bytes(b"x")
+        os.utime(m / "x", (1_600_000_000, 1_600_000_000))
+    one = await committer.commit("c2", base_id)
+    two = await committer.commit("c2", base_id)
+    assert one is not None and one == two
+    # Nothing changed: no layer, nothing left behind
+    await snap.prepare("c3", base_id)
+    before = {s.name for s in await snap.list()}
+    assert await committer.commit("c3", base_id) is None
+    assert {s.name for s in await snap.list()} == before
+    assert content.list_ingests() == {}
+    for k in ("v", "c1", "c2", "c3"):
+        await snap.remove(k)
