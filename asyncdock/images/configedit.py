@@ -390,7 +390,7 @@ def parse_changes(changes: Sequence[str], cfg: ContainerConfig) -> ContainerConf
         raise InvalidParameter(str(e)) from None
     for c in commands:
         if c.cmd.lower() not in COMMIT_COMMANDS:
-            raise InvalidParameter(f"{c.cmd.lower()} is not a valid change command")
+            raise InvalidParameter(f"{c.cmd} is not a valid change command")  # as written
     cmd_set = False
     for c in commands:
         name = c.cmd.lower()

@@ -68,7 +68,7 @@ class _Tee:
         return chunk
 
 
-class _IngestFile:
+class IngestFile:
     """The file object the gzip writer wants, over an ingest."""
 
     def __init__(self, ingest: IngestWriter) -> None:
@@ -82,7 +82,7 @@ class _IngestFile:
         pass
 
 
-def _gzip_writer(raw: _IngestFile) -> Any:
+def gzip_writer(raw: IngestFile) -> Any:
     if _threaded_gzip is not None:
         return _threaded_gzip.open(raw, "wb", compresslevel=GZIP_LEVEL, threads=_THREADS)  # type: ignore[no-untyped-call]
     import gzip  # pragma: no cover
@@ -98,7 +98,7 @@ class _Result(msgspec.Struct):
 
 def _one_pass(source: DiffSource, dest: str, whiteouts: Any, ingest: IngestWriter) -> _Result:
     diff = LayerDiff(source)
-    gz = _gzip_writer(_IngestFile(ingest))
+    gz = gzip_writer(IngestFile(ingest))
     try:
         diff_id = apply_layer(_Tee(iter(diff), gz), dest,  # type: ignore[arg-type]
                               whiteouts=whiteouts, media_type="application/x-tar")

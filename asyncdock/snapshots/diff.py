@@ -170,6 +170,7 @@ class LayerDiff:
         self.entries = 0
         self.size = 0
         self._inodes: set[tuple[int, int]] = set()
+        self._compared: dict[tuple[int, int], bool] = {}  # (tree inode, parent inode) -> same bytes
         self._w = TarOut()
         self._stack: list[_Dir] = []
         self._pending = 0  # trailing frames of the stack whose header is not written yet
@@ -398,8 +399,7 @@ class LayerDiff:
         # counterpart's children (if any) are still compared, as containerd does.
         self._push(fd, arc, None, sub_lowers)
 
-    @staticmethod
-    def _same_leaf(ufd: int, lfd: int, name: str, st: os.stat_result, lst: os.stat_result) -> bool:
+    def _same_leaf(self, ufd: int, lfd: int, name: str, st: os.stat_result, lst: os.stat_result) -> bool:
         if (st.st_mode != lst.st_mode or st.st_uid != lst.st_uid or st.st_gid != lst.st_gid
                 or st.st_size != lst.st_size):
             return False
@@ -420,8 +420,15 @@ class LayerDiff:
             if st.st_mtime_ns % 1_000_000_000 or lst.st_mtime_ns % 1_000_000_000:
                 return st.st_mtime_ns == lst.st_mtime_ns
             # Whole seconds on both: either may be a tar's truncation; only the bytes can tell.
-            try:
-                return _same_content(ufd, lfd, name, st.st_size)
-            except OSError:
-                return False
+            # Once per pair of inodes (busybox's hundreds of hard-linked applets are one).
+            key = (st.st_ino, lst.st_ino)
+            known = self._compared.get(key)
+            if known is None:
+                try:
+                    known = _same_content(ufd, lfd, name, st.st_size)
+                except OSError:
+                    known = False
+                if st.st_nlink > 1:
+                    self._compared[key] = known
+            return known
         return True
