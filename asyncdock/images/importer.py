@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import bz2
+import contextlib
+import io
 import lzma
 import time
 import uuid
@@ -39,10 +41,11 @@ __all__ = ["Importer"]
 _READ = 1 << 20
 
 
-class _Peek:
+class _Peek(io.RawIOBase):
     """A reader with its first bytes read ahead (to sniff the compression) and put back."""
 
     def __init__(self, raw: Any) -> None:
+        super().__init__()
         self.raw = raw
         head = b""
         while len(head) < 6:
@@ -52,11 +55,23 @@ class _Peek:
             head += more
         self.head = head
 
-    def read(self, n: int = -1) -> bytes:
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int | None = -1) -> bytes:
         if self.head:
             b, self.head = self.head, b""
             return b
         return bytes(self.raw.read(n if n and n > 0 else _READ))
+
+    def readinto(self, buf: Any) -> int:
+        view = memoryview(buf)
+        if self.head:
+            data, self.head = self.head[:len(view)], self.head[len(view):]
+        else:
+            data = bytes(self.raw.read(len(view)))
+        view[:len(data)] = data
+        return len(data)
 
 
 class _Tee:
@@ -147,17 +162,19 @@ class Importer:
                 _import_pass, pipe, str(snap.upper_dir(staging)), snap.whiteouts, ingest,
                 self.max_layer_size))
             try:
-                try:
-                    async for chunk in chunks:
-                        await pipe.put(chunk)
-                    pipe.close()
-                except PipeClosed:
-                    pass  # the worker stopped reading: its result says why
-                except BaseException as e:
-                    pipe.abort(InvalidParameter(f"import aborted: {e}"))
-                    raise
-            finally:
-                res = await asyncio.shield(worker)
+                async for chunk in chunks:
+                    await pipe.put(chunk)
+                pipe.close()
+            except PipeClosed:
+                pass  # the worker stopped reading: its result says why
+            except BaseException as e:
+                # The source failed (a download, the client went away): that is the error; the
+                # worker only has to stop.
+                pipe.abort(InvalidParameter(f"import aborted: {e}"))
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(worker)
+                raise
+            res = await asyncio.shield(worker)
             ingest.expected = ingest.digest
             blob = LayerBlob(ingest.digest, GZIP_LAYER, ingest.offset)
             await anyio.to_thread.run_sync(ingest.commit)

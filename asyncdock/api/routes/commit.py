@@ -75,8 +75,8 @@ async def _download(url: str, progress: Any) -> AsyncIterator[bytes]:
             raise InvalidParameter(f"error downloading {url}: {e}") from None
         async with resp:
             if resp.status >= 400:
-                raise InvalidParameter(f"{url}: failed to GET {url} with status {resp.reason}: "
-                                       f"{(await resp.text())[:200]}")
+                body = (await resp.text(errors="replace"))[:200].strip()
+                raise InvalidParameter(f"failed to GET {url} with status {resp.status} {resp.reason}: {body}")
             total = resp.content_length or 0
             await progress(pm.status(f"Downloading from {url}"))
             done, last = 0, 0.0
