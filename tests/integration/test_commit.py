@@ -148,3 +148,26 @@ def test_commit_on_the_copy_snapshotter(daemon_factory: Any, driver: str) -> Non
     assert 0 < hist[0]["Size"] < 100
     d.docker("rm", "k1")
     d.docker("rmi", "copied:1")
+
+
+def test_asyncdock_client_commit_and_import(daemon: Daemon) -> None:
+    import asyncio
+
+    import asyncdock
+
+    async def main() -> None:
+        async with asyncdock.Client(daemon.host) as client:
+            c = await client.containers.run("busybox", ["sh", "-c", "echo ours > /ours"], detach=True)
+            await c.wait()
+            image_id = await c.commit("ourimg", "1", message="m", changes=["ENV Z=9"])
+            doc = await client.images.inspect("ourimg:1")
+            assert doc["Id"] == image_id and "Z=9" in doc["Config"]["Env"]
+            tar = daemon.docker("export", c.id, text=False).stdout
+            flat = await client.images.import_(tar, "ourflat", "1", changes=['CMD ["cat", "/ours"]'])
+            assert (await client.images.inspect("ourflat:1"))["Id"] == flat
+            out = await client.containers.run("ourflat:1", remove=True)
+            assert out == b"ours\n"
+            await c.remove()
+            await client.images.remove("ourimg:1")
+            await client.images.remove("ourflat:1")
+    asyncio.run(main())
