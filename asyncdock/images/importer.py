@@ -91,17 +91,17 @@ class _Tee:
 def _decompressed(src: _Peek) -> Any:
     head = src.head
     if head.startswith(b"BZh"):
-        return bz2.BZ2File(src)  # type: ignore[arg-type]
+        return bz2.BZ2File(src)
     if head.startswith(b"\xfd7zXZ\x00"):
         return lzma.LZMAFile(src)  # type: ignore[arg-type]
     if head[:2] == b"\x1f\x8b":
         from isal import igzip
 
-        return igzip.IGzipFile(fileobj=src, mode="rb")  # type: ignore[arg-type]
+        return igzip.IGzipFile(fileobj=src, mode="rb")  # type: ignore[no-untyped-call]
     if head[:4] == b"\x28\xb5\x2f\xfd":
         import zstandard
 
-        return zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True)
+        return zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True)  # type: ignore[arg-type]
     return src
 
 
