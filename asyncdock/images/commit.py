@@ -40,7 +40,10 @@ def as_image_config(raw: Any) -> ContainerConfig:
     """Any ContainerConfig-shaped struct or dict as base.oci's ContainerConfig (nulls dropped:
     Go's decoder reads them as absent)."""
     doc = raw if isinstance(raw, dict) else msgspec.to_builtins(raw)
-    return msgspec.convert({k: v for k, v in doc.items() if v is not None}, ContainerConfig, strict=False)
+    try:
+        return msgspec.convert({k: v for k, v in doc.items() if v is not None}, ContainerConfig, strict=False)
+    except msgspec.ValidationError as e:
+        raise InvalidParameter(f"invalid container config: {e}") from None
 
 
 def commit_reference(repo: str, tag: str) -> Reference | None:

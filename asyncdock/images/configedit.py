@@ -386,7 +386,7 @@ def parse_changes(changes: Sequence[str], cfg: ContainerConfig) -> ContainerConf
 
     try:
         commands = dockerfile.parse_string("\n".join(changes))
-    except dockerfile.GoParseError as e:
+    except (dockerfile.GoParseError, dockerfile.GoIOError) as e:
         raise InvalidParameter(str(e)) from None
     for c in commands:
         if c.cmd.lower() not in COMMIT_COMMANDS:

@@ -115,6 +115,11 @@ def test_commit_errors(daemon: Daemon) -> None:
     assert status == 400 and "message" in json.loads(body)
     status, body = d.request("POST", "/v1.41/commit?container=b1&changes=STOPSIGNAL%20NOPE")
     assert status == 400 and json.loads(body) == {"message": "Invalid signal: NOPE"}
+    for query, body_ in (("", {"Cmd": 5}), ("", b"[1]"), ("&changes=HEALTHCHECK%20--interval%3Dx%20CMD%20y", None),
+                         ("&changes=EXPOSE%2099999", None), ("&changes=ENV", None), ("&changes=WORKDIR", None)):
+        status, body = d.request("POST", f"/v1.41/commit?container=b1{query}", body=body_,
+                                 headers={"Content-Type": "application/json"})
+        assert status == 400 and list(json.loads(body)) == ["message"], (query, body)
     status, body = d.request("POST", "/v1.41/commit?container=nosuch")
     assert status == 404 and json.loads(body) == {"message": "No such container: nosuch"}
     assert "x" not in d.docker("images", "--format", "{{.Repository}}").stdout.split()

@@ -133,6 +133,9 @@ def test_import_bad_input_stores_nothing(daemon: Daemon) -> None:
     assert status == 400
     status, out = d.request("POST", "/v1.41/images/create?fromSrc=-&repo=bad&changes=RUN%20x", body=_tar({"a": b"a"}))
     assert status == 400 and json.loads(out) == {"message": "RUN is not a valid change command"}
+    for query in ("fromSrc=ftp://x/y", "fromSrc=-&platform=nope/", "fromSrc=-&repo=UPPER", "fromSrc=-&changes=ENV"):
+        status, out = d.request("POST", f"/v1.41/images/create?{query}", body=_tar({"a": b"a"}))
+        assert status == 400 and list(json.loads(out)) == ["message"], (query, out)
     res = d.docker("import", "-", "bad:cli", input=b"nope", check=False)
     assert res.returncode != 0 and b"invalid tar" in res.stderr
     assert d.docker("images", "-q").stdout == before_images
