@@ -393,6 +393,15 @@ class Container:
         async with self.client.exec.start(ex, tty=tty) as s:
             yield s
 
+    async def commit(self, repository: str | None = None, tag: str | None = None, *, message: str | None = None,
+                     author: str | None = None, changes: list[str] | None = None, pause: bool = True,
+                     conf: dict[str, Any] | None = None) -> str:
+        """`docker commit`: the new image's ID."""
+        q = {"container": self.id, "repo": repository, "tag": tag, "comment": message, "author": author,
+             "changes": changes or None, "pause": pause}
+        res = await self.client.call("POST", "/commit", query=q, body=conf)
+        return str(res["Id"])
+
     async def exec_run(self, cmd: list[str], **kw: Any) -> tuple[int | None, bytes, bytes]:
         """Run a command to completion: (exit code, stdout, stderr)."""
         async with self.exec(cmd, **kw) as s:
@@ -540,6 +549,27 @@ class Images:
                 yield msgspec.convert(msg, m.Progress)
         finally:
             resp.close()
+
+    async def import_(self, source: bytes | str, repository: str | None = None, tag: str | None = None, *,
+                      message: str | None = None, changes: list[str] | None = None,
+                      platform: str | None = None) -> str:
+        """`docker import`: `source` is the tar itself (plain or compressed) or a URL to fetch;
+        the new image's ID."""
+        q: dict[str, Any] = {"fromSrc": "-" if isinstance(source, bytes) else source, "repo": repository,
+                             "tag": tag, "message": message, "changes": changes or None, "platform": platform}
+        resp = await self.client.raw("POST", "/images/create", query=q,
+                                     body=source if isinstance(source, bytes) else None,
+                                     headers={"Content-Type": "application/x-tar"} if isinstance(source, bytes) else None)
+        last: dict[str, Any] = {}
+        try:
+            async for line in resp.iter_lines():
+                last = msgspec.json.decode(line)
+                if "error" in last or "errorDetail" in last:
+                    detail = last.get("errorDetail") or {}
+                    raise api_error(last.get("error") or detail.get("message", "import failed"), 500)
+        finally:
+            resp.close()
+        return str(last.get("status", ""))
 
     async def tag(self, image: str, repo: str, tag: str | None = None) -> None:
         await self.client.call("POST", f"/images/{image}/tag", query={"repo": repo, "tag": tag})

@@ -101,8 +101,8 @@ def test_api_versions_and_unbuilt_routes(shared_daemon: Daemon) -> None:
     assert "client version 1.55 is too new. Maximum supported API version is 1.54" in too_new.stderr
     old = shared_daemon.docker("ps", env={"DOCKER_API_VERSION": "1.40"})
     assert old.stdout.startswith("CONTAINER ID")
-    status, body = shared_daemon.request("POST", "/v1.41/commit?container=x")
-    assert status == 501 and b"commit is not implemented" in body
+    status, body = shared_daemon.request("GET", "/v1.41/images/search?term=x")
+    assert status == 501 and b"image search is not implemented" in body
     status, body = shared_daemon.request("GET", "/v1.41/nosuchendpoint")
     assert status == 404 and json.loads(body) == {"message": "page not found"}
     status, body = shared_daemon.request("POST", "/v1.41/containers/create", body=b"{bad",

@@ -94,8 +94,8 @@ def test_errors(daemon: Daemon, registry: Any) -> None:
     assert daemon.request("GET", "/v1.41/images/nosuch/json") == (
         404, b'{"message":"no such image: nosuch: No such image: nosuch:latest"}\n')
     assert daemon.request("DELETE", "/v1.41/images/nosuch") == (404, b'{"message":"No such image: nosuch:latest"}\n')
-    status, body = daemon.request("POST", "/v1.41/images/create?fromSrc=-")
-    assert status == 501 and b"import" in body
+    status, body = daemon.request("POST", "/v1.41/images/create?fromSrc=-")  # no tar at all
+    assert status == 400 and b"invalid tar" in body
     assert daemon.request("POST", "/v1.41/images/prune?filters=" + '{"dangling":{"true":true}}') == (
         200, b'{"ImagesDeleted":null,"SpaceReclaimed":0}\n')
 

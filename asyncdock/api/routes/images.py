@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from ...base.errors import EngineError, InvalidParameter, NotFound, NotImplementedYet
+from ...base.errors import EngineError, InvalidParameter, NotFound
 from ...base.timefmt import ZERO_TIME, parse_docker_time, parse_timestamp_filter, rfc3339nano
 from ...images import progress as pm
 from ...base.oci import ContainerConfig, HealthConfig
@@ -27,7 +27,8 @@ _DRIVER_NAMES = {"overlayfs": "overlay2", "overlay": "overlay2", "copy": "vfs"}
 
 
 def register(router: Router) -> None:
-    # push, save, load, search, build and commit answer 501 from routes/unimplemented.py.
+    # push, save, load, search and build answer 501 from routes/unimplemented.py; commit and
+    # import (fromSrc) are routes/commit.py's.
     router.add("POST", "/images/create", create)
     router.add("GET", "/images/json", list_images)
     router.add("POST", "/images/prune", prune)
@@ -44,7 +45,9 @@ def register(router: Router) -> None:
 async def create(req: Request) -> Response | StreamResponse:
     q = req.query
     if q.get("fromSrc"):
-        raise NotImplementedYet("image import (fromSrc) is not implemented in asyncdock yet")
+        from .commit import import_image  # docker import: routes/commit.py
+
+        return await import_image(req)
     # The platform first, as moby: its error wins over a bad reference, and nothing is contacted.
     platform = parse_platform(q["platform"]) if q.get("platform") else None
     from_image = q.get("fromImage", "")
@@ -318,7 +321,9 @@ async def inspect(req: Request) -> Response:
         "RepoTags": store.repo_tags(rec.id),
         "RepoDigests": store.repo_digests(rec.id),
         "Parent": rec.parent,
-        "Comment": cfg.comment,
+        # moby's inspect: an image without a comment of its own shows its last history entry's
+        # (commit writes the message there only)
+        "Comment": cfg.comment or (cfg.history[-1].comment if cfg.history else ""),
         "Created": _go_time(cfg.created) if cfg.created else "",
         "Container": cfg.container,
         "ContainerConfig": config_dict(cfg.container_config),
