@@ -1,0 +1,79 @@
+"""GET /images/{name}/get, GET /images/get?names=: `docker save`; POST /images/load: `docker load`.
+
+As dockerd: a save's errors before the first byte (no such image) are plain JSON answers; load
+always answers 200 and reports a failure as the stream's last message (errorDetail), which is
+what the docker CLI prints."""
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+from ...base.errors import EngineError, InvalidParameter
+from ...images import progress as pm
+from ...util.errtext import client_text
+from ..http import Request, Response, Router, StreamResponse
+
+log = logging.getLogger(__name__)
+
+
+def register(router: Router) -> None:
+    router.add("GET", "/images/get", save_many)
+    router.add("GET", "/images/{name:.+}/get", save_one)
+    router.add("POST", "/images/load", load)
+
+
+async def save_one(req: Request) -> StreamResponse:
+    return await _save(req, [req.match["name"]])
+
+
+async def save_many(req: Request) -> StreamResponse:
+    return await _save(req, req.query_list("names"))
+
+
+def _check_platforms(req: Request) -> None:
+    platforms = req.query_list("platform")
+    if len(platforms) > 1 and req.api_version < (1, 52):
+        raise InvalidParameter("multiple platform parameters are not supported in this API version; "
+                               "use API version 1.52 or later")
+
+
+async def _save(req: Request, names: list[str]) -> StreamResponse:
+    _check_platforms(req)
+    archive = req.engine.archive
+    plan = await archive.plan_save(names)
+    stream = await req.stream(content_type="application/x-tar")
+    chunks = archive.save_stream(plan)
+    try:
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                await stream.write(chunk)
+    except (ConnectionError, OSError, EngineError, ValueError) as e:
+        # The archive is cut: the client must not take what it got for a whole one.
+        log.warning("save of %s stopped: %s", names, client_text(e))
+        stream.abort()
+    return stream
+
+
+async def load(req: Request) -> Response | StreamResponse:
+    _check_platforms(req)
+    quiet = req.arg_bool("quiet", True)  # dockerd's default when the parameter is absent
+    stream: StreamResponse | None = None
+
+    async def out(msg: dict[str, Any]) -> None:
+        nonlocal stream
+        if stream is None:
+            stream = await req.stream(content_type="application/json")
+        await stream.write(pm.encode(msg))
+
+    try:
+        await req.engine.archive.load(req.body_chunks(), out, quiet=quiet)
+    except EngineError as e:
+        await out(pm.error(str(e)))
+    except Exception as e:  # noqa: BLE001 - in the stream, every failure is an error message
+        log.error("image load failed: %s", client_text(e))
+        log.debug("traceback of the failed load", exc_info=e)
+        await out(pm.error(client_text(e)))
+    if stream is None:
+        stream = await req.stream(content_type="application/json")
+    return stream
