@@ -46,7 +46,7 @@ from ..registry.platforms import host_platform, select_manifest
 from ..registry.reference import Reference, parse_normalized
 from ..snapshots.base import Snapshotter
 from ..snapshots.limits import LayerTooLarge, free_space_margin
-from ..snapshots.tarstream import DIR, LNK, REG, SYM, ChunkStream, TarError, TarReader
+from ..snapshots.tarstream import BLOCK, DIR, LNK, REG, SYM, ChunkStream, TarError, TarReader
 from ..util.errtext import client_text
 from ..util.fstree import disk_usage, remove_tree_quietly
 from ..util.tasks import uncancellable
@@ -127,9 +127,17 @@ class _Unpacker:
 
 class _PlainStream(ChunkStream):
     """The outer tar's byte stream without ChunkStream's running digest (nothing needs the
-    digest of the whole archive; each member is hashed on its own)."""
+    digest of the whole archive; each member is hashed on its own). It keeps the last block
+    read whole, so the end of the archive can be told from a cut (TarReader, like tarfile,
+    takes either for the end; Go's reader, dockerd's, does not)."""
 
-    __slots__ = ()
+    __slots__ = ("last_block",)
+
+    def read(self, n: int) -> bytes:
+        out = super().read(n)
+        if n == BLOCK:
+            self.last_block = out
+        return out
 
     def _pull(self) -> bool:
         for chunk in self._chunks:
@@ -227,7 +235,9 @@ class _MemberReader:
 def read_archive(read: Callable[[int], bytes], work: Path, unpacker: _Unpacker) -> _Spool:
     """Worker thread: spool (and where it pays, unpack) every member of the archive."""
     spool = _Spool()
-    tr = TarReader(_PlainStream(_body(read)))
+    stream = _PlainStream(_body(read))
+    stream.last_block = b""
+    tr = TarReader(stream)
     seen = False
     while True:
         try:
@@ -236,6 +246,11 @@ def read_archive(read: Callable[[int], bytes], work: Path, unpacker: _Unpacker) 
             raise af.ArchiveError(f"invalid archive: {e}" if seen else f"invalid archive: not a tar archive ({e})") \
                 from None
         if m is None:
+            last = stream.last_block
+            if 0 < len(last) < BLOCK:
+                raise af.ArchiveError("invalid archive: unexpected EOF")
+            if len(last) == BLOCK and last != bytes(BLOCK):
+                raise af.ArchiveError("invalid archive: invalid tar header")
             break
         seen = True
         name = af.entry_name(m.name)
