@@ -295,7 +295,7 @@ def _spool_member(tr: TarReader, name: str, size: int, path: Path, unpacker: _Un
         candidate = "sha256:" + name[13:] not in unpacker.known
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        content = chain([first], raw)
+        content: Iterator[bytes] = chain([first], raw)
         if kind in ("gzip", "zstd"):
             content = _wrap_blob_errors(inflate(content, kind, f"the archive member {name}"))
         reader = _MemberReader(content, fd)

@@ -89,8 +89,8 @@ class ImageSaver:
             if parsed.tag is None:
                 tagged: list[Reference] = []
                 for rec in self.images.list():
-                    tagged += [r for r in self.images.references(rec.id)
-                               if r.digest is None and r.name == parsed.name]
+                    refs: Sequence[Reference] = self.images.references(rec.id)
+                    tagged += [r for r in refs if r.digest is None and r.name == parsed.name]
                 if tagged:
                     for ref in sorted(tagged, key=str):
                         image_id = self.images.lookup(ref)

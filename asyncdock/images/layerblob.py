@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import types
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 from ..snapshots.unpack import compression_of
 
+_inflate_mod: types.ModuleType
 try:  # ISA-L's inflate: zlib's API, several times faster
     from isal import isal_zlib as _inflate_mod
 except ImportError:  # pragma: no cover - isal is a dependency
-    _inflate_mod = zlib  # type: ignore[assignment]
+    _inflate_mod = zlib
 
 CHUNK = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"

@@ -321,3 +321,35 @@ def test_load_the_pre_25_layout(daemon: Daemon) -> None:
     daemon.docker("rmi", "layers")
     assert "Loaded image: old:layout" in daemon.docker("load", input=out.getvalue()).stdout.decode()
     assert _image_id(daemon, "old:layout") == image_id
+
+
+def test_python_client_save_and_load(daemon: Daemon) -> None:
+    import asyncio
+
+    import asyncdock
+
+    daemon.docker("pull", "busybox")
+    daemon.docker("pull", "layers")
+    ids = {n: _image_id(daemon, n) for n in ("busybox:latest", "layers:latest")}
+
+    async def run() -> tuple[list[str], list[str]]:
+        async with asyncdock.Client(f"unix://{daemon.socket}") as client:
+            one = b"".join([c async for c in client.images.save("busybox")])
+            both = [c async for c in client.images.save(["busybox", "layers"])]
+            for name in ids:
+                await client.images.remove(name)
+
+            async def chunks() -> Any:  # streamed up in small pieces, gzipped on the way
+                packed = gzip.compress(b"".join(both), 1)
+                for i in range(0, len(packed), 65536):
+                    yield packed[i:i + 65536]
+            loaded = await client.images.load(chunks())
+            again = await client.images.load(one)
+            with pytest.raises(asyncdock.APIError) as err:
+                await client.images.load(one[: len(one) // 2])
+            assert "unexpected EOF" in str(err.value)
+            return loaded, again
+
+    loaded, again = asyncio.run(run())
+    assert sorted(loaded) == sorted(ids) and again == ["busybox:latest"]
+    assert {n: _image_id(daemon, n) for n in ids} == ids
