@@ -25,6 +25,7 @@ import asyncio
 import bz2
 import contextlib
 import hashlib
+import itertools
 import logging
 import lzma
 import os
@@ -238,6 +239,7 @@ def read_archive(read: Callable[[int], bytes], work: Path, unpacker: _Unpacker) 
     stream = _PlainStream(_body(read))
     stream.last_block = b""
     tr = TarReader(stream)
+    numbers = itertools.count()
     seen = False
     while True:
         try:
@@ -264,7 +266,9 @@ def read_archive(read: Callable[[int], bytes], work: Path, unpacker: _Unpacker) 
             continue
         if m.type != REG:
             continue  # devices and fifos have no business in an image archive
-        spool.files[name] = _spool_member(tr, name, m.size, work / str(len(spool.files)), unpacker)
+        # A name met twice: the later member wins, as it would on disk.
+        spool.links.pop(name, None)
+        spool.files[name] = _spool_member(tr, name, m.size, work / str(next(numbers)), unpacker)
     if not seen:
         raise af.ArchiveError("invalid archive: empty archive")
     return spool
