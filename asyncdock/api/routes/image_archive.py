@@ -69,11 +69,22 @@ async def load(req: Request) -> Response | StreamResponse:
     try:
         await req.engine.archive.load(req.body_chunks(), out, quiet=quiet)
     except EngineError as e:
+        await _discard_body(req)
         await out(pm.error(str(e)))
     except Exception as e:  # noqa: BLE001 - in the stream, every failure is an error message
         log.error("image load failed: %s", client_text(e))
         log.debug("traceback of the failed load", exc_info=e)
+        await _discard_body(req)
         await out(pm.error(client_text(e)))
     if stream is None:
         stream = await req.stream(content_type="application/json")
     return stream
+
+
+async def _discard_body(req: Request) -> None:
+    """Read what is left of an archive we gave up on: a client that writes its whole body
+    before it reads (the docker CLI, docker-py) then reads our error instead of failing on a
+    closed connection (dockerd reads the whole archive before it looks at it)."""
+    with contextlib.suppress(Exception):
+        async for _ in req.body_chunks():
+            pass
