@@ -580,7 +580,11 @@ class ImageLoader:
                         sizes[chain_id] = await self._known_size(chain_id)
                         continue
                     parent = chains[i - 1] if i else None
-                    sizes[chain_id] = await self._commit_layer(entry, chain_id, parent, staged)
+                    size = await self._commit_layer(entry, chain_id, parent, staged)
+                    if size is None:  # a pull or another load committed it meanwhile
+                        sizes[chain_id] = await self._known_size(chain_id)
+                        continue
+                    sizes[chain_id] = size
                     created.append(chain_id)
                     if not quiet:
                         await progress(pm.layer_progress("Loading layer", plan.diff_ids[i].split(":", 1)[1][:12],
@@ -594,7 +598,10 @@ class ImageLoader:
                     log.warning("cannot remove layer snapshot %s of a failed load: %s", chain_id, e)
             raise
 
-    async def _commit_layer(self, entry: _Entry, chain_id: str, parent: str | None, staged: list[str]) -> int:
+    async def _commit_layer(self, entry: _Entry, chain_id: str, parent: str | None,
+                            staged: list[str]) -> int | None:
+        """Commit the layer as `chain_id`; its size, or None if someone else committed it first
+        (our staging snapshot then goes with the clean-up)."""
         snap = self.snapshotter
         size: int | None
         if entry.staging is not None and not entry.staging_used and not entry.staging_failed:
@@ -622,7 +629,12 @@ class ImageLoader:
             if diff_id != entry.digest:  # pragma: no cover - the spool was hashed as written
                 raise LoadError(f"failed to register layer: unpacked {diff_id}, expected {entry.digest}")
             size = stats.size
-        await snap.commit(chain_id, key, parent=parent)
+        try:
+            await snap.commit(chain_id, key, parent=parent)
+        except Exception:
+            if await snap.exists(chain_id):
+                return None
+            raise
         staged.remove(key)
         if size is None or not snap.independent_layers:
             size = await self._layer_size(chain_id)

@@ -353,3 +353,70 @@ def test_python_client_save_and_load(daemon: Daemon) -> None:
     loaded, again = asyncio.run(run())
     assert sorted(loaded) == sorted(ids) and again == ["busybox:latest"]
     assert {n: _image_id(daemon, n) for n in ids} == ids
+
+
+@pytest.mark.parametrize("driver", ["overlayfs", "copy"])
+def test_loaded_layers_apply_whiteouts_on_both_snapshotters(daemon_factory: Any, driver: str) -> None:
+    """overlay unpacks every layer as it streams (then rebases it on its parent at commit); copy
+    unpacks each on a copy of its parent after the archive is read. Either way the loaded image's
+    tree is the pulled one's, whiteouts and opaque directories included."""
+    d = daemon_factory({"storage-driver": driver})
+    d.docker("pull", "layers")
+    image_id = _image_id(d, "layers")
+    data = d.docker("save", "layers", text=False).stdout
+    d.docker("rmi", "layers")
+    assert "Loaded image: layers:latest" in d.docker("load", input=data).stdout.decode()
+    assert _image_id(d, "layers") == image_id
+    script = []
+    for path, want in imagebuild.LAYERS_EXPECTED.items():
+        if want is None:
+            script.append(f"test ! -e /{path} || echo present: {path}")
+        elif want:
+            script.append(f"test \"$(cat /{path})\" = \"{want.decode().strip()}\" || echo wrong: {path}")
+        else:
+            script.append(f"test -e /{path} || echo missing: {path}")
+    out = d.docker("run", "--rm", "layers", "sh", "-c", "; ".join(script)).stdout
+    assert out == ""
+
+
+def test_two_loads_of_one_archive_at_once(daemon: Daemon, tmp_path: Path) -> None:
+    daemon.docker("pull", "layers")
+    image_id = _image_id(daemon, "layers")
+    archive = tmp_path / "a.tar"
+    daemon.docker("save", "layers", "-o", str(archive))
+    daemon.docker("rmi", "layers")
+    env = {**os.environ, **daemon.env}
+    procs = [subprocess.Popen([daemon.docker_cli, "load", "-q", "-i", str(archive)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outs
+    assert all(b"Loaded image: layers:latest" in out for out, _ in outs)
+    assert _image_id(daemon, "layers") == image_id
+    assert snapshot_leftovers(daemon, _layer_chains(daemon), set()) == []
+
+
+def test_a_client_that_hangs_up_mid_archive_leaves_nothing(daemon: Daemon) -> None:
+    import socket
+
+    daemon.docker("pull", "layers")
+    data = daemon.docker("save", "layers", text=False).stdout
+    daemon.docker("rmi", "layers")
+    before, blobs = _images(daemon), _blobs(daemon)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(str(daemon.socket))
+    sock.sendall(b"POST /v1.44/images/load?quiet=0 HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-tar\r\n"
+                 b"Content-Length: %d\r\n\r\n" % len(data) + data[: len(data) * 2 // 3])
+    tmp = daemon.data_root / "content" / "tmp"
+    deadline = time.monotonic() + 30
+    while not any(d.name.startswith("load-") and any(d.iterdir()) for d in tmp.iterdir()):
+        assert time.monotonic() < deadline, "the load never started spooling"
+        time.sleep(0.02)  # waiting for the daemon to reach a state: polled with a deadline
+    sock.close()
+    while True:  # the daemon notices the hang-up and cleans up: wait for that, with a deadline
+        leftovers = snapshot_leftovers(daemon, _layer_chains(daemon), set())
+        spooled = list(tmp.iterdir()) if tmp.exists() else []
+        if not leftovers and not spooled:
+            break
+        assert time.monotonic() < deadline, (leftovers, spooled)
+        time.sleep(0.05)
+    _assert_nothing_left(daemon, before, blobs)
