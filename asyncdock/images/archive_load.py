@@ -209,24 +209,36 @@ def _wrap_blob_errors(it: Iterator[bytes]) -> Iterator[bytes]:
 
 
 class _MemberReader:
-    """A file-like over one member's (decompressed) bytes for apply_layer, spooling and hashing
-    every byte it hands out."""
+    """A file-like over one member's (decompressed) bytes for apply_layer, spooling every byte
+    it hands out, and hashing them unless `hashing` is off (apply_layer hashes what it reads:
+    one pass of sha256 over a layer, not two)."""
 
-    def __init__(self, chunks: Iterator[bytes], fd: int) -> None:
+    def __init__(self, chunks: Iterator[bytes], fd: int, path: Path, *, hashing: bool = True) -> None:
         self._it = chunks
         self._fd = fd
-        self.hash = hashlib.sha256()
+        self._path = path
+        self.hash: Any = hashlib.sha256() if hashing else None
         self.size = 0
 
     def read(self, n: int = -1) -> bytes:
         chunk = next(self._it, b"")
         if chunk:
-            self.hash.update(chunk)
+            if self.hash is not None:
+                self.hash.update(chunk)
             view = memoryview(chunk)
             while view:
                 view = view[os.write(self._fd, view):]
             self.size += len(chunk)
         return chunk
+
+    def start_hashing(self) -> None:
+        """Hash from here on, what was spooled so far included (apply_layer gave up early)."""
+        if self.hash is None:
+            h = hashlib.sha256()
+            with open(self._path, "rb") as f:
+                while block := f.read(CHUNK):
+                    h.update(block)
+            self.hash = h
 
     def drain(self) -> None:
         while self.read(CHUNK):
@@ -274,20 +286,23 @@ def read_archive(read: Callable[[int], bytes], work: Path, unpacker: _Unpacker) 
     return spool
 
 
-def _member_chunks(tr: TarReader, name: str, raw_hash: Any) -> Iterator[bytes]:
+def _member_chunks(tr: TarReader, name: str) -> Iterator[bytes]:
     try:
         while tr.data_left:
-            chunk = tr.read_data(min(CHUNK, tr.data_left))
-            raw_hash.update(chunk)
-            yield chunk
+            yield tr.read_data(min(CHUNK, tr.data_left))
     except TarError:
         raise af.ArchiveError(f"invalid archive: unexpected EOF inside {name}") from None
 
 
+def _hashed(chunks: Iterator[bytes], h: Any) -> Iterator[bytes]:
+    for chunk in chunks:
+        h.update(chunk)
+        yield chunk
+
+
 def _spool_member(tr: TarReader, name: str, size: int, path: Path, unpacker: _Unpacker) -> _Entry:
     entry = _Entry(path)
-    raw_hash = hashlib.sha256()
-    raw = _member_chunks(tr, name, raw_hash)
+    raw = _member_chunks(tr, name)
     first = next(raw, b"")
     kind = _sniff(first)
     if kind in ("bzip2", "xz"):
@@ -297,31 +312,40 @@ def _spool_member(tr: TarReader, name: str, size: int, path: Path, unpacker: _Un
     candidate = unpacker.prepare is not None and kind in ("tar", "gzip", "zstd") and size >= 1024
     if candidate and kind == "tar" and name.startswith("blobs/sha256/"):
         candidate = "sha256:" + name[13:] not in unpacker.known
+    raw_hash: Any = None
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         content: Iterator[bytes] = chain([first], raw)
         if kind in ("gzip", "zstd"):
-            content = _wrap_blob_errors(inflate(content, kind, f"the archive member {name}"))
-        reader = _MemberReader(content, fd)
+            # Spooled inflated: the member's own digest is what an OCI manifest names it by.
+            raw_hash = hashlib.sha256()
+            content = _wrap_blob_errors(inflate(_hashed(content, raw_hash), kind, f"the archive member {name}"))
+        reader = _MemberReader(content, fd, path, hashing=not candidate)
+        diff_id = ""
         if candidate:
             assert unpacker.prepare is not None
             key, upper = unpacker.prepare()
             entry.staging = key
             stats = _Stats()
             try:
-                unpacker.apply(reader, upper, whiteouts=unpacker.whiteouts, media_type=af.DOCKER_LAYER_TAR,
-                               stats=stats, max_size=unpacker.max_size, min_free=free_space_margin(upper))
+                diff_id = unpacker.apply(reader, upper, whiteouts=unpacker.whiteouts,
+                                         media_type=af.DOCKER_LAYER_TAR, stats=stats, max_size=unpacker.max_size,
+                                         min_free=free_space_margin(upper))
                 entry.unpacked_size = stats.size
             except LayerTooLarge:
                 raise
             except ValueError as e:  # LayerError: not a layer, or a broken one
                 entry.staging_failed = str(e)
-        reader.drain()
+                reader.start_hashing()
+        if reader.read(CHUNK):  # apply_layer reads to the end: more means it stopped early
+            diff_id = ""
+            reader.start_hashing()
+            reader.drain()
     finally:
         os.close(fd)
     entry.size = reader.size
-    entry.digest = "sha256:" + reader.hash.hexdigest()
-    entry.raw_digest = entry.digest if kind not in ("gzip", "zstd") else "sha256:" + raw_hash.hexdigest()
+    entry.digest = diff_id or "sha256:" + reader.hash.hexdigest()
+    entry.raw_digest = entry.digest if raw_hash is None else "sha256:" + raw_hash.hexdigest()
     return entry
 
 

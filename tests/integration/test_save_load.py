@@ -420,3 +420,34 @@ def test_a_client_that_hangs_up_mid_archive_leaves_nothing(daemon: Daemon) -> No
         assert time.monotonic() < deadline, (leftovers, spooled)
         time.sleep(0.05)
     _assert_nothing_left(daemon, before, blobs)
+
+
+def test_a_layer_that_escapes_is_refused_by_the_unpacker(daemon: Daemon) -> None:
+    """The archive is well formed and every digest matches; the layer itself writes `../`: the
+    engine's unpacker refuses it (while it streams, and again when asked to commit it)."""
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        for name in ("ok", "../../../../escaped-by-load"):
+            info = tarfile.TarInfo(name)
+            info.size = 2 << 10
+            tf.addfile(info, io.BytesIO(b"x" * info.size))
+    raw = layer.getvalue()
+    diff_id = "sha256:" + hashlib.sha256(raw).hexdigest()
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode()
+    image_id = "sha256:" + hashlib.sha256(config).hexdigest()
+    files = {f"blobs/sha256/{diff_id[7:]}": raw, f"blobs/sha256/{image_id[7:]}": config,
+             "manifest.json": json.dumps([{"Config": f"blobs/sha256/{image_id[7:]}", "RepoTags": ["evil:1"],
+                                           "Layers": [f"blobs/sha256/{diff_id[7:]}"]}]).encode()}
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tf:
+        for name, payload in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tf.addfile(info, io.BytesIO(payload))
+    before, blobs = _images(daemon), _blobs(daemon)
+    proc = daemon.docker("load", input=out.getvalue(), check=False)
+    assert proc.returncode != 0
+    assert "failed to register layer" in proc.stderr.decode() and "'..'" in proc.stderr.decode()
+    assert not list(daemon.root.rglob("escaped-by-load"))
+    _assert_nothing_left(daemon, before, blobs)
