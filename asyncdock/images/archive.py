@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
+from ..base.oci import Platform
 from ..config import DaemonConfig
 from ..content.store import ContentStore
 from ..events.sink import EventSink
@@ -20,12 +21,13 @@ class ImageArchive:
         self.saver = ImageSaver(content, images, state_dir, bus)
         self.loader = ImageLoader(config, content, images, snapshotter, bus)
 
-    async def plan_save(self, names: Sequence[str]) -> SavePlan:
+    async def plan_save(self, names: Sequence[str], platforms: Sequence[Platform] = ()) -> SavePlan:
         """Resolve the names and size every layer; raises (NotFound, ...) before any byte."""
-        return await self.saver.plan(names)
+        return await self.saver.plan(names, platforms)
 
     def save_stream(self, plan: SavePlan) -> AsyncIterator[bytes]:
         return self.saver.stream(plan)
 
-    async def load(self, body: AsyncIterator[bytes], progress: ProgressFn, *, quiet: bool = True) -> list[str]:
-        return await self.loader.load(body, progress, quiet=quiet)
+    async def load(self, body: AsyncIterator[bytes], progress: ProgressFn, *, quiet: bool = True,
+                   platforms: Sequence[Platform] = ()) -> list[str]:
+        return await self.loader.load(body, progress, quiet=quiet, platforms=platforms)

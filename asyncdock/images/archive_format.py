@@ -25,6 +25,8 @@ from typing import Any
 import msgspec
 
 from ..base.errors import InvalidParameter
+from ..base.oci import Descriptor, ImageConfig, Platform
+from ..registry.platforms import select_manifest
 from ..registry.reference import Reference
 
 BLOCK = 512
@@ -197,6 +199,20 @@ def decode_manifest_json(data: bytes) -> list[ManifestItem]:
     if items is None:
         raise ArchiveError("invalid manifest, manifest cannot be null (but can be [])")
     return items
+
+
+def config_matches(cfg: ImageConfig, wants: Sequence[Platform]) -> bool:
+    """The image's platform is one of `wants` (containerd's matching: compatible variants too);
+    no wants: any."""
+    if not wants:
+        return True
+    have = Descriptor(mediaType="", digest="", size=0,
+                      platform=Platform(architecture=cfg.architecture, os=cfg.os or "linux", variant=cfg.variant))
+    return any(select_manifest([have], want) is not None for want in wants)
+
+
+def platforms_text(wants: Sequence[Platform]) -> str:
+    return "[" + " ".join(str(w) for w in wants) + "]"
 
 
 def entry_name(name: str) -> str:

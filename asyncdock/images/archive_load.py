@@ -30,14 +30,14 @@ import logging
 import lzma
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
 from typing import Any
 
-from ..base.errors import EngineError
-from ..base.oci import INDEX_TYPES, ImageConfig, ManifestError, classify_manifest, decode_config, \
+from ..base.errors import EngineError, NotFound
+from ..base.oci import INDEX_TYPES, ImageConfig, ManifestError, Platform, classify_manifest, decode_config, \
     decode_index, decode_manifest
 from ..base.timefmt import parse_docker_time
 from ..config import DaemonConfig
@@ -382,13 +382,19 @@ class _ImagePlan:
         return list(self.cfg.rootfs.diff_ids)
 
 
-def plan_images(spool: _Spool) -> list[_ImagePlan]:
+def plan_images(spool: _Spool, platforms: Sequence[Platform] = ()) -> list[_ImagePlan]:
+    """The images to load: every one of a docker-archive, each index entry of an OCI layout
+    (a nested index resolved to `platforms`, or the host's), only those of `platforms` if any."""
     if spool.get("manifest.json") is not None:
         plans = _docker_archive(spool)
     elif spool.get("index.json") is not None:
-        plans = _oci_layout(spool)
+        plans = _oci_layout(spool, platforms)
     else:
         raise af.ArchiveError("invalid archive: does not contain a manifest.json")
+    if platforms:
+        plans = [p for p in plans if af.config_matches(p.cfg, platforms)]
+        if not plans:
+            raise NotFound(f"no images providing the requested platform(s) found: {af.platforms_text(platforms)}")
     merged: dict[str, _ImagePlan] = {}
     for p in plans:
         if p.image_id in merged:
@@ -464,12 +470,12 @@ def _blob(spool: _Spool, digest: str, what: str) -> _Entry:
     return entry
 
 
-def _oci_layout(spool: _Spool) -> list[_ImagePlan]:
+def _oci_layout(spool: _Spool, platforms: Sequence[Platform]) -> list[_ImagePlan]:
     try:
         index = decode_index(spool.read("index.json", "file"))
     except ManifestError as e:
         raise af.ArchiveError(f"invalid archive: index.json: {e}") from None
-    host = host_platform()
+    wants = list(platforms) or [host_platform()]
     plans: list[_ImagePlan] = []
     for top in index.manifests:
         desc = top
@@ -483,11 +489,12 @@ def _oci_layout(spool: _Spool) -> list[_ImagePlan]:
             if kind not in INDEX_TYPES:
                 break
             try:
-                child = select_manifest(decode_index(data).manifests, host)
+                children = decode_index(data).manifests
             except ManifestError as e:
                 raise af.ArchiveError(f"invalid archive: {desc.digest}: {e}") from None
+            child = next((c for c in (select_manifest(children, w) for w in wants) if c is not None), None)
             if child is None:
-                raise af.ArchiveError(f"invalid archive: no image for the host platform ({host}) in {desc.digest}")
+                raise NotFound(f"no image for platform {af.platforms_text(wants)} in {desc.digest}")
             desc = child
         else:
             raise af.ArchiveError("invalid archive: indexes nested too deeply")
@@ -549,7 +556,8 @@ class ImageLoader:
             self._apply_layer = apply_layer
         return self._apply_layer
 
-    async def load(self, body: AsyncIterator[bytes], progress: ProgressFn, *, quiet: bool = True) -> list[str]:
+    async def load(self, body: AsyncIterator[bytes], progress: ProgressFn, *, quiet: bool = True,
+                   platforms: Sequence[Platform] = ()) -> list[str]:
         """Load the archive `body` streams; `progress` gets dockerd's messages (only the
         "Loaded image" lines when quiet). Returns the loaded names (tags, or IDs of untagged
         images). Raises LoadError / ArchiveError with nothing registered."""
@@ -584,7 +592,7 @@ class ImageLoader:
                 feeder.cancel()
                 with contextlib.suppress(BaseException):
                     await feeder
-            plans = await asyncio.to_thread(plan_images, spool)
+            plans = await asyncio.to_thread(plan_images, spool, platforms)
             return await uncancellable(self._install(plans, staged, progress, quiet))
         finally:
             await uncancellable(self._cleanup(staged, work))

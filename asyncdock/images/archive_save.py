@@ -21,6 +21,7 @@ from pathlib import Path
 import msgspec
 
 from ..base.errors import EngineError, NotFound
+from ..base.oci import Platform
 from ..base.timefmt import parse_docker_time
 from ..content.store import ContentStore
 from ..events.sink import EventSink
@@ -107,8 +108,11 @@ class ImageSaver:
         return list(chosen.values())
 
     # ---- plan
-    async def plan(self, names: Sequence[str]) -> SavePlan:
+    async def plan(self, names: Sequence[str], platforms: Sequence[Platform] = ()) -> SavePlan:
         selected = self.select(names)
+        for rec, _ in selected:
+            if not af.config_matches(self.images.config(rec), platforms):
+                raise NotFound(f"no suitable export target found for platform {af.platforms_text(platforms)}")
         images: list[af.SavedImage] = []
         configs: dict[str, tuple[bytes, int]] = {}
         todo: dict[str, tuple[str, LayerBlobInfo]] = {}
@@ -160,6 +164,9 @@ class ImageSaver:
                         raise SaveError(f"layer {s.diff_id}: {r}") from None
                     s.size = r
                     sizes[s.blob] = r
+                # Entries of blobs gone since (their images removed) go with this write.
+                for digest in [d for d in sizes if not self.content.exists(d)]:
+                    del sizes[digest]
                 await asyncio.to_thread(atomic_write_json, self._sizes_path, _Sizes(dict(sizes)))
         return out
 

@@ -173,6 +173,12 @@ def test_save_names_as_docker_resolves_them(daemon: Daemon, tmp_path: Path) -> N
     assert status == 404 and "No such image: nope" in json.loads(body)["message"]
     proc = daemon.docker("save", "nope", "-o", str(tmp_path / "x.tar"), check=False)
     assert proc.returncode != 0 and "No such image: nope" in proc.stderr
+    # `--platform` (API 1.48+): an image of another platform is not there to save or load
+    proc = daemon.docker("save", "--platform", "linux/s390x", "busybox", "-o", str(tmp_path / "x.tar"), check=False)
+    assert proc.returncode != 0 and "no suitable export target found for platform [linux/s390x]" in proc.stderr
+    proc = daemon.docker("load", "--platform", "linux/s390x", input=data, check=False)
+    assert proc.returncode != 0
+    assert "no images providing the requested platform(s) found: [linux/s390x]" in proc.stderr.decode()
     # An untagged image loads as its ID.
     daemon.docker("rmi", "busybox", "busybox:other")
     status, body = daemon.request("POST", "/images/load?quiet=0", body=data,

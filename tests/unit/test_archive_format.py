@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from asyncdock.base.errors import NotFound
+from asyncdock.base.oci import Platform
 from asyncdock.images import archive_format as af
 from asyncdock.images.archive_load import _Unpacker, plan_images, read_archive
 from asyncdock.registry.platforms import host_platform
@@ -195,6 +197,14 @@ def test_oci_nested_index_picks_the_host_platform(tmp_path: Path) -> None:
         {"mediaType": af.OCI_INDEX, "digest": _sha(inner), "size": len(inner),
          "annotations": {"io.containerd.image.name": "docker.io/library/multi:3"}}]}).encode()
     files["oci-layout"] = af.OCI_LAYOUT
-    [plan] = _read(_tar(files), tmp_path)
+    [plan] = _read(_tar(files), tmp_path / "host")
     assert plan.image_id == ids[host_platform().architecture]
     assert [r.familiar for r in plan.refs] == ["multi:3"]
+    # `platform` (API 1.48+) picks another one
+    (tmp_path / "s390x").mkdir()
+    src = io.BytesIO(_tar(files))
+    spool = read_archive(src.read, tmp_path / "s390x", _Unpacker(None, lambda *a, **k: "", "delete", 0, set()))
+    [plan] = plan_images(spool, [Platform(os="linux", architecture="s390x")])
+    assert plan.image_id == ids["s390x"]
+    with pytest.raises(NotFound, match="no image for platform"):
+        plan_images(spool, [Platform(os="linux", architecture="riscv64")])

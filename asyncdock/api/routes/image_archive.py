@@ -9,7 +9,10 @@ import contextlib
 import logging
 from typing import Any
 
+import msgspec
+
 from ...base.errors import EngineError, InvalidParameter
+from ...base.oci import Platform
 from ...images import progress as pm
 from ...util.errtext import client_text
 from ..http import Request, Response, Router, StreamResponse
@@ -31,17 +34,32 @@ async def save_many(req: Request) -> StreamResponse:
     return await _save(req, req.query_list("names"))
 
 
-def _check_platforms(req: Request) -> None:
-    platforms = req.query_list("platform")
-    if len(platforms) > 1 and req.api_version < (1, 52):
+def _platforms(req: Request) -> list[Platform]:
+    """moby's DecodePlatforms: each `platform` is an OCI platform as JSON (API 1.48+)."""
+    if req.api_version < (1, 48):
+        return []
+    values = req.query_list("platform")
+    if len(values) > 1 and req.api_version < (1, 52):
         raise InvalidParameter("multiple platform parameters are not supported in this API version; "
                                "use API version 1.52 or later")
+    out: list[Platform] = []
+    for value in values:
+        try:
+            p = msgspec.json.decode(value, type=Platform)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            raise InvalidParameter(f"failed to parse platform: {e}") from None
+        if not p.os and not p.architecture and (p.variant or p.os_version or p.os_features):
+            raise InvalidParameter("optional platform fields provided, but OS and Architecture are missing")
+        if not p.os or not p.architecture:
+            raise InvalidParameter("both OS and Architecture must be provided")
+        out.append(p)
+    return out
 
 
 async def _save(req: Request, names: list[str]) -> StreamResponse:
-    _check_platforms(req)
+    platforms = _platforms(req)
     archive = req.engine.archive
-    plan = await archive.plan_save(names)
+    plan = await archive.plan_save(names, platforms)
     stream = await req.stream(content_type="application/x-tar")
     chunks = archive.save_stream(plan)
     try:
@@ -56,7 +74,7 @@ async def _save(req: Request, names: list[str]) -> StreamResponse:
 
 
 async def load(req: Request) -> Response | StreamResponse:
-    _check_platforms(req)
+    platforms = _platforms(req)
     quiet = req.arg_bool("quiet", True)  # dockerd's default when the parameter is absent
     stream: StreamResponse | None = None
 
@@ -67,7 +85,7 @@ async def load(req: Request) -> Response | StreamResponse:
         await stream.write(pm.encode(msg))
 
     try:
-        await req.engine.archive.load(req.body_chunks(), out, quiet=quiet)
+        await req.engine.archive.load(req.body_chunks(), out, quiet=quiet, platforms=platforms)
     except EngineError as e:
         await _discard_body(req)
         await out(pm.error(str(e)))
