@@ -26,6 +26,7 @@ from .util.tasks import TaskSet
 if TYPE_CHECKING:
     from .containers.manager import ContainerManager
     from .content.store import ContentStore
+    from .images.archive import ImageArchive
     from .images.pull import Puller
     from .images.store import ImageStore
     from .logs.base import LogDriver
@@ -68,6 +69,7 @@ class Engine:
         self.content: ContentStore | None = None
         self.images: ImageStore | None = None
         self.puller: Puller | None = None
+        self.archive: ImageArchive | None = None  # docker save / docker load
         self.containers: ContainerManager | None = None
         self.exits: ExitWatcher | None = None
         self.networks: NetworkManager | None = None
@@ -113,6 +115,9 @@ class Engine:
         self.content = ContentStore(self.data_root / "content")
         self.images = ImageStore(self.data_root / "images", self.content, self.snapshotter, bus=self.bus)
         self.puller = Puller(self.config, self.content, self.images, self.snapshotter, self.bus)
+        from .images.archive import ImageArchive
+        self.archive = ImageArchive(self.config, self.content, self.images, self.snapshotter, self.bus,
+                                    self.data_root / "archive")
         await self.leftovers.run("staging snapshots of interrupted pulls",
                                  _done(self.puller.recover))
         await self.leftovers.run("layer snapshots no image uses",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -580,6 +580,43 @@ class Images:
     async def prune(self, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
         q = {"filters": msgspec.json.encode(filters).decode()} if filters else None
         return await self.client.call("POST", "/images/prune", query=q)
+
+    async def save(self, names: str | Sequence[str]) -> AsyncIterator[bytes]:
+        """`docker save`: the archive's bytes as they come (names: tags, repositories, IDs)."""
+        names = [names] if isinstance(names, str) else list(names)
+        if len(names) == 1:
+            resp = await self.client.raw("GET", f"/images/{names[0]}/get")
+        else:
+            resp = await self.client.raw("GET", "/images/get", query={"names": names})
+        try:
+            async for chunk in resp.iter_chunks():
+                yield chunk
+        finally:
+            resp.close()
+
+    async def load(self, data: bytes | AsyncIterable[bytes]) -> list[str]:
+        """`docker load` of an archive (plain or compressed), given whole or as an async
+        iterable streamed up as it comes; returns the loaded names (tags, or the IDs of
+        untagged images). Raises APIError with the daemon's message if the load fails."""
+        v = await self.client.api_version()
+        resp = await _check(await request(self.client.transport, "POST", f"/v{v}/images/load",
+                                          query={"quiet": True}, body=data,
+                                          headers={"Content-Type": "application/x-tar"}))
+        names: list[str] = []
+        try:
+            async for line in resp.iter_lines():
+                msg = msgspec.json.decode(line)
+                if "error" in msg or "errorDetail" in msg:
+                    detail = msg.get("errorDetail") or {}
+                    raise api_error(msg.get("error") or detail.get("message", "load failed"), 500)
+                text = str(msg.get("stream", "")).strip()
+                for prefix in ("Loaded image ID: ", "Loaded image: "):
+                    if text.startswith(prefix):
+                        names.append(text[len(prefix):])
+                        break
+        finally:
+            resp.close()
+        return names
 
 
 __all__ = ["Client", "Container", "Containers", "Images", "Execs", "HijackedStream", "ExecStream",

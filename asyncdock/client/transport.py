@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -143,12 +143,16 @@ def build_path(path: str, query: dict[str, Any] | None) -> str:
 
 
 async def request(transport: Any, method: str, path: str, *, query: dict[str, Any] | None = None,
-                  body: bytes | None = None, headers: dict[str, str] | None = None,
+                  body: bytes | AsyncIterable[bytes] | None = None, headers: dict[str, str] | None = None,
                   upgrade: bool = False) -> Response:
+    """One request; a `body` given as an async iterable is sent chunked, as it comes."""
     reader, writer = await transport.open()
     try:
         h = {"Host": "docker", "User-Agent": "asyncdock-client"}
-        if body is not None:
+        streamed = body is not None and not isinstance(body, bytes)
+        if streamed:
+            h["Transfer-Encoding"] = "chunked"
+        elif isinstance(body, bytes):
             h["Content-Type"] = "application/json"
             h["Content-Length"] = str(len(body))
         elif method in ("POST", "PUT"):
@@ -158,7 +162,15 @@ async def request(transport: Any, method: str, path: str, *, query: dict[str, An
             h["Upgrade"] = "tcp"
         h.update(headers or {})
         head = f"{method} {build_path(path, query)} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items()) + "\r\n"
-        writer.write(head.encode() + (body or b""))
+        if isinstance(body, bytes) or body is None:
+            writer.write(head.encode() + (body or b""))
+        else:
+            writer.write(head.encode())
+            async for chunk in body:
+                if chunk:
+                    writer.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                    await writer.drain()
+            writer.write(b"0\r\n\r\n")
         await writer.drain()
         raw = await reader.readuntil(b"\r\n\r\n")
         lines = raw.decode("latin-1").split("\r\n")

@@ -230,7 +230,7 @@ async def _serve_more(tmp_path: Path) -> tuple[ApiServer, str]:
     return server, path
 
 
-@pytest.mark.parametrize("url,status", [("/v1.41/images/load", 501), ("/v1.41/nosuchroute", 404)])
+@pytest.mark.parametrize("url,status", [("/v1.41/plugins/pull", 501), ("/v1.41/nosuchroute", 404)])
 def test_unread_large_body_is_answered_at_once_and_the_connection_closed(tmp_path: Path, url: str, status: int) -> None:
     """A 501 handler (a task) and a 404 from routing (inline) answer before reading a 16 MiB body;
     a client that writes it all before reading must get the answer, not wait for a server that
@@ -251,7 +251,7 @@ def test_unread_large_body_is_answered_at_once_and_the_connection_closed(tmp_pat
     asyncio.run(main())
 
 
-@pytest.mark.parametrize("url,status", [("/v1.41/images/load", 501), ("/v1.41/nosuchroute", 404)])
+@pytest.mark.parametrize("url,status", [("/v1.41/plugins/pull", 501), ("/v1.41/nosuchroute", 404)])
 def test_unread_small_body_is_drained_and_the_connection_kept(tmp_path: Path, url: str, status: int) -> None:
     async def main() -> None:
         server, path = await _serve_more(tmp_path)
@@ -276,12 +276,12 @@ def test_unread_chunked_body_past_the_drain_limit_closes(tmp_path: Path) -> None
         try:
             # http.client sends an iterator chunked
             got, _, elapsed, second = await asyncio.wait_for(
-                asyncio.to_thread(_post_then_read, path, "/v1.41/images/load", chunks(), None, "/_ping"), 20)
+                asyncio.to_thread(_post_then_read, path, "/v1.41/plugins/pull", chunks(), None, "/_ping"), 20)
             assert got == 501 and elapsed < 1.0, (got, elapsed)
             assert second is None
             # a small chunked body left unread is drained and the connection kept
             got, _, _, second = await asyncio.wait_for(
-                asyncio.to_thread(_post_then_read, path, "/v1.41/images/load", iter([b"z" * 1000] * 3),
+                asyncio.to_thread(_post_then_read, path, "/v1.41/plugins/pull", iter([b"z" * 1000] * 3),
                                   None, "/_ping"), 20)
             assert (got, second) == (501, 200)
         finally:
@@ -415,7 +415,7 @@ def test_pipelined_requests_are_answered_in_order_up_to_a_bad_one(tmp_path: Path
         try:
             raw = (b"POST /test/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
                    b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n"
-                   b"POST /v1.41/images/load HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n12345"
+                   b"POST /v1.41/plugins/pull HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n12345"
                    b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n"
                    b"BROKEN\r\n\r\n"
                    b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -9,9 +9,6 @@ from ..http import Request, Response, Router, json_response
 _LATER: tuple[tuple[str, str, str], ...] = (
     ("POST", "/build", "image build"),
     ("POST", "/images/{name:.+}/push", "image push"),
-    ("GET", "/images/get", "image save"),
-    ("GET", "/images/{name:.+}/get", "image save"),
-    ("POST", "/images/load", "image load"),
     ("GET", "/images/search", "image search"),
     ("POST", "/session", "build sessions"),
     ("GET", "/distribution/{name:.+}/json", "distribution inspect"),
