@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .containers.manager import ContainerManager
     from .content.store import ContentStore
     from .images.pull import Puller
+    from .images.push import Pusher
     from .images.store import ImageStore
     from .logs.base import LogDriver
     from .networks.manager import NetworkManager
@@ -68,6 +69,7 @@ class Engine:
         self.content: ContentStore | None = None
         self.images: ImageStore | None = None
         self.puller: Puller | None = None
+        self.pusher: Pusher | None = None
         self.containers: ContainerManager | None = None
         self.exits: ExitWatcher | None = None
         self.networks: NetworkManager | None = None
@@ -112,7 +114,12 @@ class Engine:
 
         self.content = ContentStore(self.data_root / "content")
         self.images = ImageStore(self.data_root / "images", self.content, self.snapshotter, bus=self.bus)
-        self.puller = Puller(self.config, self.content, self.images, self.snapshotter, self.bus)
+        from .images.origins import BlobOrigins
+        from .images.push import Pusher
+
+        origins = BlobOrigins(self.data_root / "images" / "distribution")
+        self.puller = Puller(self.config, self.content, self.images, self.snapshotter, self.bus, origins=origins)
+        self.pusher = Pusher(self.config, self.content, self.images, self.puller.registry, origins, self.bus)
         await self.leftovers.run("staging snapshots of interrupted pulls",
                                  _done(self.puller.recover))
         await self.leftovers.run("layer snapshots no image uses",

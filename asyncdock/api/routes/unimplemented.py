@@ -9,7 +9,6 @@ from ..http import Request, Response, Router, json_response
 _LATER: tuple[tuple[str, str, str], ...] = (
     ("POST", "/build", "image build"),
     ("POST", "/commit", "commit"),
-    ("POST", "/images/{name:.+}/push", "image push"),
     ("GET", "/images/get", "image save"),
     ("GET", "/images/{name:.+}/get", "image save"),
     ("POST", "/images/load", "image load"),
