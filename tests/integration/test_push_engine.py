@@ -284,3 +284,30 @@ def test_msgspec_shape_of_origins(tmp_path: Path) -> None:
 
 
 _ = os
+
+
+def test_upload_resumes_after_a_dropped_chunk(tmp_path: Path, faulty_registry: Any, target: Registry) -> None:
+    """The third chunk's connection is lost: the upload asks the registry what it holds (two
+    chunks) and goes on from there, not from byte 0."""
+    proxy = faulty_registry("drop-patch=2", times=1, upstream=target)
+    data = _blob(5 << 20, b"resume")
+
+    async def body(h: PushHarness) -> None:
+        repo = await h.registry.repository(parse_normalized(f"{proxy.host}/r/resume"), None, actions="push,pull")
+        await upload.ping(repo)
+        digest = h.content.put(data)
+        sent: list[int] = []
+        got = await upload.upload_blob(repo, upload.StoredBlob(h.content.path(digest), digest, len(data)),
+                                       chunk_size=1 << 20, progress=sent.append)
+        assert got == digest
+        assert await upload.blob_exists(repo, digest) == len(data)
+        stats = proxy.stats
+        assert stats.faults["patch"] == 1
+        status_gets = [p for m, p, _ in stats.paths if m == "GET" and "/blobs/uploads/" in p]
+        assert len(status_gets) == 1
+        # 5 chunks, the dropped one sent again: 6 PATCHes, one upload session
+        assert stats.patches == 6
+        assert stats.by_method["POST"] == 1
+        assert 2 << 20 in sent  # resumed at the two chunks the registry kept
+
+    run(tmp_path, body, insecure_registries=[proxy.host])
