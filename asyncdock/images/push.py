@@ -148,7 +148,7 @@ def _compress(src: Path, layer: CompressingLayer) -> None:
     reading = [0]
     try:
         threads = max(1, min(4, os.cpu_count() or 1))
-        with open(src, "rb") as f, igzip_threaded.open(_HashingSink(layer, reading), "wb",  # type: ignore[call-overload]
+        with open(src, "rb") as f, igzip_threaded.open(_HashingSink(layer, reading), "wb",  # type: ignore[no-untyped-call]
                                                        compresslevel=GZIP_LEVEL, threads=threads) as gz:
             while chunk := f.read(1 << 20):
                 reading[0] += len(chunk)
@@ -216,6 +216,11 @@ class Pusher:
                     state.jobs.clear()
                 self._event(t, rec)
             await out.flush()
+        except Exception:
+            # what was said before the error reaches the client first, as dockerd's stream
+            with contextlib.suppress(Exception):
+                await out.flush()
+            raise
         except BaseException:
             out.cancel()
             raise
@@ -238,7 +243,8 @@ class Pusher:
     def _repo_tags(self, repo: Reference) -> list[Reference]:
         found: list[Reference] = []
         for rec in self.images.list():
-            for r in self.images.references(rec.id):
+            # (ImageStore's own `list` method shadows the builtin in its annotations)
+            for r in self.images.references(rec.id):  # type: ignore[attr-defined]
                 if r.digest is None and r.domain == repo.domain and r.path == repo.path:
                     found.append(r)
         return sorted(found, key=str)
@@ -406,8 +412,8 @@ class Pusher:
         if local is not None:
             size = await asyncio.to_thread(self.content.size, local.digest)
             src: upload.BlobSource = upload.StoredBlob(self.content.path(local.digest), local.digest, size)
-            pushed = await self._upload(repo, src, location, out, short, None)
-            result = Pushed(pushed, size, _wire_type(local.mediaType))
+            sent = await self._upload(repo, src, location, out, short, None)
+            result = Pushed(sent, size, _wire_type(local.mediaType))
             await self.origins.add([(diff_id, BlobOrigin(local.digest, local.mediaType, target))])
         else:
             result = await self._compress_and_upload(repo, diff_id, blob, location, out, short)

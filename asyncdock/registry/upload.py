@@ -259,8 +259,11 @@ async def _upload_session(repo: Repository, source: BlobSource, location: str, p
             end = -1
             counted = _Counted(_growing_range(source, offset), offset, progress)
             headers = {"Content-Type": "application/octet-stream"}
+        def chunk_body(c: _Counted = counted) -> AsyncIterator[bytes]:
+            return c.__aiter__()
+
         try:
-            resp = await repo._request("PATCH", location, headers, body=lambda c=counted: c.__aiter__())
+            resp = await repo._request("PATCH", location, headers, body=chunk_body)
             try:
                 body = await resp.read()
             finally:

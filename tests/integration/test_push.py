@@ -77,6 +77,16 @@ def test_cli_push_errors(daemon: Daemon, token_registry: Any, registry: Any) -> 
     missing = daemon.docker("push", f"{host}/nothing:1", check=False)
     assert missing.returncode != 0
     assert f"An image does not exist locally with the tag: {host}/nothing" in missing.stderr
+    # in the stream, after the line naming the repository, as dockerd answers it
+    status, body = daemon.request("POST", f"/v1.54/images/{host}/nothing/push?tag=1",
+                                  headers={"X-Registry-Auth": "e30="})
+    assert status == 200
+    assert [json.loads(line) for line in body.splitlines()] == [
+        {"status": f"The push refers to repository [{host}/nothing]"},
+        {"errorDetail": {"message": f"An image does not exist locally with the tag: {host}/nothing"},
+         "error": f"An image does not exist locally with the tag: {host}/nothing"}]
+    bad, _ = daemon.request("POST", "/v1.54/images/UPPER/push?tag=1", headers={"X-Registry-Auth": "e30="})
+    assert bad == 400
     daemon.docker("pull", registry.ref("busybox"))
     daemon.docker("tag", registry.ref("busybox"), f"{host}/alice/bb:1")
     anonymous = daemon.docker("push", f"{host}/alice/bb:1", check=False)
