@@ -131,3 +131,29 @@ def test_dockerpy_push_progress_shape(daemon: Daemon, registry: Any) -> None:
         assert set(msgs[-1]) == {"progressDetail", "aux"}
         assert set(msgs[-1]["aux"]) == {"Tag", "Digest", "Size"} and msgs[-1]["aux"]["Tag"] == "v1"
         assert not any("error" in x for x in msgs)
+
+
+def test_python_client_push(daemon: Daemon, auth_registry: Any, registry: Any) -> None:
+    import asyncio
+
+    import pytest
+
+    import asyncdock
+
+    async def go() -> None:
+        async with asyncdock.Client(daemon.host) as client:
+            async for _ in client.images.pull(registry.ref("busybox")):
+                pass
+            name = f"{auth_registry.host}/client/bb"
+            await client.images.tag(registry.ref("busybox"), name, "c1")
+            with pytest.raises(asyncdock.APIError) as e:
+                async for _ in client.images.push(name, "c1"):
+                    pass
+            assert "no basic auth credentials" in str(e.value)
+            msgs = [msg async for msg in client.images.push(
+                name, "c1", auth={"username": auth_registry.username, "password": auth_registry.password})]
+            assert msgs[0].status == f"The push refers to repository [{auth_registry.host}/client/bb]"
+            assert msgs[-1].aux is not None and msgs[-1].aux["Tag"] == "c1"
+            assert any(m.status == "Pushed" for m in msgs)
+
+    asyncio.run(go())
