@@ -40,7 +40,7 @@ from ..registry import upload
 from ..util.errtext import client_text
 from . import progress as pm
 from .origins import BlobOrigin, BlobOrigins
-from .pull import Emitter
+from .pull import Emitter, _stopped
 from .store import ImageRecord, ImageStore
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,7 @@ class CompressingLayer:
         self._error: BaseException | None = None
         self._changed = asyncio.Event()
         self._loop = asyncio.get_running_loop()
+        self.stop = False  # set by the uploader when it gives up: the compressor stops early
 
     @property
     def complete(self) -> bool:
@@ -130,6 +131,8 @@ class _HashingSink:
         self._reading = reading
 
     def write(self, data: bytes) -> int:
+        if self._layer.stop:
+            raise _Stopped()
         n = self._layer.writer.write(data)
         self._layer._loop.call_soon_threadsafe(self._layer._grew, self._layer.writer.size, self._reading[0])
         return n
@@ -139,6 +142,10 @@ class _HashingSink:
 
     def close(self) -> None:
         pass
+
+
+class _Stopped(Exception):
+    pass
 
 
 def _compress(src: Path, layer: CompressingLayer) -> None:
@@ -151,6 +158,8 @@ def _compress(src: Path, layer: CompressingLayer) -> None:
         with open(src, "rb") as f, igzip_threaded.open(_HashingSink(layer, reading), "wb",  # type: ignore[no-untyped-call]
                                                        compresslevel=GZIP_LEVEL, threads=threads) as gz:
             while chunk := f.read(1 << 20):
+                if layer.stop:
+                    raise _Stopped()
                 reading[0] += len(chunk)
                 gz.write(chunk)
         digest = layer.writer.finish()
@@ -178,8 +187,6 @@ class Pusher:
         self.origins = origins
         self.bus = bus
         self._uploads = asyncio.Semaphore(max(1, config.max_concurrent_uploads))
-        # one compression of a layer at a time, shared by pushes that want it at once
-        self._compressing: dict[str, asyncio.Future[Pushed]] = {}
 
     async def push(self, name: str, tag: str, auth: AuthConfig | None, progress: ProgressFn | None) -> None:
         """Push `name` (its tag ignored, as the API says) at `tag`, or every tag of the
@@ -455,6 +462,8 @@ class Pusher:
 
     async def _compress_and_upload(self, repo: Repository, diff_id: str, blob: Any, location: str | None,
                                    out: Emitter, short: str) -> Pushed:
+        if not self.content.exists(blob.digest):
+            raise PushError(f"layer {short}: its blob {blob.digest} is not in the content store")
         src_path = self.content.path(blob.digest)
         total_in = await asyncio.to_thread(self.content.size, blob.digest)
         writer = await asyncio.to_thread(self.content.writer)
@@ -463,14 +472,20 @@ class Pusher:
         try:
             await self._upload(repo, layer, location, out, short, layer)
         finally:
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(worker)
+            if not layer.complete:
+                layer.stop = True
+            # the file is closed only once the compressor let go of it, cancelled or not
+            try:
+                await _stopped(worker)
+            finally:
+                # in line, not in a thread: a cancellation here must not leave the file behind
+                # (a rename and a directory fsync; the data was fsynced by the compressor)
+                if layer.complete:
+                    writer.commit()  # kept, uploaded or not: the next push sends these bytes
+                else:
+                    writer.abort()
             if layer.complete:
-                # keep the gzip blob, uploaded or not: the next push sends these same bytes
-                await asyncio.to_thread(writer.commit)
                 await self.origins.add([(diff_id, BlobOrigin(layer.digest, DOCKER_GZIP, ""))])
-            else:
-                await asyncio.to_thread(writer.abort)
         return Pushed(layer.digest, layer.size, DOCKER_GZIP)
 
     def _event(self, ref: Reference, rec: ImageRecord) -> None:

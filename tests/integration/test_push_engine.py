@@ -187,6 +187,42 @@ def test_push_all_tags_and_unknown_image(tmp_path: Path, registry: Any, target: 
     run(tmp_path, body)
 
 
+async def _loaded_copy(puller: PushHarness, h: PushHarness, src: ImageRecord, ref: str) -> str:
+    """Put `src` into `h` with its layers stored uncompressed (as `docker load` stores them)."""
+    layers: list[LayerBlob] = []
+    for diff_id, blob in zip(src.diff_ids, src.layers):
+        raw = gzip.decompress(puller.content.read_bytes(blob.digest))
+        assert h.content.put(raw) == diff_id
+        layers.append(LayerBlob(diff_id, "application/vnd.docker.image.rootfs.diff.tar", len(raw)))
+    image_id = h.content.put(puller.content.read_bytes(src.id))
+    await h.images.add(ImageRecord(id=image_id, diff_ids=list(src.diff_ids), layers=layers,
+                                   layer_sizes=list(src.layer_sizes)))
+    await h.images.set_reference(parse_normalized(ref), image_id)
+    return image_id
+
+
+def test_failed_upload_of_a_compressed_layer_leaves_nothing(tmp_path: Path, registry: Any, target: Registry,
+                                                             faulty_registry: Any) -> None:
+    proxy = faulty_registry("drop-patch", upstream=target)  # every chunk is lost
+
+    async def body(puller: PushHarness) -> None:
+        src = await puller.pull(registry.ref("layers"))
+        h = PushHarness(tmp_path / "loaded", insecure_registries=[proxy.host])
+        try:
+            await _loaded_copy(puller, h, src, f"{proxy.host}/lost:1")
+            with pytest.raises(EngineError) as e:
+                await h.push(f"{proxy.host}/lost", "1")
+            assert "blob upload failed" in str(e.value)
+            assert list((h.content.root / "tmp").iterdir()) == []  # no half-written gzip left
+            proxy.clear()
+            out = await h.push(f"{proxy.host}/lost", "1")
+            assert "aux" in out[-1]
+        finally:
+            await h.close()
+
+    run(tmp_path, body)
+
+
 def test_uncompressed_layer_is_compressed_once(tmp_path: Path, registry: Any, target: Registry) -> None:
     """An image whose layer blobs are stored uncompressed (as `docker load` stores them):
     gzip on the way, the gzip blob kept, the second push sends nothing and the same manifest."""

@@ -8,9 +8,10 @@ point back at the proxy) and, on blob GETs (`/v2/<name>/blobs/sha256:...`), can 
     ignore-range   forward without the Range header: 200 with the whole blob, no Content-Range
     stall[=N]      send N bytes (default half the body), then send nothing more until the client
                    hangs up, release_stalls() or stop()
-    drop-patch[=N] (uploads) let N chunk PATCHes of blob uploads through (default 0), then read
-                   part of the next one and close the connection without forwarding it; the
-                   registry keeps what came before, as after a connection lost mid-chunk
+    drop-patch[=N] (uploads) let N requests carrying blob data through (chunk PATCHes, and PUTs
+                   with a body: a monolithic upload), default 0, then read part of the next one
+                   and close the connection without forwarding it; the registry keeps what
+                   came before, as after a connection lost mid-chunk
 
 to every blob or only to some digests, each time or only the first `times` requests per digest
 (so that a retry can succeed). Counters (requests, blob GETs per digest, Range headers seen,
@@ -81,7 +82,7 @@ class ProxyStats:
     blob_gets: collections.Counter[str] = field(default_factory=collections.Counter)  # digest -> GETs
     range_requests: list[tuple[str, str]] = field(default_factory=list)  # (digest, Range header)
     faults: collections.Counter[str] = field(default_factory=collections.Counter)  # digest -> injected
-    patches: int = 0  # upload chunk PATCHes seen (drop-patch counts them)
+    patches: int = 0  # upload requests carrying data seen (drop-patch counts them)
     paths: list[tuple[str, str, int]] = field(default_factory=list)  # (method, path, status)
 
     def copy(self) -> ProxyStats:
@@ -254,7 +255,9 @@ class FaultProxy(LoopbackRegistryAddress):
             if fault is not None and fault.mode == "ignore-range":
                 headers.popall("Range", None)
                 headers.popall("If-Range", None)
-        if request.method == "PATCH" and UPLOAD_PATH.match(request.path) and self._drop_patch():
+        carries_data = request.method == "PATCH" or (
+            request.method == "PUT" and request.headers.get("Content-Length", "0") not in ("", "0"))
+        if carries_data and UPLOAD_PATH.match(request.path) and self._drop_patch():
             with contextlib.suppress(Exception):
                 await request.content.read(CHUNK)
             self._count(request.method, request.path, 0)
