@@ -27,6 +27,7 @@ class DaemonConfig(msgspec.Struct, rename="kebab", forbid_unknown_fields=False):
     insecure_registries: list[str] = msgspec.field(default_factory=list)
     registry_mirrors: list[str] = msgspec.field(default_factory=list)
     max_concurrent_downloads: int = 3
+    max_concurrent_uploads: int = 5  # dockerd's default: layers pushed at once
     # 0: max(cores, max-concurrent-downloads), so every download unpacks as it arrives
     max_concurrent_unpacks: int = 0
     # Bytes one layer may expand to, uncompressed, while it is unpacked (a small gzip can hold

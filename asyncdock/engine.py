@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .content.store import ContentStore
     from .images.archive import ImageArchive
     from .images.pull import Puller
+    from .images.push import Pusher
     from .images.store import ImageStore
     from .logs.base import LogDriver
     from .networks.manager import NetworkManager
@@ -70,6 +71,7 @@ class Engine:
         self.images: ImageStore | None = None
         self.puller: Puller | None = None
         self.archive: ImageArchive | None = None  # docker save / docker load
+        self.pusher: Pusher | None = None
         self.containers: ContainerManager | None = None
         self.exits: ExitWatcher | None = None
         self.networks: NetworkManager | None = None
@@ -114,7 +116,12 @@ class Engine:
 
         self.content = ContentStore(self.data_root / "content")
         self.images = ImageStore(self.data_root / "images", self.content, self.snapshotter, bus=self.bus)
-        self.puller = Puller(self.config, self.content, self.images, self.snapshotter, self.bus)
+        from .images.origins import BlobOrigins
+        from .images.push import Pusher
+
+        origins = BlobOrigins(self.data_root / "images" / "distribution")
+        self.puller = Puller(self.config, self.content, self.images, self.snapshotter, self.bus, origins=origins)
+        self.pusher = Pusher(self.config, self.content, self.images, self.puller.registry, origins, self.bus)
         from .images.archive import ImageArchive
         self.archive = ImageArchive(self.config, self.content, self.images, self.snapshotter, self.bus,
                                     self.data_root / "archive")

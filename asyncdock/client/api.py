@@ -10,6 +10,7 @@ Errors: every non-2xx answer raises an `APIError` (`.status`, `.message`); 404 i
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import struct
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
@@ -570,6 +571,24 @@ class Images:
         finally:
             resp.close()
         return str(last.get("status", ""))
+
+    async def push(self, name: str, tag: str | None = None, *,
+                   auth: dict[str, str] | None = None) -> AsyncIterator[m.Progress]:
+        """Push `name` (every tag of the repository when `tag` is None); progress messages as
+        they come, the last one's `aux` holding the manifest digest; raises APIError if the
+        push fails. `auth`: {"username", "password", ...} as `docker login` stores them."""
+        header = base64.urlsafe_b64encode(msgspec.json.encode(auth or {})).decode()
+        resp = await self.client.raw("POST", f"/images/{name}/push", query={"tag": tag},
+                                     headers={"X-Registry-Auth": header})
+        try:
+            async for line in resp.iter_lines():
+                msg = msgspec.json.decode(line)
+                if "error" in msg or "errorDetail" in msg:
+                    detail = msg.get("errorDetail") or {}
+                    raise api_error(msg.get("error") or detail.get("message", "push failed"), 500)
+                yield msgspec.convert(msg, m.Progress)
+        finally:
+            resp.close()
 
     async def tag(self, image: str, repo: str, tag: str | None = None) -> None:
         await self.client.call("POST", f"/images/{image}/tag", query={"repo": repo, "tag": tag})

@@ -105,13 +105,15 @@ class ProgressDetail(msgspec.Struct):
 
 
 class Progress(msgspec.Struct, omit_defaults=True):
-    """One pull progress message ({"status","id","progress","progressDetail"} or an error)."""
+    """One pull or push progress message ({"status","id","progress","progressDetail"}, a
+    push's {"aux": {"Tag","Digest","Size"}}, or an error)."""
 
     status: str = ""
     id: str = ""
     progress: str = ""
     progress_detail: ProgressDetail | None = msgspec.field(default=None, name="progressDetail")
     error: str = ""
+    aux: dict[str, Any] | None = None
 
 
 class ExecInspect(msgspec.Struct, rename="pascal"):

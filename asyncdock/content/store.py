@@ -144,6 +144,10 @@ class ContentStore:
         self._commit_file(src, digest)
         return digest
 
+    def writer(self) -> BlobWriter:
+        """A new blob whose digest is known only once written (a layer compressed here)."""
+        return BlobWriter(self)
+
     def delete(self, digest: str) -> bool:
         try:
             self.path(digest).unlink()
@@ -348,3 +352,52 @@ class IngestWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class BlobWriter:
+    """A blob written here whose digest is its hash at the end: bytes go to a private file
+    under tmp/ (readable at `path` while it grows); `commit` moves it into blobs/."""
+
+    def __init__(self, store: ContentStore) -> None:
+        self._store = store
+        self.path = store._tmp / uuid.uuid4().hex
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        assert self._fd is not None
+        view = memoryview(data)
+        self._hash.update(view)
+        n = len(view)
+        while view:
+            view = view[os.write(self._fd, view):]
+        self.size += n
+        return n
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self._hash.hexdigest()
+
+    def finish(self) -> str:
+        """No more bytes: fsync and close; the file stays at `path` until commit."""
+        if self._fd is not None:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+        return self.digest
+
+    def commit(self) -> str:
+        digest = self.finish()
+        try:
+            if not self._store.exists(digest):
+                self._store._commit_file(self.path, digest)
+        finally:
+            self.path.unlink(missing_ok=True)
+        return digest
+
+    def abort(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self.path.unlink(missing_ok=True)

@@ -50,6 +50,7 @@ from ..util.fstree import disk_usage
 from ..util.tasks import TaskSet
 from . import progress as pm
 from ..base.oci import LAYER_TYPES, ContainerConfig, Descriptor, ImageConfig, Platform, decode_config
+from .origins import BlobOrigin, BlobOrigins
 from .pipe import DEFAULT_PIPE_LIMIT, CountingReader, LayerPipe, PipeClosed, TeeReader
 from .store import ImageRecord, ImageStore, LayerBlob, chain_ids
 
@@ -275,8 +276,10 @@ class _Stats:
 class Puller:
     def __init__(self, config: DaemonConfig, content: ContentStore, images: ImageStore,
                  snapshotter: Snapshotter, bus: EventBus | None = None, *, registry: RegistryClient | None = None,
-                 apply_layer: ApplyLayer | None = None, pipe_limit: int = DEFAULT_PIPE_LIMIT) -> None:
+                 apply_layer: ApplyLayer | None = None, pipe_limit: int = DEFAULT_PIPE_LIMIT,
+                 origins: BlobOrigins | None = None) -> None:
         self.config = config
+        self.origins = origins  # where each pulled blob came from, for a later push's mounts
         self.content = content
         self.images = images
         self.snapshotter = snapshotter
@@ -352,6 +355,10 @@ class Puller:
             try:
                 record = await self._pull_image(ref, repo, resolved, out, joined)
                 updated = await self._record_references(ref, resolved, record)
+                if self.origins is not None:
+                    source = f"{ref.domain}/{ref.path}"
+                    await self.origins.add([(d, BlobOrigin(b.digest, b.mediaType, source))
+                                            for d, b in zip(record.diff_ids, resolved.manifest.layers)])
             except OSError as e:
                 if is_no_space(e):
                     raise self._no_space(f"failed to store {ref.familiar}", e) from None

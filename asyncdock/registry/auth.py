@@ -167,13 +167,22 @@ def basic_header(user: str, password: str) -> str:
 async def fetch_token(session: aiohttp.ClientSession, challenge: Challenge, scopes: list[str],
                       auth: AuthConfig | None, ssl: Any = None) -> tuple[str, float]:
     """Run the token flow for one bearer challenge; returns (token, lifetime seconds)."""
+    token, lifetime, _ = await fetch_token_offline(session, challenge, scopes, auth, ssl=ssl, offline=False)
+    return token, lifetime
+
+
+async def fetch_token_offline(session: aiohttp.ClientSession, challenge: Challenge, scopes: list[str],
+                              auth: AuthConfig | None, ssl: Any = None, *,
+                              offline: bool = True) -> tuple[str, float, str]:
+    """The token flow, asking (`offline`) for a refresh token as `docker login` does
+    (`offline_token=true&client_id=docker`); returns (token, lifetime, refresh token or "")."""
     realm = challenge.params.get("realm")
     if not realm:
         raise AuthError("bearer challenge without realm")
     service = challenge.params.get("service", "")
     creds = auth.credentials() if auth else None
     if auth is not None and auth.registrytoken:
-        return auth.registrytoken, MIN_TOKEN_LIFETIME
+        return auth.registrytoken, MIN_TOKEN_LIFETIME, ""
     if auth is not None and auth.identitytoken:
         # OAuth2 refresh-token grant, as dockerd does for identity tokens.
         form = {"grant_type": "refresh_token", "refresh_token": auth.identitytoken,
@@ -193,6 +202,8 @@ async def fetch_token(session: aiohttp.ClientSession, challenge: Challenge, scop
         if creds is not None:
             params.append(("account", creds[0]))
             headers["Authorization"] = basic_header(*creds)
+            if offline:
+                params.extend((("client_id", "docker"), ("offline_token", "true")))
         async with session.get(realm, params=params, headers=headers, ssl=ssl) as resp:
             body = await resp.read()
             if resp.status != 200:
@@ -204,7 +215,7 @@ async def fetch_token(session: aiohttp.ClientSession, challenge: Challenge, scop
     token = tr.token or tr.access_token
     if not token:
         raise AuthError(f"token server {realm} returned no token", 500)
-    return token, float(tr.expires_in or MIN_TOKEN_LIFETIME)
+    return token, float(tr.expires_in or MIN_TOKEN_LIFETIME), tr.refresh_token
 
 
 def _token_error(realm: str, status: int, body: bytes) -> str:

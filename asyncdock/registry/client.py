@@ -32,7 +32,7 @@ from ..base.errors import EngineError, InvalidParameter, NotFound, Unauthorized
 from ..util.errtext import connection_error_text
 from ..base.oci import (DOCKER_SCHEMA1, INDEX_TYPES, MANIFEST_ACCEPT, MANIFEST_TYPES, Descriptor, Index, Manifest,
                         ManifestError, Platform, classify_manifest, decode_index, decode_manifest)
-from .auth import (AuthConfig, AuthError, Challenge, TokenCache, basic_header, fetch_token,
+from .auth import (AuthConfig, AuthError, Challenge, TokenCache, basic_header, fetch_token, fetch_token_offline,
                    parse_challenges, repository_scope)
 from .platforms import host_platform, select_manifest
 from .reference import DEFAULT_DOMAIN, Reference
@@ -227,18 +227,25 @@ class RegistryClient:
         return [Endpoint(f"https://{domain}", self._ssl_context(domain))]
 
     # ---- repositories
-    async def repository(self, ref: Reference, auth: AuthConfig | None) -> Repository:
+    async def repository(self, ref: Reference, auth: AuthConfig | None, *, actions: str = "pull",
+                         extra_scopes: tuple[str, ...] = ()) -> Repository:
         """A handle on `ref`'s repository at its first endpoint; `resolve` may move it along
-        the endpoint list when an endpoint fails."""
-        return Repository(self, ref, await self.endpoints(ref.domain), auth)
+        the endpoint list when an endpoint fails. `actions="push,pull"` asks tokens for push
+        (and never uses a mirror: pushes go to the registry itself); `extra_scopes` are added
+        to every token request (a blob mount needs pull on the source repository)."""
+        eps = await self.endpoints(ref.domain)
+        if "push" in actions:
+            eps = [e for e in eps if not e.mirror] or eps
+        return Repository(self, ref, eps, auth, actions=actions, extra_scopes=extra_scopes)
 
     def _remember(self, ep: Endpoint) -> None:
         if not ep.mirror and ep.host != "registry-1.docker.io":
             self._scheme[ep.host] = urlsplit(ep.base).scheme
 
     # ---- login
-    async def login(self, auth: AuthConfig) -> str:
-        """`POST /auth`: check the credentials against the registry; returns the status text."""
+    async def login(self, auth: AuthConfig) -> tuple[str, str]:
+        """`POST /auth`: check the credentials against the registry (dockerd's loginV2);
+        returns (status text, identity token: the token server's refresh token, or "")."""
         server = auth.serveraddress or "https://index.docker.io/v1/"
         if server in HUB_LOGIN_ADDRESSES:
             domain = DEFAULT_DOMAIN
@@ -261,46 +268,60 @@ class RegistryClient:
                     await resp.read()
                     if resp.status == 200:
                         self._remember(ep)
-                        return "Login Succeeded"
+                        return "Login Succeeded", ""
                     if resp.status != 401:
                         raise Unauthorized(f"login attempt to {url} failed with status: {resp.status} {resp.reason}")
                     challenges = parse_challenges(resp.headers.getall("WWW-Authenticate", []))
                 self._remember(ep)
-                creds = auth.credentials()
-                for ch in challenges:
-                    if ch.scheme == "bearer":
-                        try:
-                            await fetch_token(self.session(), ch, [], auth, ssl=ep.ssl)
-                        except AuthError as e:
-                            raise Unauthorized(str(e)) from None
-                        return "Login Succeeded"
-                    if ch.scheme == "basic":
-                        if creds is None:
-                            raise Unauthorized(f"Get \"{url}\": no basic auth credentials")
-                        async with self.session().get(url, ssl=ep.ssl,
-                                                      headers={"Authorization": basic_header(*creds)}) as r2:
-                            await r2.read()
-                            if r2.status == 200:
-                                return "Login Succeeded"
-                            raise Unauthorized(f"login attempt to {url} failed with status: {r2.status} {r2.reason}")
-                raise Unauthorized(f"login attempt to {url} failed: unsupported authentication challenge")
+                return await self._login_challenged(ep, url, challenges, auth)
             except (aiohttp.ClientConnectionError, ssl.SSLError, asyncio.TimeoutError) as e:
                 last = e
                 continue
         raise RegistryError(f"Get \"{eps[-1].base}/v2/\": {_conn_error_text(last) if last else 'no endpoint'}", 500)
+
+    async def _login_challenged(self, ep: Endpoint, url: str, challenges: list[Challenge],
+                                auth: AuthConfig) -> tuple[str, str]:
+        creds = auth.credentials()
+        bearer = next((c for c in challenges if c.scheme == "bearer"), None)
+        basic = next((c for c in challenges if c.scheme == "basic"), None)
+        if bearer is not None:
+            if creds is None and not auth.identitytoken and not auth.registrytoken:
+                raise Unauthorized(f"Get \"{url}\": no credentials to log in with")
+            try:
+                token, _, refresh = await fetch_token_offline(self.session(), bearer, [], auth, ssl=ep.ssl)
+            except AuthError as e:
+                # dockerd wraps the token server's refusal in the /v2/ request that needed it
+                detail = str(e).split(": unauthorized: ", 1)[-1] if e.status == 401 else str(e)
+                text = f"unauthorized: {detail}" if e.status == 401 else detail
+                raise Unauthorized(f"Get \"{url}\": {text}") from None
+            header = "Bearer " + token
+            identity = refresh
+        elif basic is not None:
+            if creds is None:
+                raise Unauthorized(f"Get \"{url}\": no basic auth credentials")
+            header = basic_header(*creds)
+            identity = ""
+        else:
+            raise Unauthorized(f"login attempt to {url} failed: unsupported authentication challenge")
+        async with self.session().get(url, ssl=ep.ssl, headers={"Authorization": header}) as r2:
+            await r2.read()
+            if r2.status == 200:
+                return "Login Succeeded", identity
+            raise Unauthorized(f"login attempt to {url} failed with status: {r2.status} {r2.reason}")
 
 
 class Repository:
     """Requests against one repository, with auth handled per request."""
 
     def __init__(self, client: RegistryClient, ref: Reference, endpoints: list[Endpoint],
-                 auth: AuthConfig | None) -> None:
+                 auth: AuthConfig | None, *, actions: str = "pull", extra_scopes: tuple[str, ...] = ()) -> None:
         self.client = client
         self.ref = ref
         self.auth = auth
         self._endpoints = endpoints
         self.endpoint = endpoints[0]
-        self._scope = repository_scope(ref.path)
+        self._scope = repository_scope(ref.path, actions)
+        self._extra_scopes = list(extra_scopes)
 
     def _url(self, kind: str, ident: str) -> str:
         return f"{self.endpoint.base}/v2/{self.ref.path}/{kind}/{ident}"
@@ -314,7 +335,7 @@ class Repository:
     def _scopes(self, ch: Challenge) -> list[str]:
         # Our own pull scope, not the challenge's: a remembered challenge may name another
         # repository of the same registry.
-        return [self._scope]
+        return [self._scope, *self._extra_scopes]
 
     async def _auth_header(self, ch: Challenge | None, *, fresh: bool = False) -> str | None:
         if ch is None:
@@ -338,9 +359,11 @@ class Repository:
             return "Bearer " + token
         return None
 
-    async def _request(self, method: str, url: str, headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
+    async def _request(self, method: str, url: str, headers: dict[str, str] | None = None, *,
+                       body: Callable[[], Any] | None = None) -> aiohttp.ClientResponse:
         """Send with the credentials the endpoint's last challenge asked for; on a 401 answer
-        the new challenge and retry once. The caller owns (and must release) the response."""
+        the new challenge and retry once. The caller owns (and must release) the response.
+        `body` makes the request body afresh for each attempt (a stream cannot be sent twice)."""
         hdrs = dict(headers or {})
         base = self.endpoint.base
         ch = self.client._challenges.get(base)
@@ -349,7 +372,8 @@ class Repository:
             if value is not None:
                 hdrs["Authorization"] = value
             resp = await self.client.session().request(method, url, headers=hdrs, ssl=self.endpoint.ssl,
-                                                       allow_redirects=True)
+                                                       allow_redirects=True,
+                                                       data=body() if body is not None else None)
             if resp.status != 401 or attempt == 1:
                 return resp
             challenges = parse_challenges(resp.headers.getall("WWW-Authenticate", []))

@@ -419,7 +419,7 @@ def test_basic_auth(tmp_path: Path, auth_registry: Any) -> None:
         assert rec.id == auth_registry.images["busybox"].tag().config_digest
         login = AuthConfig(username=auth_registry.username, password=auth_registry.password,
                            serveraddress=auth_registry.host)
-        assert await h.registry.login(login) == "Login Succeeded"
+        assert await h.registry.login(login) == ("Login Succeeded", "")
         with pytest.raises(Unauthorized):
             await h.registry.login(AuthConfig(username="x", password="y", serveraddress=auth_registry.host))
 
@@ -444,8 +444,13 @@ def test_bearer_token_auth(tmp_path: Path, token_registry: Any) -> None:
         assert rec.id == token_registry.images["busybox"].tag().config_digest
         assert ts.count(account=token_registry.username, status=200) >= 1
         assert h.images.repo_tags(rec.id) == sorted([token_registry.ref("busybox"), private])
-        assert await h.registry.login(AuthConfig(username=creds.username, password=creds.password,
-                                                 serveraddress=token_registry.host)) == "Login Succeeded"
+        status, identity = await h.registry.login(AuthConfig(username=creds.username, password=creds.password,
+                                                             serveraddress=token_registry.host))
+        # the token server's refresh token is the identity token `docker login` stores
+        assert status == "Login Succeeded" and identity
+        await h.images.untag(private)
+        rec = await h.pull(private, AuthConfig(identitytoken=identity))
+        assert rec.id == token_registry.images["busybox"].tag().config_digest
 
     run(tmp_path, body)
 

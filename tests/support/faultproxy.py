@@ -8,6 +8,10 @@ point back at the proxy) and, on blob GETs (`/v2/<name>/blobs/sha256:...`), can 
     ignore-range   forward without the Range header: 200 with the whole blob, no Content-Range
     stall[=N]      send N bytes (default half the body), then send nothing more until the client
                    hangs up, release_stalls() or stop()
+    drop-patch[=N] (uploads) let N requests carrying blob data through (chunk PATCHes, and PUTs
+                   with a body: a monolithic upload), default 0, then read part of the next one
+                   and close the connection without forwarding it; the registry keeps what
+                   came before, as after a connection lost mid-chunk
 
 to every blob or only to some digests, each time or only the first `times` requests per digest
 (so that a retry can succeed). Counters (requests, blob GETs per digest, Range headers seen,
@@ -35,8 +39,9 @@ from yarl import URL
 
 from .address import LoopbackRegistryAddress
 
-FaultMode = Literal["corrupt-blob", "cut-after", "ignore-range", "stall"]
-_MODES: tuple[str, ...] = ("corrupt-blob", "cut-after", "ignore-range", "stall")
+FaultMode = Literal["corrupt-blob", "cut-after", "ignore-range", "stall", "drop-patch"]
+_MODES: tuple[str, ...] = ("corrupt-blob", "cut-after", "ignore-range", "stall", "drop-patch")
+UPLOAD_PATH = re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/(?P<uuid>[^/]+)$")
 
 BLOB_PATH = re.compile(r"^/v2/(?P<name>.+)/blobs/(?P<digest>sha256:[0-9a-f]{64})$")
 # Hop-by-hop headers (RFC 9110 7.6.1) are the proxy's own business on each side.
@@ -65,7 +70,7 @@ class Fault:
             raise ValueError(f"unknown fault mode {spec!r}; known: {', '.join(_MODES)}")
         if mode == "cut-after" and not arg:
             raise ValueError("cut-after needs a byte count: cut-after=N")
-        if arg and mode not in ("cut-after", "stall"):
+        if arg and mode not in ("cut-after", "stall", "drop-patch"):
             raise ValueError(f"{mode} takes no argument")
         return cls(mode, int(arg) if arg else None, frozenset(digests) if digests is not None else None, times)  # type: ignore[arg-type]
 
@@ -77,11 +82,13 @@ class ProxyStats:
     blob_gets: collections.Counter[str] = field(default_factory=collections.Counter)  # digest -> GETs
     range_requests: list[tuple[str, str]] = field(default_factory=list)  # (digest, Range header)
     faults: collections.Counter[str] = field(default_factory=collections.Counter)  # digest -> injected
+    patches: int = 0  # upload requests carrying data seen (drop-patch counts them)
     paths: list[tuple[str, str, int]] = field(default_factory=list)  # (method, path, status)
 
     def copy(self) -> ProxyStats:
         return ProxyStats(self.requests, collections.Counter(self.by_method), collections.Counter(self.blob_gets),
-                          list(self.range_requests), collections.Counter(self.faults), list(self.paths))
+                          list(self.range_requests), collections.Counter(self.faults), patches=self.patches,
+                          paths=list(self.paths))
 
 
 class FaultProxy(LoopbackRegistryAddress):
@@ -214,6 +221,20 @@ class FaultProxy(LoopbackRegistryAddress):
             self._stats.faults[digest] += 1
             return fault
 
+    def _drop_patch(self) -> bool:
+        """Whether this upload PATCH is the one to drop (faults["patch"] counts the drops)."""
+        with self._lock:
+            self._stats.patches += 1
+            fault = self._fault
+            if fault is None or fault.mode != "drop-patch":
+                return False
+            if self._stats.patches <= (fault.after or 0):
+                return False
+            if fault.times is not None and self._stats.faults["patch"] >= fault.times:
+                return False
+            self._stats.faults["patch"] += 1
+            return True
+
     def _count(self, method: str, path: str, status: int) -> None:
         with self._lock:
             self._stats.requests += 1
@@ -234,6 +255,16 @@ class FaultProxy(LoopbackRegistryAddress):
             if fault is not None and fault.mode == "ignore-range":
                 headers.popall("Range", None)
                 headers.popall("If-Range", None)
+        carries_data = request.method == "PATCH" or (
+            request.method == "PUT" and request.headers.get("Content-Length", "0") not in ("", "0"))
+        if carries_data and UPLOAD_PATH.match(request.path) and self._drop_patch():
+            with contextlib.suppress(Exception):
+                await request.content.read(CHUNK)
+            self._count(request.method, request.path, 0)
+            transport = request.transport
+            if transport is not None:
+                transport.close()
+            return web.Response(status=502)
         body = request.content if request.body_exists else None
         url = URL(f"http://{self.upstream}{request.raw_path}", encoded=True)
         try:

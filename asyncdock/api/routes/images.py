@@ -27,8 +27,8 @@ _DRIVER_NAMES = {"overlayfs": "overlay2", "overlay": "overlay2", "copy": "vfs"}
 
 
 def register(router: Router) -> None:
-    # push, save, load, search and build answer 501 from routes/unimplemented.py; commit and
-    # import (fromSrc) are routes/commit.py's.
+    # search and build answer 501 from routes/unimplemented.py (build: routes/build.py once built);
+    # commit and import (fromSrc) are routes/commit.py's, save/load routes/image_archive.py's.
     router.add("POST", "/images/create", create)
     router.add("GET", "/images/json", list_images)
     router.add("POST", "/images/prune", prune)
@@ -36,6 +36,7 @@ def register(router: Router) -> None:
     router.add("GET", "/images/{name:.+}/history", history)
     router.add("GET", "/images/{name:.+}/json", inspect)
     router.add("POST", "/images/{name:.+}/tag", tag)
+    router.add("POST", "/images/{name:.+}/push", push)
     router.add("DELETE", "/images/{name:.+}", delete)
 
 
@@ -79,6 +80,33 @@ async def create(req: Request) -> Response | StreamResponse:
         await stream.write(pm.encode(pm.error(client_text(e))))
     if stream is None:  # pragma: no cover - a pull always says "Pulling from" first
         stream = await req.stream(content_type="application/json")
+    return stream
+
+
+# ---------------------------------------------------------------------------------------------
+# POST /images/{name}/push
+
+async def push(req: Request) -> StreamResponse:
+    name = req.match["name"]
+    tag = req.query.get("tag", "")
+    auth = decode_registry_auth(req.headers.get("x-registry-auth"))
+    pusher = req.engine.pusher
+    pusher.target(name, tag)  # a malformed name or tag is a 400, before the stream
+    # Everything, errors included, is in the stream: dockerd says which repository it pushes
+    # before it looks the image up.
+    stream = await req.stream(content_type="application/json")
+
+    async def progress(msg: dict[str, Any]) -> None:
+        await stream.write(pm.encode(msg))
+
+    try:
+        await pusher.push(name, tag, auth, progress)
+    except EngineError as e:
+        await stream.write(pm.encode(pm.error(str(e))))
+    except Exception as e:  # noqa: BLE001 - in-stream, every failure is an error message
+        log.error("push of %s failed: %s", name, client_text(e))
+        log.debug("traceback of the failed push of %s", name, exc_info=e)
+        await stream.write(pm.encode(pm.error(client_text(e))))
     return stream
 
 
@@ -432,5 +460,5 @@ async def prune(req: Request) -> Response:
 
 async def auth(req: Request) -> Response:
     cfg = await req.json(AuthConfig)
-    status = await req.engine.puller.registry.login(cfg)
-    return json_response({"IdentityToken": "", "Status": status})
+    status, identity = await req.engine.puller.registry.login(cfg)
+    return json_response({"IdentityToken": identity, "Status": status})
