@@ -32,7 +32,7 @@ from .models import ContainerRecord
 from .rootfs_fs import open_dir, open_in_root, open_root, resolved_path
 from ..base.timefmt import rfc3339nano
 from .tarextract import BadArchive, ExtractFailed, extract
-from .tarwrite import tar_stream
+from ..util.tarwrite import tar_stream
 
 if TYPE_CHECKING:
     from .supervisor import Supervisor

@@ -13,15 +13,14 @@ from typing import Any
 
 from ..base import errors
 from ..snapshots.base import Mount, Snapshotter
+from ..snapshots.diff import INIT_PATHS
 from .models import ContainerRecord
 from .rootfs_fs import RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, openat2
 
 CHANGE_MODIFY, CHANGE_ADD, CHANGE_DELETE = 0, 1, 2
 
-# What moby's init layer holds (mount points the engine and runtime create): not the user's
-# changes. The runtime creates them in our writable layer instead.
-_INIT_PATHS = {"/dev", "/dev/pts", "/dev/shm", "/dev/console", "/proc", "/sys", "/.dockerenv",
-               "/etc/resolv.conf", "/etc/hosts", "/etc/hostname", "/etc/mtab"}
+# What moby's init layer holds: not the user's changes (shared with commit's layer diff).
+_INIT_PATHS = INIT_PATHS
 
 
 def _lowers(mounts: list[Mount]) -> list[Path]:

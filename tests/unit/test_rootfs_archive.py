@@ -1,4 +1,4 @@
-"""The engine's own tar writer and reader for docker cp and export (containers/tarwrite.py,
+"""The engine's own tar writer and reader for docker cp and export (util/tarwrite.py,
 tarextract.py, rootfs_fs.py): numeric owners and no name lookups, fd-relative walks, and every
 way a tar or a container's symlinks might try to reach outside the container's root (names
 that climb, symlinked parents pointing out, hard links to outside files, a symlink in the
@@ -20,7 +20,7 @@ import pytest
 from asyncdock.containers.archive import stat_path
 from asyncdock.containers.rootfs_fs import clean_member_name, open_root, resolved_path
 from asyncdock.containers.tarextract import BadArchive, extract
-from asyncdock.containers.tarwrite import tar_stream
+from asyncdock.util.tarwrite import tar_stream
 
 UID, GID = os.getuid(), os.getgid()
 

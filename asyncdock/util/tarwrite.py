@@ -1,4 +1,5 @@
-"""Tar streams of a container's files (docker cp out, docker export), made in the engine.
+"""Tar streams made in the engine: a container's files (docker cp out, docker export) and, through
+`TarOut`, `header` and `file_entry`, image layers (snapshots/diff.py).
 
 The walk is fd-relative from directory fds opened inside the container's root (rootfs_fs):
 a child is lstat'ed and opened by name under its parent's fd, never through a path, and never
@@ -17,7 +18,7 @@ import errno
 import os
 import stat
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 CHUNK = 1 << 18
 _READ = 1 << 20
@@ -25,39 +26,72 @@ _BLOCK = 512
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def _header(name: str, st: os.stat_result, type_: bytes, *, size: int = 0, linkname: str = "") -> bytes:
+def header(name: str, st: os.stat_result | None, type_: bytes, *, size: int = 0, linkname: str = "",
+           xattrs: dict[str, bytes] | None = None) -> bytes:
+    """One tar header (PAX where a name, a link or an xattr needs it) with numeric owners only.
+    `st` None: an entry of mode 0, owner 0:0, time 0 (a whiteout the walk made up)."""
     ti = tarfile.TarInfo(name)
     ti.type = type_
-    ti.mode = stat.S_IMODE(st.st_mode)
-    ti.uid, ti.gid = st.st_uid, st.st_gid
+    if st is not None:
+        ti.mode = stat.S_IMODE(st.st_mode)
+        ti.uid, ti.gid = st.st_uid, st.st_gid
+        ti.mtime = st.st_mtime_ns // 1_000_000_000  # whole seconds, as moby writes them
+        if type_ in (tarfile.CHRTYPE, tarfile.BLKTYPE):
+            ti.devmajor, ti.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    else:
+        ti.mode = ti.uid = ti.gid = ti.mtime = 0
     ti.uname = ti.gname = ""
-    ti.mtime = st.st_mtime_ns // 1_000_000_000  # whole seconds, as moby writes them
     ti.size = size
     ti.linkname = linkname
-    if type_ in (tarfile.CHRTYPE, tarfile.BLKTYPE):
-        ti.devmajor, ti.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    if xattrs:
+        # Values are bytes (security.capability is binary): tarfile writes a str decoded with
+        # surrogateescape back as the same bytes (hdrcharset=BINARY when not UTF-8).
+        ti.pax_headers = {f"SCHILY.xattr.{k}": v.decode("utf-8", "surrogateescape")
+                          for k, v in sorted(xattrs.items())}
     # tobuf only encodes the fields above: no lookup of any kind
     return ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
-class _Walk:
+
+
+class TarOut:
+    """The stream being built: bytes not yet handed out, and the first name of every
+    hard-linked inode written (later names become hard-link entries)."""
+
     def __init__(self) -> None:
         self.out = bytearray()
         self.links: dict[tuple[int, int], str] = {}  # (dev, ino) of regular files -> first name
+
+    def take(self, chunk: int) -> bytes | None:
+        """The pending bytes once there are at least `chunk` of them."""
+        if len(self.out) < chunk:
+            return None
+        b = bytes(self.out)
+        self.out.clear()
+        return b
+
+    def end(self) -> bytes:
+        """What is left, with the two zero blocks that end an archive."""
+        self.out += bytes(2 * _BLOCK)
+        b = bytes(self.out)
+        self.out.clear()
+        return b
+
+
 
 
 def tar_stream(entries: list[tuple[int, str, str]], *, chunk: int = CHUNK) -> Iterator[bytes]:
     """The tar of `entries`: (dir fd, name under it, name in the archive), directories
     recursively, children in name order. Entries that vanish while the walk runs are left
     out (a running container's files change). The fds given stay the caller's."""
-    w = _Walk()
+    w = TarOut()
     for dir_fd, name, arcname in entries:
         yield from _entry(w, dir_fd, name, arcname, chunk, top=True)
     w.out += bytes(2 * _BLOCK)
     yield bytes(w.out)
 
 
-def _entry(w: _Walk, dir_fd: int, name: str, arcname: str, chunk: int, *, top: bool = False) -> Iterator[bytes]:
+def _entry(w: TarOut, dir_fd: int, name: str, arcname: str, chunk: int, *, top: bool = False) -> Iterator[bytes]:
     # An explicit stack (one open fd per level) instead of recursion: a container's tree can be
     # deeper than Python's recursion limit.
     stack: list[tuple[int, str, list[str]]] = []
@@ -87,7 +121,7 @@ def _entry(w: _Walk, dir_fd: int, name: str, arcname: str, chunk: int, *, top: b
             os.close(fd)
 
 
-def _one(w: _Walk, pfd: int, name: str, arc: str, chunk: int, *, top: bool) -> Iterator[bytes]:
+def _one(w: TarOut, pfd: int, name: str, arc: str, chunk: int, *, top: bool) -> Generator[bytes, None, int | None]:
     """Write one entry; return the fd of its directory (to walk) or None. A generator: the
     data of a large file goes out in chunks."""
     try:
@@ -98,7 +132,7 @@ def _one(w: _Walk, pfd: int, name: str, arc: str, chunk: int, *, top: bool) -> I
         return None
     mode = st.st_mode
     if stat.S_ISREG(mode):
-        yield from _file(w, pfd, name, arc, st, chunk)
+        yield from file_entry(w, pfd, name, arc, st, chunk)
         return None
     if stat.S_ISDIR(mode):
         try:
@@ -110,7 +144,7 @@ def _one(w: _Walk, pfd: int, name: str, arc: str, chunk: int, *, top: bool) -> I
             return None
         try:
             st = os.fstat(dfd)
-            w.out += _header(arc, st, tarfile.DIRTYPE)
+            w.out += header(arc, st, tarfile.DIRTYPE)
         except BaseException:
             os.close(dfd)
             raise
@@ -125,13 +159,13 @@ def _one(w: _Walk, pfd: int, name: str, arc: str, chunk: int, *, top: bool) -> I
             if top or e.errno not in (errno.ENOENT, errno.EINVAL):
                 raise
             return None
-        w.out += _header(arc, st, tarfile.SYMTYPE, linkname=target)
+        w.out += header(arc, st, tarfile.SYMTYPE, linkname=target)
     elif stat.S_ISCHR(mode):
-        w.out += _header(arc, st, tarfile.CHRTYPE)
+        w.out += header(arc, st, tarfile.CHRTYPE)
     elif stat.S_ISBLK(mode):
-        w.out += _header(arc, st, tarfile.BLKTYPE)
+        w.out += header(arc, st, tarfile.BLKTYPE)
     elif stat.S_ISFIFO(mode):
-        w.out += _header(arc, st, tarfile.FIFOTYPE)
+        w.out += header(arc, st, tarfile.FIFOTYPE)
     else:
         return None  # sockets: tar has no type for them (moby skips them too)
     if len(w.out) >= chunk:
@@ -140,7 +174,10 @@ def _one(w: _Walk, pfd: int, name: str, arc: str, chunk: int, *, top: bool) -> I
     return None
 
 
-def _file(w: _Walk, pfd: int, name: str, arc: str, st: os.stat_result, chunk: int) -> Iterator[bytes]:
+def file_entry(w: TarOut, pfd: int, name: str, arc: str, st: os.stat_result, chunk: int, *,
+               xattrs: dict[str, bytes] | None = None) -> Iterator[bytes]:
+    """The entry of the regular file `name` under `pfd` (a hard-link entry for an inode already
+    written), its data in chunks; nothing when it vanished or is no regular file any more."""
     # O_PATH first: opening a name that a running container just swapped for a FIFO or a device
     # would block or act on it. The O_PATH fd is checked, then reopened (same inode) to read.
     try:
@@ -155,7 +192,7 @@ def _file(w: _Walk, pfd: int, name: str, arc: str, st: os.stat_result, chunk: in
         if st.st_nlink > 1:
             first = w.links.get(key)
             if first is not None and first != arc:
-                w.out += _header(arc, st, tarfile.LNKTYPE, linkname=first)
+                w.out += header(arc, st, tarfile.LNKTYPE, linkname=first, xattrs=xattrs)
                 return
             w.links[key] = arc
         fd = os.open(f"/proc/self/fd/{ofd}", os.O_RDONLY | os.O_CLOEXEC)
@@ -163,7 +200,7 @@ def _file(w: _Walk, pfd: int, name: str, arc: str, st: os.stat_result, chunk: in
         os.close(ofd)
     try:
         size = st.st_size
-        w.out += _header(arc, st, tarfile.REGTYPE, size=size)
+        w.out += header(arc, st, tarfile.REGTYPE, size=size, xattrs=xattrs)
         left = size
         while left:
             data = os.read(fd, min(left, _READ))
