@@ -7,6 +7,7 @@ import json
 import logging
 import shutil
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -112,14 +113,15 @@ async def build(req: Request) -> Response | StreamResponse:
     builder = engine.builder
     from ...build.context import BuildContext
 
-    workdir = tempfile.mkdtemp(prefix="ctx-", dir=builder.work_root)
+    workdir = Path(tempfile.mkdtemp(prefix="ctx-", dir=builder.work_root))
     ctx: Any = None
     try:
         remote = req.query.get("remote", "")
         if remote:
-            ctx = await BuildContext.from_remote(remote, workdir)
+            ctx = await BuildContext.from_remote(remote, workdir, session=builder.http_session(),
+                                                 dockerfile=opts.dockerfile)
         else:
-            ctx = await BuildContext.from_tar(req.body_chunks(), workdir)
+            ctx = await BuildContext.from_tar(req.body_chunks(), workdir, dockerfile=opts.dockerfile)
         out = _Out(req, opts.quiet)
         try:
             image_id = await builder.build(opts, ctx, out.emit)
@@ -145,7 +147,7 @@ async def build(req: Request) -> Response | StreamResponse:
     finally:
         if ctx is not None:
             with contextlib.suppress(Exception):
-                ctx.close()
+                await ctx.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
