@@ -90,6 +90,10 @@ class Builder:
         b = Build(self, opts, context, emit)
         return await b.run()
 
+    def http_session(self) -> Any:
+        """The engine's HTTP client session (the registry client's) for remote contexts."""
+        return self.puller.registry.session()
+
     async def tag(self, image_id: str, name: str) -> str:
         return await self.images.tag(image_id, name)
 
