@@ -168,7 +168,7 @@ def decompressed(read: Callable[[int], bytes]) -> tuple[str, Iterator[bytes]]:
     return kind, (_inflate(kind, read, head) if kind else _plain(read, head))
 
 
-def _is_tar_header(block: bytes) -> bool:
+def is_tar_header(block: bytes) -> bool:
     if len(block) < 512:
         return False
     if block[:512] == bytes(512):
@@ -456,7 +456,7 @@ def unpack_context(read: Callable[[int], bytes], root: Path, dockerfile: str = D
     try:
         if not head:
             return _Unpacked({}, None, False)  # an empty body: an empty context
-        if not _is_tar_header(head):
+        if not is_tar_header(head):
             if kind:
                 raise ContextError(f"invalid build context: the {kind} data is not a tar archive")
             # `docker build - < Dockerfile`: the body is the Dockerfile itself
