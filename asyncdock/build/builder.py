@@ -329,34 +329,41 @@ class Build:
 
     async def copy_step(self, state: StageState, cmd: str, sources: list[str], dest: str, *, chown: str,
                         chmod: str, source_image: ImageRecord | None, add: bool) -> None:
+        """COPY/ADD: the cache key is the sources' checksum in the Cmd text
+        (`#(nop) COPY file:<sum> in /dest `); on a miss, a snapshot on the parent is mounted,
+        written through build/copy and committed."""
         from . import copy as copy_mod
 
+        copy_mod.refuse_heredocs(cmd, sources)
+        mode = copy_mod.parse_chmod(chmod) if chmod else None
+        numeric = copy_mod.numeric_chown(chown) if chown else None
+        session = self.b.http_session() if add else None
         key = f"build-{new_id()}"
         src_key = f"build-src-{new_id()}" if source_image is not None else ""
+        workdir = state.run_config.working_dir or "/"
         try:
-            if source_image is not None:
-                top = self.b.images.top_chain_id(source_image)
-                await self.b.snapshotter.view(src_key, top) if top else await self.b.snapshotter.prepare(src_key, None)
             async with contextlib.AsyncExitStack() as stack:
-                src_fd = None
-                if src_key:
+                src_fd: int | None = None
+                if source_image is not None:
+                    top = self.b.images.top_chain_id(source_image)
+                    if top:
+                        await self.b.snapshotter.view(src_key, top)
+                    else:
+                        await self.b.snapshotter.prepare(src_key, None)
                     src_fd = await stack.enter_async_context(self.mounted(src_key))
-                checksum = await asyncio.to_thread(copy_mod.source_checksum, self.context, sources,
-                                                   **({"source_fd": src_fd} if src_fd is not None else {}))
+                checksum = await copy_mod.source_checksum(self.context, sources, dest=dest, src_fd=src_fd, add=add,
+                                                          session=session)
                 cc = config_copy(state.run_config)
                 cc.cmd = [*(state.run_config.shell or ["/bin/sh", "-c"]), f"#(nop) {cmd} {checksum} in {dest} "]
                 if await self.probe(state, cc):
                     return
                 await self.b.snapshotter.prepare(key, self._top(state))
                 async with self.mounted(key) as root_fd:
-                    uid_gid = None
-                    if chown:
-                        uid_gid = await asyncio.to_thread(self._chown_ids, key, chown)
-                    kwargs: dict[str, Any] = {"workdir": state.run_config.working_dir or "/", "chown": uid_gid,
-                                              "chmod": chmod or None, "add": add}
-                    if src_fd is not None:
-                        kwargs["source_fd"] = src_fd
-                    await asyncio.to_thread(copy_mod.copy_into, self.context, sources, dest, root_fd, **kwargs)
+                    ids = numeric
+                    if chown and ids is None:
+                        ids = await asyncio.to_thread(self._chown_ids, key, chown)
+                    await copy_mod.copy_into(self.context, sources, dest, root_fd, workdir=workdir, chown=ids,
+                                             chmod=mode, add=add, session=session, src_fd=src_fd)
             layer = await self.committer().commit(key, self._top(state))
             await self.new_image(state, cc, layer, "")
         finally:
@@ -366,6 +373,8 @@ class Build:
                         await self.b.snapshotter.remove(k)
 
     def _chown_ids(self, key: str, chown: str) -> tuple[int, int]:
+        """--chown=name[:group]: the ids from the step's rootfs (containers/spec.resolve_user:
+        moby's rules; a name alone takes its passwd group)."""
         from ..containers.spec import resolve_user
 
         uid, gid, _ = resolve_user(self._mount_dir(key), chown)

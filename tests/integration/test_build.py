@@ -186,26 +186,26 @@ def test_multistage_target_label_and_args(d: Daemon, tmp_path: Path, names: list
         "FROM busybox AS base\nARG V=1\nRUN echo v$V > /v\n"
         "FROM busybox AS test\nCOPY --from=base /v /copied\nRUN cat /copied\n"
         "FROM busybox\nRUN echo never\n")})
-    out = build(d, tmp_path, "-f", "sub/Dockerfile", "--target", "test", "--build-arg", "V=2",
+    out = build(d, tmp_path, "-f", str(tmp_path / "sub/Dockerfile"), "--target", "test", "--build-arg", "V=2",
                 "--label", "a=b", "-t", t).stdout
     assert "never" not in out
     assert "v2" in out.splitlines()
     info = inspect(d, t)
     assert info["Config"]["Labels"] == {"a": "b"}
     assert d.docker("run", "--rm", t, "cat", "/copied").stdout == "v2\n"
-    p = build(d, tmp_path, "-f", "sub/Dockerfile", "--target", "nope", check=False)
+    p = build(d, tmp_path, "-f", str(tmp_path / "sub/Dockerfile"), "--target", "nope", check=False)
     assert "failed to reach build target nope in Dockerfile" in p.stderr
 
 
 def test_copy_and_no_cache_pull(d: Daemon, tmp_path: Path, names: list[str]) -> None:
     t = tag()
     names.append(t)
-    write(tmp_path, {"Dockerfile": "FROM busybox\nCOPY --chown=nobody:nogroup --chmod=640 a.txt /dst/\n"
+    write(tmp_path, {"Dockerfile": "FROM busybox\nCOPY --chown=app:users --chmod=640 a.txt /dst/\n"
                                    "ADD b.txt dir/ /y/\n",
                      "a.txt": "A\n", "b.txt": "B\n", "dir/c.txt": "C\n"})
     out = build(d, tmp_path, "--no-cache", "--pull", "-t", t).stdout
     assert "Using cache" not in out
-    assert d.docker("run", "--rm", t, "stat", "-c", "%u %g %a", "/dst/a.txt").stdout == "65534 65534 640\n"
+    assert d.docker("run", "--rm", t, "stat", "-c", "%u %g %a", "/dst/a.txt").stdout == "1000 100 640\n"
     assert d.docker("run", "--rm", t, "cat", "/y/b.txt", "/y/c.txt").stdout == "B\nC\n"
     hist = d.docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", t).stdout.splitlines()
     assert re.fullmatch(r"/bin/sh -c #\(nop\) ADD multi:[0-9a-f]{64} in /y/ ", hist[0]), hist[0]
