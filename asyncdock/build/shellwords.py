@@ -197,6 +197,8 @@ class _Shell:
             raise ShellWordError("bad substitution: ${}")
         name = self.name()
         ch = s.next()
+        if not ch:
+            raise ShellWordError("syntax error: missing '}'")
         if ch == "}":
             return self.env.get(name, "")
         if ch == ":":
