@@ -228,3 +228,40 @@ def test_bad_params(d: Daemon) -> None:
     assert status == 400 and b"experimental" in body
     status, body = d.request("POST", "/v1.54/build?platform=windows/amd64", b"", {"Content-Type": "application/x-tar"})
     assert status == 400 and b"windows/amd64" in body
+
+
+def test_asyncdock_client_build(d: Daemon, tmp_path: Path, names: list[str]) -> None:
+    import asyncio
+
+    import asyncdock
+    from asyncdock.base.errors import EngineError
+
+    t = tag() + ":client"
+    names.append(t)
+    write(tmp_path, {"Dockerfile": "FROM busybox\nARG X\nRUN echo $X > /x\n"})
+
+    async def main() -> tuple[list[dict[str, Any]], BaseException | None]:
+        async with asyncdock.Client(d.host) as client:
+            msgs = [m async for m in client.images.build(tmp_path, tag=t, buildargs={"X": "viaclient"})]
+            failure: BaseException | None = None
+            try:
+                async for _ in client.images.build(b"", tag=t):
+                    pass
+            except Exception as e:  # noqa: BLE001 - the assertion below looks at it
+                failure = e
+            bad = tmp_path / "bad"
+            write(bad, {"Dockerfile": "FROM busybox\nRUN exit 7\n"})
+            try:
+                async for _ in client.images.build(bad, forcerm=True):
+                    pass
+            except EngineError as e:
+                assert getattr(e, "code", None) == 7 and "returned a non-zero code: 7" in str(e)
+            else:
+                raise AssertionError("a failed RUN did not raise")
+            return msgs, failure
+
+    msgs, failure = asyncio.run(main())
+    assert any(m.get("aux", {}).get("ID", "").startswith("sha256:") for m in msgs)
+    assert any(m.get("stream") == f"Successfully tagged {t}\n" for m in msgs)
+    assert failure is not None
+    assert d.docker("run", "--rm", t, "cat", "/x").stdout == "viaclient\n"
