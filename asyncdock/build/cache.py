@@ -73,7 +73,7 @@ class BuildCache:
 
     def _intermediates(self) -> list[ImageRecord]:
         """Untagged images that are some image's parent or were made by a build step."""
-        out = []
+        out: list[ImageRecord] = []
         for rec in self.images.list():
             if rec.parent and not self.images.references(rec.id):
                 out.append(rec)
@@ -88,8 +88,8 @@ class BuildCache:
             cfg = self.images.config(rec)
             cc = cfg.container_config
             desc = " ".join(cc.cmd or []) if cc is not None else ""
-            size = rec.layer_sizes[-1] if rec.layer_sizes and len(rec.layer_sizes) > len(
-                self.images.find(rec.parent).layer_sizes if self.images.find(rec.parent) else []) else 0
+            parent = self.images.find(rec.parent)
+            size = max(0, rec.size - (parent.size if parent is not None else 0))  # the step's own layer
             created = rfc3339nano(rec.created_ns) if rec.created_ns else cfg.created
             out.append({"ID": rec.id.partition(":")[2][:25], "Parents": [rec.parent.partition(":")[2][:25]],
                         "Type": "regular", "Description": desc, "InUse": False, "Shared": False,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-import dockerfile
+import dockerfile  # type: ignore[import-not-found]
 
 from ..base.errors import InvalidParameter
 
