@@ -12,7 +12,6 @@ import logging
 import os
 import posixpath
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +21,7 @@ from ..base import errors
 from ..base.ids import new_id, short_id
 from ..base.oci import ContainerConfig, ImageConfig
 from .buildargs import BuildArgs
+from .state import BuildFailed, StageState, config_copy
 from .cache import BuildCache
 from .options import BuildOptions
 from .parse import Parsed, parse
@@ -37,40 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DOCKER_VERSION = "29.0.0"  # what the config's docker_version says (moby writes its own version)
 _RED, _RESET = "\x1b[91m", "\x1b[0m"
-
-
-class BuildFailed(errors.EngineError):
-    """A failure inside the stream: the errorDetail (with the exit code of a failed RUN)."""
-
-    status = 500
-
-    def __init__(self, message: str, code: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-@dataclass
-class StageState:
-    """moby's dispatchState: the run config being built, the current image, the stage's args."""
-
-    args: BuildArgs
-    name: str = ""
-    image_id: str = ""
-    image: ImageRecord | None = None
-    image_config: ImageConfig | None = None
-    run_config: ContainerConfig = field(default_factory=ContainerConfig)
-    cmd_set: bool = False
-    maintainer: str = ""
-    os: str = "linux"
-    arch: str = ""
-
-    def env(self) -> list[str]:
-        """What word expansion sees: the config's env and the allowed args it does not set."""
-        own = list(self.run_config.env or [])
-        return own + self.args.filter_allowed(own)
 
 
 class Builder:
@@ -187,6 +155,10 @@ class Build:
         if self.opts.labels:
             final = await Dispatcher(self, state).apply_build_labels(self.opts.labels)
         return final
+
+    @property
+    def images(self) -> ImageStore:
+        return self.b.images
 
     def stage(self, name: str) -> str | None:
         return self.stage_images.get(name.lower())
@@ -451,10 +423,6 @@ class Build:
             except Exception as e:  # noqa: BLE001 - a leftover container is not the build's error
                 log.warning("cannot remove build container %s: %s", short_id(cid), e)
         self.tmp_containers.clear()
-
-
-def config_copy(cfg: ContainerConfig) -> ContainerConfig:
-    return msgspec.convert(msgspec.to_builtins(cfg), ContainerConfig)
 
 
 def mkdir_all(root_fd: int, path: str) -> None:

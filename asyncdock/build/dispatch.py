@@ -8,13 +8,12 @@ from typing import TYPE_CHECKING
 from ..base import errors
 from ..base.oci import ContainerConfig
 from . import gotext
-from .builder import DEFAULT_PATH, BuildFailed, StageState, config_copy
+from .state import DEFAULT_PATH, BuildFailed, StageState, Steps, config_copy
 from ..images.configedit import apply_change
 from .parse import Instruction, Stage, parse_trigger
 
 if TYPE_CHECKING:
     from ..images.store import ImageRecord
-    from .builder import Build
 
 
 def _shell(cfg: ContainerConfig) -> list[str]:
@@ -26,7 +25,7 @@ def _pairs(args: list[str]) -> list[tuple[str, str]]:
 
 
 class Dispatcher:
-    def __init__(self, build: Build, state: StageState) -> None:
+    def __init__(self, build: Steps, state: StageState) -> None:
         self.build = build
         self.state = state
 
@@ -53,8 +52,8 @@ class Dispatcher:
             st.run_config = ContainerConfig()
         else:
             prior = self.build.stage(name)
-            rec = await self.build.image_for(name) if prior is None else self.build.b.images.get(prior)
-            cfg = self.build.b.images.config(rec)
+            rec = await self.build.image_for(name) if prior is None else self.build.images.get(prior)
+            cfg = self.build.images.config(rec)
             st.image_id, st.image, st.image_config = rec.id, rec, cfg
             st.run_config = config_copy(cfg.config) if cfg.config is not None else ContainerConfig()
             st.os = cfg.os or "linux"
@@ -224,7 +223,7 @@ class Dispatcher:
             if prior is not None:
                 if not prior:
                     raise BuildFailed(f"COPY --from={ref} names a stage without an image (scratch)")
-                source_image = self.build.b.images.get(prior)
+                source_image = self.build.images.get(prior)
             else:
                 source_image = await self.build.image_for(ref)
         await self.build.copy_step(self.state, inst.cmd, sources, dest, chown=chown, chmod=chmod,
