@@ -265,3 +265,45 @@ def test_asyncdock_client_build(d: Daemon, tmp_path: Path, names: list[str]) -> 
     assert any(m.get("stream") == f"Successfully tagged {t}\n" for m in msgs)
     assert failure is not None
     assert d.docker("run", "--rm", t, "cat", "/x").stdout == "viaclient\n"
+
+
+def test_client_hangup_cancels_and_removes_containers(d: Daemon) -> None:
+    """The client going away mid-RUN cancels the build: its container is killed and removed."""
+    import io
+    import socket
+    import subprocess
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        data = b"FROM busybox\nRUN echo started && sleep 600\n"
+        ti = tarfile.TarInfo("Dockerfile")
+        ti.size = len(data)
+        tf.addfile(ti, io.BytesIO(data))
+    body = buf.getvalue()
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(60)
+    s.connect(str(d.socket))
+    s.sendall(b"POST /v1.54/build?nocache=1 HTTP/1.1\r\nHost: d\r\nContent-Type: application/x-tar\r\n"
+              b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
+    got = b""
+    while b'"stream":"started\\n"' not in got:
+        chunk = s.recv(65536)
+        assert chunk, got
+        got += chunk
+    m = re.search(rb"Running in ([0-9a-f]{12})", got)
+    assert m is not None
+    cid = m.group(1).decode()
+    s.close()
+    # the engine's destroy event of that container (--since 0: also if it came already)
+    proc = subprocess.Popen(
+        [d.docker_cli, "events", "--since", "0", "--filter", "event=destroy", "--filter", f"container={cid}",
+         "--format", "{{.ID}}"], env=d.env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert line.startswith(cid)
+    assert d.docker("ps", "-aq", "--filter", f"id={cid}").stdout == ""
