@@ -153,6 +153,7 @@ class Engine:
 
         self.builder = Builder(images=self.images, content=self.content, snapshotter=self.snapshotter,
                                containers=self.containers, puller=self.puller, work_root=self.data_root / "build")
+        await self.leftovers.run("scratch snapshots of interrupted builds", _done(self.builder.recover))
         self._tasks.spawn(self._housekeeping(self.snapshotter, self.exits, self.puller), name="housekeeping")
         self._started = True
         self.bus.event("daemon", "start", self.engine_id, {"name": os.uname().nodename})
@@ -162,6 +163,8 @@ class Engine:
             return
         self._started = False
         await self._tasks.close()  # no housekeeping pass under the shutdown's feet
+        if self.builder is not None:
+            await self.builder.close()  # its snapshot removals, before the snapshotter closes
         if self.containers is not None:
             await self.containers.shutdown()
         for rt in self.runtimes.values():

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import posixpath
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ from .cache import BuildCache
 from .options import BuildOptions
 from .parse import Parsed, parse
 from .shellwords import Lex
+from ..util.tasks import TaskSet
 
 if TYPE_CHECKING:
     from ..containers.manager import ContainerManager
@@ -52,6 +54,24 @@ class Builder:
         self.work_root = os.fspath(work_root)
         os.makedirs(self.work_root, exist_ok=True)
         self.cache = BuildCache(images)
+        # removals of the snapshots COPY steps wrote into (thousands of files: seconds), off the
+        # build's path; awaited at engine close
+        self._tasks = TaskSet("build")
+
+    async def recover(self) -> None:
+        """At start-up: the scratch snapshots of builds a crash interrupted."""
+        for info in await self.snapshotter.list():
+            if info.name.startswith("build-") and info.kind != "committed":
+                await self.snapshotter.remove(info.name)
+
+    async def close(self) -> None:
+        await self._tasks.close(timeout=None)
+
+    def remove_snapshot_later(self, key: str) -> None:
+        async def remove() -> None:
+            await self.snapshotter.remove(key)
+
+        self._tasks.spawn(remove(), name=f"remove snapshot {key}", failure_level=logging.WARNING)
 
     async def build(self, opts: BuildOptions, context: Any, emit: Emit) -> str:
         """Run the build; messages go to `emit`; returns the final image ID."""
@@ -329,6 +349,7 @@ class Build:
                 cc.cmd = [*(state.run_config.shell or ["/bin/sh", "-c"]), f"#(nop) {cmd} {checksum} in {dest} "]
                 if await self.probe(state, cc):
                     return
+                t0 = time.perf_counter()
                 await self.b.snapshotter.prepare(key, self._top(state))
                 async with self.mounted(key) as root_fd:
                     ids = numeric
@@ -336,13 +357,16 @@ class Build:
                         ids = await asyncio.to_thread(self._chown_ids, key, chown)
                     await copy_mod.copy_into(self.context, sources, dest, root_fd, workdir=workdir, chown=ids,
                                              chmod=mode, add=add, session=session, src_fd=src_fd)
+            t1 = time.perf_counter()
             layer = await self.committer().commit(key, self._top(state))
+            t2 = time.perf_counter()
             await self.new_image(state, cc, layer, "")
+            log.debug("%s: copy %.1f ms, layer commit %.1f ms, image %.1f ms", cmd, 1000 * (t1 - t0),
+                      1000 * (t2 - t1), 1000 * (time.perf_counter() - t2))
         finally:
             for k in (key, src_key):
                 if k:
-                    with contextlib.suppress(Exception):
-                        await self.b.snapshotter.remove(k)
+                    self.b.remove_snapshot_later(k)
 
     def _chown_ids(self, key: str, chown: str) -> tuple[int, int]:
         """--chown=name[:group]: the ids from the step's rootfs (containers/spec.resolve_user:
