@@ -25,7 +25,7 @@ from .buildargs import BuildArgs
 from .state import BuildFailed, StageState, config_copy
 from .cache import BuildCache
 from .options import BuildOptions
-from .parse import Parsed, parse
+from .parse import Instruction, Parsed, parse
 from .shellwords import Lex
 from ..util.tasks import TaskSet
 
@@ -125,6 +125,10 @@ class Build:
             if target not in names:
                 raise BuildFailed(f"failed to reach build target {self.opts.target} in Dockerfile")
             stages = stages[:names.index(target) + 1]
+        for k in sorted(self.opts.labels):
+            # moby's buildLabelOptions: one LABEL step each, at the end of the last stage
+            v = self.opts.labels[k]
+            stages[-1].commands.append(Instruction("LABEL", [k, v], {}, False, f"LABEL {k}={v}", 0, no_expand=True))
         total = len(parsed.meta_args) + sum(1 + len(s.commands) for s in stages)
         args = BuildArgs(self.opts.buildargs)
         step = 0
@@ -171,10 +175,7 @@ class Build:
             await self.err(f"[Warning] One or more build-args [{' '.join(unused)}] were not consumed\n")
         if state is None or not state.image_id:
             raise BuildFailed("No image was generated. Is your Dockerfile empty?")
-        final = state.image_id
-        if self.opts.labels:
-            final = await Dispatcher(self, state).apply_build_labels(self.opts.labels)
-        return final
+        return state.image_id
 
     @property
     def images(self) -> ImageStore:

@@ -94,6 +94,8 @@ class Dispatcher:
         return self.state.run_config
 
     def _expanded_pairs(self, inst: Instruction) -> list[str]:
+        if inst.no_expand:
+            return list(inst.args)
         out: list[str] = []
         for k, v in _pairs(inst.args):
             out += [self.expand(k), self.expand(v)]
@@ -114,14 +116,6 @@ class Dispatcher:
             raise BuildFailed("LABEL names can not be blank")
         self.edit("LABEL", words)
         await self.commit("LABEL " + " ".join(f"{k}={v}" for k, v in _pairs(words)))
-
-    async def apply_build_labels(self, labels: dict[str, str]) -> str:
-        """The `labels` parameter: one more step on the final image (moby adds a LABEL
-        instruction to the last stage)."""
-        words = [w for k, v in sorted(labels.items()) for w in (k, v)]
-        self.edit("LABEL", words)
-        await self.commit("LABEL " + " ".join(f"{k}={v}" for k, v in _pairs(words)))
-        return self.state.image_id
 
     async def do_arg(self, inst: Instruction) -> None:
         parts = []

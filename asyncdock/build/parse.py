@@ -35,6 +35,7 @@ class Instruction:
     raw_flags: tuple[str, ...] = ()
     sub_cmd: str = ""  # ONBUILD's trigger instruction
     expression: str = ""  # ONBUILD's trigger text
+    no_expand: bool = False  # the `labels` parameter's LABELs (moby's NewLabelCommand(k, v, true))
 
 
 @dataclass

@@ -189,6 +189,7 @@ def test_multistage_target_label_and_args(d: Daemon, tmp_path: Path, names: list
     out = build(d, tmp_path, "-f", str(tmp_path / "sub/Dockerfile"), "--target", "test", "--build-arg", "V=2",
                 "--label", "a=b", "-t", t).stdout
     assert "never" not in out
+    assert "Step 7/7 : LABEL a=b" in out.splitlines()  # the `labels` parameter: a step of its own
     assert "v2" in out.splitlines()
     info = inspect(d, t)
     assert info["Config"]["Labels"] == {"a": "b"}
@@ -307,3 +308,28 @@ def test_client_hangup_cancels_and_removes_containers(d: Daemon) -> None:
         proc.wait()
     assert line.startswith(cid)
     assert d.docker("ps", "-aq", "--filter", f"id={cid}").stdout == ""
+
+
+def test_remote_dockerfile_url(d: Daemon, tmp_path: Path, names: list[str]) -> None:
+    """`remote=` an http URL of a Dockerfile on loopback: fetched by the engine, built."""
+    import functools
+    import http.server
+    import threading
+    from urllib.parse import quote
+
+    write(tmp_path, {"Dockerfile": "FROM busybox\nRUN echo remote > /r\n"})
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    t = tag()
+    names.append(t)
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}/Dockerfile"
+        status, body = d.request("POST", f"/v1.54/build?remote={quote(url, safe='')}&t={t}", b"", timeout=120)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert status == 200, body
+    assert b"Successfully tagged" in body, body
+    assert d.docker("run", "--rm", t, "cat", "/r").stdout == "remote\n"
