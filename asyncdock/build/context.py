@@ -161,12 +161,39 @@ def _fill(read: Callable[[int], bytes], want: int, have: bytes = b"") -> bytes:
     return have
 
 
+def _unzstd(read: Callable[[int], bytes], first: bytes) -> Iterator[bytes]:
+    import zstandard  # only zstd bodies pay for the import
+
+    class _Prefixed:
+        # zstandard reads through .read(); put back the bytes that were sniffed
+        def __init__(self) -> None:
+            self.first = first
+
+        def read(self, n: int = -1) -> bytes:
+            if self.first:
+                b, self.first = self.first, b""
+                return b
+            return read(n if n and n > 0 else _CHUNK)
+
+    try:
+        with zstandard.ZstdDecompressor().stream_reader(_Prefixed(), read_size=_CHUNK, read_across_frames=True,
+                                                        closefd=False) as zr:
+            while True:
+                out = zr.read(_OUT_MAX)
+                if not out:
+                    return
+                yield out
+    except zstandard.ZstdError as e:
+        raise ContextError(f"invalid zstd data: {e}") from None
+
+
 def decompressed(read: Callable[[int], bytes]) -> tuple[str, Iterator[bytes]]:
-    """(compression, the uncompressed chunks) of what `read` yields; sniffed by content."""
+    """(compression, the uncompressed chunks) of what `read` yields; sniffed by content
+    (moby's DecompressStream: gzip, bzip2, xz, zstd)."""
     head = _fill(read, 6)
     kind = compression_of(head)
     if kind == "zstd":
-        raise ContextError("zstd-compressed archives are not supported by the classic builder")
+        return kind, _unzstd(read, head)
     return kind, (_inflate(kind, read, head) if kind else _plain(read, head))
 
 

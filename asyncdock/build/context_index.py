@@ -150,7 +150,7 @@ class ContextIndex:
         return done
 
     def _add(self, rel: str, node: Node) -> None:
-        parent, name = posixpath.split(rel)
+        parent, _, name = rel.rpartition("/")
         self.nodes[rel] = node
         self.children.setdefault(parent, set()).add(name)
         if node.kind == "d":
@@ -212,9 +212,11 @@ def build_index(chunks: Iterator[bytes], spool_fd: int, keep: frozenset[str]) ->
             continue
         if rules is not None and rel not in keep and rules.excluded(rel, node.kind == "d"):
             continue
-        parent, name = posixpath.split(rel)
+        member_rel = rel
+        parent, _, name = rel.rpartition("/")
         real_parent = idx._parent(parent)
-        rel = f"{real_parent}/{name}" if real_parent else name
+        if real_parent != parent:
+            rel = f"{real_parent}/{name}" if real_parent else name
         old = idx.nodes.get(rel)
         if old is not None and not (old.kind == "d" and node.kind == "d"):
             idx._drop(rel)
@@ -229,7 +231,7 @@ def build_index(chunks: Iterator[bytes], spool_fd: int, keep: frozenset[str]) ->
         if m.type == REG:
             # the data was hashed under the member's own name: a symlinked parent (rare,
             # hostile) moves it, and then its sum is taken again under the name it landed at
-            node.sum = data_hash if rel == clean_member_name(m.name) else _file_sum(rel, node, spool_fd)
+            node.sum = data_hash if rel == member_rel else _file_sum(rel, node, spool_fd)
         elif m.type != LNK:
             node.sum = node_sum(rel, node)
         if rules is None:

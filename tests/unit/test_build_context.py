@@ -97,7 +97,14 @@ async def test_tar_unpacked_with_modes_numeric_owners_and_symlinks(tmp_path: Pat
     assert not (tmp_path / "work").exists()
 
 
-@pytest.mark.parametrize("compress", [gzip.compress, bz2.compress, lzma.compress], ids=["gzip", "bzip2", "xz"])
+def zstd_compress(data: bytes) -> bytes:
+    import zstandard
+
+    return zstandard.ZstdCompressor().compress(data)
+
+
+@pytest.mark.parametrize("compress", [gzip.compress, bz2.compress, lzma.compress, zstd_compress],
+                         ids=["gzip", "bzip2", "xz", "zstd"])
 async def test_compressed_bodies(tmp_path: Path, compress: Callable[[bytes], bytes]) -> None:
     body = compress(make_tar([("Dockerfile", "f", b"FROM busybox\n", 0o644), ("a/b.txt", "f", b"x" * 100_000, 0o600)]))
     ctx = await load(body, tmp_path)
