@@ -127,14 +127,19 @@ async def test_checksum_ignores_mtime_but_not_content_mode_or_name(tmp_path: Pat
 
 
 async def test_sums_taken_while_unpacking_equal_sums_read_from_disk(tmp_path: Path) -> None:
-    files: dict[str, bytes | str | None] = {**FILES, "implicit/parent/f": b"no dir members", "hard": None}
+    files: dict[str, bytes | str | None] = {
+        **FILES, "implicit/parent/f": b"no dir members", "hard": None,
+        # a member below a symlinked directory lands in its target, on disk as in the index
+        "real": None, "via": "real", "via/f": b"through the link", "abs": "/real", "abs/g": b"absolute",
+    }
     ctx = await context(tmp_path, files)
     try:
-        sources = [["."], ["src"], ["src/link"], ["*.txt", "src/pkg"], ["implicit"]]
+        sources = [["."], ["src"], ["src/link"], ["*.txt", "src/pkg"], ["implicit"], ["real"], ["via/f"], ["abs"]]
         from_index = [await source_checksum(ctx, s, dest="/d/") for s in sources]
         assert (ctx.index is None) is UNPACK_FIRST and bool(os.listdir(ctx.root)) is UNPACK_FIRST
         await ctx.amaterialize()
         assert ctx.index is None and (ctx.root / "src/main.py").exists()
+        assert sorted(os.listdir(ctx.root / "real")) == ["f", "g"]
         assert [await source_checksum(ctx, s, dest="/d/") for s in sources] == from_index
         ctx.sums.clear()  # every sum taken again from the files on disk
         assert [await source_checksum(ctx, s, dest="/d/") for s in sources] == from_index
