@@ -611,7 +611,8 @@ async def _git(*args: str, cwd: Path) -> tuple[int, str]:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd), "GIT_TERMINAL_PROMPT": "0",
            "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null", "LC_ALL": "C",
            # what a clone may reach: never the daemon's own files
-           "GIT_PROTOCOL_FROM_USER": "0", "GIT_ALLOW_PROTOCOL": "http:https:git:ssh"}
+           "GIT_PROTOCOL_FROM_USER": "0", "GIT_ALLOW_PROTOCOL": "http:https:git:ssh",
+           "GIT_SSH_COMMAND": "ssh -o BatchMode=yes"}  # never a prompt on the daemon's terminal
     proc = await asyncio.create_subprocess_exec(
         "git", "-c", "protocol.file.allow=never", "-c", "core.hooksPath=/dev/null", *args, cwd=cwd,
         env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
