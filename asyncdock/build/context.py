@@ -29,6 +29,7 @@ import posixpath
 import re
 import stat
 import tempfile
+import threading
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -48,6 +49,7 @@ from ..containers.rootfs_fs import (
 from ..images.pipe import LayerPipe, PipeClosed
 from ..snapshots.tarstream import DIR, LNK, REG, SYM, ChunkStream, Member, TarError, TarReader
 from ..util.fstree import remove_tree, remove_tree_quietly
+from .context_index import ContextIndex, IndexError_, Node, build_index, header_bytes
 from .dockerignore import IgnoreRules
 
 DEFAULT_DOCKERFILE = "Dockerfile"
@@ -159,12 +161,39 @@ def _fill(read: Callable[[int], bytes], want: int, have: bytes = b"") -> bytes:
     return have
 
 
+def _unzstd(read: Callable[[int], bytes], first: bytes) -> Iterator[bytes]:
+    import zstandard  # only zstd bodies pay for the import
+
+    class _Prefixed:
+        # zstandard reads through .read(); put back the bytes that were sniffed
+        def __init__(self) -> None:
+            self.first = first
+
+        def read(self, n: int = -1) -> bytes:
+            if self.first:
+                b, self.first = self.first, b""
+                return b
+            return read(n if n and n > 0 else _CHUNK)
+
+    try:
+        with zstandard.ZstdDecompressor().stream_reader(_Prefixed(), read_size=_CHUNK, read_across_frames=True,
+                                                        closefd=False) as zr:
+            while True:
+                out = zr.read(_OUT_MAX)
+                if not out:
+                    return
+                yield out
+    except zstandard.ZstdError as e:
+        raise ContextError(f"invalid zstd data: {e}") from None
+
+
 def decompressed(read: Callable[[int], bytes]) -> tuple[str, Iterator[bytes]]:
-    """(compression, the uncompressed chunks) of what `read` yields; sniffed by content."""
+    """(compression, the uncompressed chunks) of what `read` yields; sniffed by content
+    (moby's DecompressStream: gzip, bzip2, xz, zstd)."""
     head = _fill(read, 6)
     kind = compression_of(head)
     if kind == "zstd":
-        raise ContextError("zstd-compressed archives are not supported by the classic builder")
+        return kind, _unzstd(read, head)
     return kind, (_inflate(kind, read, head) if kind else _plain(read, head))
 
 
@@ -201,20 +230,12 @@ def _head_and_rest(chunks: Iterator[bytes], want: int) -> tuple[bytes, Iterator[
 # -- checksums ----------------------------------------------------------------------------------
 
 
-def _header_bytes(rel: str, mode: int, uid: int, gid: int, size: int, typeflag: str, linkname: str) -> bytes:
-    # tarsum version 1's header selection (name, mode, uid, gid, size, typeflag, linkname,
-    # uname, gname, devmajor, devminor; no mtime, so a touched file keeps its cache). Names
-    # are not in it: owners are numeric here, as the files carry them.
-    return (f"name{rel}mode{mode}uid{uid}gid{gid}size{size}typeflag{typeflag}linkname{linkname}"
-            f"unamegnamedevmajor0devminor0").encode("utf-8", "surrogateescape")
-
-
 def entry_sum(dir_fd: int, name: str, rel: str, st: os.stat_result) -> str:
     """The checksum of one entry as it is on disk (what a member sum taken while unpacking
     equals for the same entry); reads a regular file's content."""
     mode = stat.S_IMODE(st.st_mode)
     if stat.S_ISREG(st.st_mode):
-        h = hashlib.sha256(_header_bytes(rel, mode, st.st_uid, st.st_gid, st.st_size, "0", ""))
+        h = hashlib.sha256(header_bytes(rel, mode, st.st_uid, st.st_gid, st.st_size, "0", ""))
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
         try:
             if st.st_size <= _CHUNK:
@@ -229,12 +250,12 @@ def entry_sum(dir_fd: int, name: str, rel: str, st: os.stat_result) -> str:
             os.close(fd)
         return h.hexdigest()
     if stat.S_ISDIR(st.st_mode):
-        return hashlib.sha256(_header_bytes(rel, mode, st.st_uid, st.st_gid, 0, "5", "")).hexdigest()
+        return hashlib.sha256(header_bytes(rel, mode, st.st_uid, st.st_gid, 0, "5", "")).hexdigest()
     if stat.S_ISLNK(st.st_mode):
         target = os.readlink(name, dir_fd=dir_fd)
-        return hashlib.sha256(_header_bytes(rel, mode, st.st_uid, st.st_gid, 0, "2", target)).hexdigest()
+        return hashlib.sha256(header_bytes(rel, mode, st.st_uid, st.st_gid, 0, "2", target)).hexdigest()
     kind = "6" if stat.S_ISFIFO(st.st_mode) else "3" if stat.S_ISCHR(st.st_mode) else "4"
-    return hashlib.sha256(_header_bytes(rel, mode, st.st_uid, st.st_gid, 0, kind, "") +
+    return hashlib.sha256(header_bytes(rel, mode, st.st_uid, st.st_gid, 0, kind, "") +
                           f"rdev{st.st_rdev}".encode()).hexdigest()
 
 
@@ -244,10 +265,10 @@ def entry_sum(dir_fd: int, name: str, rel: str, st: os.stat_result) -> str:
 class _Unpacker:
     """Members of the context's tar into `root`, checksums taken on the way."""
 
-    def __init__(self, root_fd: int, keep: frozenset[str]) -> None:
+    def __init__(self, root_fd: int, keep: frozenset[str], rules: IgnoreRules | None = None) -> None:
         self.root_fd = root_fd
         self.keep = keep
-        self.rules: IgnoreRules | None = None
+        self.rules: IgnoreRules | None = rules
         self.sums: dict[str, str] = {}
         self.early: list[str] = []  # written before the .dockerignore was seen
         self.dirs: list[tuple[str, int]] = []
@@ -348,7 +369,7 @@ class _Unpacker:
                 if m.sparse is not None:
                     reader.write_member(fd, m)  # holes kept; summed from disk when asked
                 else:
-                    h = hashlib.sha256(_header_bytes(rel, mode, m.uid, m.gid, m.size, "0", ""))
+                    h = hashlib.sha256(header_bytes(rel, mode, m.uid, m.gid, m.size, "0", ""))
                     left = m.size
                     while left:
                         data = reader.read_data(min(left, _CHUNK))
@@ -373,13 +394,13 @@ class _Unpacker:
             finally:
                 os.close(fd)
             self.dirs.append((rel, m.mtime_ns))
-            self.sums[rel] = hashlib.sha256(_header_bytes(rel, mode, m.uid, m.gid, 0, "5", "")).hexdigest()
+            self.sums[rel] = hashlib.sha256(header_bytes(rel, mode, m.uid, m.gid, 0, "5", "")).hexdigest()
         elif t == SYM:
             os.symlink(m.linkname, base, dir_fd=pfd)
             os.chown(base, m.uid, m.gid, dir_fd=pfd, follow_symlinks=False)
             os.utime(base, ns=(m.mtime_ns, m.mtime_ns), dir_fd=pfd, follow_symlinks=False)
             # a symlink's mode is 0777 on Linux whatever the tar says: sum what is on disk
-            self.sums[rel] = hashlib.sha256(_header_bytes(rel, 0o777, m.uid, m.gid, 0, "2", m.linkname)).hexdigest()
+            self.sums[rel] = hashlib.sha256(header_bytes(rel, 0o777, m.uid, m.gid, 0, "2", m.linkname)).hexdigest()
         else:  # LNK: both names share the inode; each is summed from disk when asked
             try:
                 target = clean_member_name(m.linkname)
@@ -448,9 +469,11 @@ class _Unpacked:
         self.plain_dockerfile = plain_dockerfile
 
 
-def unpack_context(read: Callable[[int], bytes], root: Path, dockerfile: str = DEFAULT_DOCKERFILE) -> _Unpacked:
-    """Blocking: the body read through `read` into the empty directory `root`."""
-    kind, chunks = decompressed(read)
+def unpack_context(read: Callable[[int], bytes], root: Path, dockerfile: str = DEFAULT_DOCKERFILE, *,
+                   rules: IgnoreRules | None = None, raw: bool = False) -> _Unpacked:
+    """Blocking: the body read through `read` into the empty directory `root` (`raw`: an
+    uncompressed tar, not sniffed; `rules`: the .dockerignore, known beforehand)."""
+    kind, chunks = ("", _plain(read, b"")) if raw else decompressed(read)
     head, chunks = _head_and_rest(chunks, 512)
     root_fd = open_root(root)
     try:
@@ -470,7 +493,7 @@ def unpack_context(read: Callable[[int], bytes], root: Path, dockerfile: str = D
                 os.close(fd)
             return _Unpacked({}, None, True)
         reader = TarReader(ChunkStream(chunks))
-        u = _Unpacker(root_fd, _keep_names(dockerfile))
+        u = _Unpacker(root_fd, _keep_names(dockerfile), rules)
         try:
             while True:
                 try:
@@ -486,6 +509,56 @@ def unpack_context(read: Callable[[int], bytes], root: Path, dockerfile: str = D
         return _Unpacked(u.sums, u.rules, False)
     finally:
         os.close(root_fd)
+
+
+SPOOL_NAME = "context.tar"
+
+
+class _Indexed:
+    __slots__ = ("index", "rules", "spool", "plain_dockerfile")
+
+    def __init__(self, index: ContextIndex | None, rules: IgnoreRules | None, spool: Path | None,
+                 plain_dockerfile: bool) -> None:
+        self.index = index
+        self.rules = rules
+        self.spool = spool
+        self.plain_dockerfile = plain_dockerfile
+
+
+def index_context(read: Callable[[int], bytes], workdir: Path, root: Path,
+                  dockerfile: str = DEFAULT_DOCKERFILE) -> _Indexed:
+    """Blocking: the body read through `read` spooled (uncompressed) into workdir and indexed;
+    a bare Dockerfile is written into `root` instead (nothing to index)."""
+    kind, chunks = decompressed(read)
+    head, chunks = _head_and_rest(chunks, 512)
+    if not head:
+        return _Indexed(ContextIndex(), None, None, False)
+    if not is_tar_header(head):
+        if kind:
+            raise ContextError(f"invalid build context: the {kind} data is not a tar archive")
+        root_fd = open_root(root)
+        try:
+            fd = os.open(DEFAULT_DOCKERFILE, _FILE_FLAGS, 0o644, dir_fd=root_fd)
+        finally:
+            os.close(root_fd)
+        try:
+            for c in chunks:
+                view = memoryview(c)
+                while view:
+                    view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        return _Indexed(None, None, None, True)
+    spool = workdir / SPOOL_NAME
+    fd = os.open(spool, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            index, rules = build_index(chunks, fd, _keep_names(dockerfile))
+        except IndexError_ as e:
+            raise ContextError(str(e)) from None
+    finally:
+        os.close(fd)
+    return _Indexed(index, rules, spool, False)
 
 
 # -- remote contexts ----------------------------------------------------------------------------
@@ -538,7 +611,8 @@ async def _git(*args: str, cwd: Path) -> tuple[int, str]:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd), "GIT_TERMINAL_PROMPT": "0",
            "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null", "LC_ALL": "C",
            # what a clone may reach: never the daemon's own files
-           "GIT_PROTOCOL_FROM_USER": "0", "GIT_ALLOW_PROTOCOL": "http:https:git:ssh"}
+           "GIT_PROTOCOL_FROM_USER": "0", "GIT_ALLOW_PROTOCOL": "http:https:git:ssh",
+           "GIT_SSH_COMMAND": "ssh -o BatchMode=yes"}  # never a prompt on the daemon's terminal
     proc = await asyncio.create_subprocess_exec(
         "git", "-c", "protocol.file.allow=never", "-c", "core.hooksPath=/dev/null", *args, cwd=cwd,
         env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
@@ -602,11 +676,19 @@ class BuildContext:
     """A build context on disk: `root`, its `.dockerignore` rules, checksums by path."""
 
     def __init__(self, root: Path, workdir: Path, ignore: IgnoreRules, sums: dict[str, str] | None = None,
-                 *, plain_dockerfile: bool = False) -> None:
+                 *, plain_dockerfile: bool = False, index: ContextIndex | None = None, spool: Path | None = None,
+                 dockerfile_name: str = DEFAULT_DOCKERFILE) -> None:
         self.root = root
         self.workdir = workdir
         self.ignore = ignore
         self.plain_dockerfile = plain_dockerfile
+        # a tar body is held as its spool + index until a COPY needs the files (materialize)
+        self.index = index
+        self.spool = spool
+        self._dockerfile_name = dockerfile_name
+        self._materialize_lock = threading.Lock()
+        if index is not None:
+            sums = {rel: n.sum for rel, n in index.nodes.items() if rel}
         # rel path -> checksum, taken while unpacking (valid for the context's life: nothing
         # writes to it after)
         self.sums: dict[str, str] = dict(sums or {})
@@ -633,9 +715,9 @@ class BuildContext:
         root.mkdir(parents=True, exist_ok=True)
         pipe = LayerPipe()
 
-        def work() -> _Unpacked:
+        def work() -> _Indexed:
             try:
-                return unpack_context(pipe.read, root, dockerfile)
+                return index_context(pipe.read, workdir, root, dockerfile)
             finally:
                 pipe.reader_done()
 
@@ -656,7 +738,31 @@ class BuildContext:
         except BaseException:
             await asyncio.to_thread(remove_tree_quietly, workdir)
             raise
-        return cls(root, workdir, out.rules or IgnoreRules(""), out.sums, plain_dockerfile=out.plain_dockerfile)
+        return cls(root, workdir, out.rules or IgnoreRules(""), plain_dockerfile=out.plain_dockerfile,
+                   index=out.index, spool=out.spool, dockerfile_name=dockerfile)
+
+    def materialize(self) -> None:
+        """Blocking: unpack the spooled tar into `root` (once; what .dockerignore excludes is
+        not written). The sums stay those of the index."""
+        with self._materialize_lock:
+            if self.index is None:
+                return
+            if self.spool is not None:
+                with open(self.spool, "rb") as f:
+                    unpack_context(f.read, self.root, self._dockerfile_name, rules=self.ignore, raw=True)
+                self.spool.unlink()
+            self.index = None
+            self.spool = None
+
+    @contextlib.contextmanager
+    def held_index(self) -> Iterator[tuple[ContextIndex | None, Path | None]]:
+        """(index, spool) while they cannot be materialized away, or (None, None) once the
+        context is on disk."""
+        with self._materialize_lock:
+            yield self.index, self.spool
+
+    async def amaterialize(self) -> None:
+        await asyncio.to_thread(self.materialize)
 
     @classmethod
     async def from_remote(cls, url: str, workdir: Path, *, session: HTTPSession | None,
@@ -721,6 +827,22 @@ class BuildContext:
             rel = posixpath.normpath(cand.lstrip("/")) if cand.strip("/") else "."
             if rel == ".." or rel.startswith("../"):
                 raise ContextError(f"Cannot locate specified Dockerfile: {name}")
+            with self._materialize_lock:
+                index, spool = self.index, self.spool
+                if index is not None:
+                    found = index.resolve(rel)
+                    node: Node | None = index.nodes.get(found) if found is not None else None
+                    if node is None:
+                        continue
+                    if node.kind != "f":
+                        raise ContextError(f"Cannot locate specified Dockerfile: {name}")
+                    if spool is None or not node.size:
+                        raise ContextError(f"the Dockerfile ({name}) cannot be empty")
+                    fd = os.open(spool, os.O_RDONLY | os.O_CLOEXEC)
+                    try:
+                        return index.read(fd, node)
+                    finally:
+                        os.close(fd)
             try:
                 fd = open_in_root(self.root_fd, rel, os.O_RDONLY)
             except (FileNotFoundError, NotADirectoryError):

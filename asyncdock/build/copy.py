@@ -34,14 +34,16 @@ import os
 import posixpath
 import stat
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 from pathlib import Path
 
 from ..base.errors import InvalidParameter
 from ..containers import tarextract
 from ..containers.rootfs_fs import lstat_at, open_in_root, openat2, resolved_path
 from ..util.fstree import remove_tree
-from .context import BENEATH, BuildContext, HTTPSession, is_tar_header, decompressed, entry_sum, fetch_url, is_url
+from .context_index import ContextIndex, Node
+from .context import BENEATH, BuildContext, ContextError, HTTPSession, is_tar_header, decompressed, entry_sum, fetch_url, is_url
 from .dockerignore import IgnoreRules, go_clean, go_match, has_wildcards
 
 UNNAMED = "__unnamed__"
@@ -150,17 +152,19 @@ async def download(ctx: BuildContext, url: str, session: HTTPSession, *, max_byt
 class _Info:
     """One source: where it is (relative to its root fd), its checksum, what it holds."""
 
-    __slots__ = ("root_fd", "rel", "name", "st", "hash", "entries", "no_decompress")
+    __slots__ = ("root_fd", "rel", "name", "st", "hash", "entries", "no_decompress", "node")
 
-    def __init__(self, root_fd: int, rel: str, name: str, st: os.stat_result, h: str,
-                 entries: list[tuple[str, os.stat_result]] | None, no_decompress: bool = False) -> None:
+    def __init__(self, root_fd: int, rel: str, name: str, st: os.stat_result | None, h: str,
+                 entries: list[tuple[str, Any]] | None, no_decompress: bool = False, node: Node | None = None) -> None:
         self.root_fd = root_fd
         self.rel = rel  # "" is the root itself
         self.name = name  # the name a file gets inside a destination directory
         self.st = st
         self.hash = h
-        self.entries = entries  # a directory's entries below it, grouped by parent directory
+        # a directory's entries below it (rel, lstat or index node), grouped by parent directory
+        self.entries = entries
         self.no_decompress = no_decompress
+        self.node = node  # a file of a context held as its index
 
 
 def _hash_slice(prefix: str, items: list[str]) -> str:
@@ -284,17 +288,61 @@ class _Resolver:
         return out
 
 
+class _IndexResolver:
+    """_Resolver's answers for a context still held as its index (context_index.py): the
+    same paths, the same order, the same sums, without a file on disk."""
+
+    def __init__(self, ctx: BuildContext, index: ContextIndex, cmd: str) -> None:
+        self.index = index
+        self.cmd = cmd
+        self.ignore: IgnoreRules | None = ctx.ignore if ctx.ignore else None
+        self._disk = _Resolver.__new__(_Resolver)  # for its error texts only
+        self._disk.cmd, self._disk.from_context = cmd, True
+
+    def _excluded(self, rel: str) -> bool:
+        return self.ignore is not None and self.ignore.excluded(rel)
+
+    def _may_include_below(self, rel: str) -> bool:
+        return self.ignore is not None and self.ignore.may_include_below(rel)
+
+    def info(self, orig: str, name: str) -> _Info:
+        clean = go_clean(orig)
+        if clean == ".." or clean.startswith("../"):
+            raise CopyError(f"{self.cmd} failed: Forbidden path outside the build context: {orig} ()")
+        rel0 = "" if clean == "." else clean
+        if rel0 and self._excluded(rel0):
+            raise self._disk._not_found(orig)
+        rel = self.index.resolve(rel0)
+        if rel is None or (rel and rel != rel0 and self._excluded(rel)):
+            raise self._disk._not_found(orig)
+        node = self.index.nodes[rel]
+        if node.kind != "d":
+            return _Info(-1, rel, name, None, "file:" + node.sum, None, node=node)
+        hashes = [node.sum] if rel else []
+        entries = list(self.index.walk(rel, self._excluded, self._may_include_below))
+        hashes.extend(n.sum for _, n in entries)
+        hashes.sort()
+        return _Info(-1, rel, name, None, _hash_slice("dir", hashes), entries)
+
+    def wildcard(self, pattern: str) -> list[_Info]:
+        return [self.info(rel, posixpath.basename(rel))
+                for rel, _ in self.index.walk("", self._excluded, self._may_include_below) if go_match(pattern, rel)]
+
+
 def _trim(orig: str) -> str:
     p = orig.removeprefix("/")
     return p.removeprefix("./")
 
 
-def _resolve(ctx: BuildContext, sources: list[str], dest: str, src_fd: int | None, add: bool) -> list[_Info]:
-    """Blocking: every source of one instruction, with its checksum."""
+def _resolve(ctx: BuildContext, sources: list[str], dest: str, src_fd: int | None, add: bool, *,
+             index: ContextIndex | None = None) -> list[_Info]:
+    """Blocking: every source of one instruction, with its checksum (`index`: the context's,
+    while it is held as one)."""
     cmd = "ADD" if add else "COPY"
     refuse_heredocs(cmd, sources)
     infos: list[_Info] = []
-    resolver = _Resolver(ctx, src_fd if src_fd is not None else ctx.root_fd, src_fd is None, cmd)
+    resolver: _Resolver | _IndexResolver = _IndexResolver(ctx, index, cmd) if index is not None else \
+        _Resolver(ctx, src_fd if src_fd is not None else ctx.root_fd, src_fd is None, cmd)
     for orig in sources:
         if is_url(orig):
             if not add:
@@ -349,8 +397,12 @@ async def source_checksum(ctx: BuildContext, sources: list[str], *, dest: str = 
     """The cache key of COPY/ADD `sources` (from the context, or from the root fd `src_fd` of
     another stage or image for --from). `dest` only for moby's checks that depend on it."""
     await _downloads(ctx, sources, add, session)
-    infos = await asyncio.to_thread(_resolve, ctx, sources, dest, src_fd, add)
-    return checksum_of(infos)
+
+    def work() -> str:
+        with ctx.held_index() as (index, _):
+            return checksum_of(_resolve(ctx, sources, dest, src_fd, add, index=index if src_fd is None else None))
+
+    return await asyncio.to_thread(work)
 
 
 # -- writing into the rootfs --------------------------------------------------------------------
@@ -367,18 +419,88 @@ def normalize_dest(workdir: str, dest: str) -> str:
     return joined
 
 
+class _Source:
+    """One entry to copy, read from the disk (a directory fd and a name) or from the spooled
+    tar of a context still held as its index (the spool fd and the node)."""
+
+    __slots__ = ("kind", "perm", "mtime_ns", "size", "rdev", "_dir_fd", "_name", "_spool_fd", "_node")
+
+    def __init__(self, kind: int, perm: int, mtime_ns: int, size: int, rdev: int = 0, *, dir_fd: int = -1,
+                 name: str = "", spool_fd: int = -1, node: Node | None = None) -> None:
+        self.kind = kind
+        self.perm = perm
+        self.mtime_ns = mtime_ns
+        self.size = size
+        self.rdev = rdev
+        self._dir_fd = dir_fd
+        self._name = name
+        self._spool_fd = spool_fd
+        self._node = node
+
+    @classmethod
+    def on_disk(cls, dir_fd: int, name: str, st: os.stat_result) -> _Source:
+        return cls(stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_mtime_ns, st.st_size, st.st_rdev,
+                   dir_fd=dir_fd, name=name)
+
+    @classmethod
+    def in_spool(cls, spool_fd: int, node: Node) -> _Source:
+        kind = {"f": stat.S_IFREG, "d": stat.S_IFDIR, "l": stat.S_IFLNK}[node.kind]
+        return cls(kind, node.mode, node.mtime_ns, node.size, spool_fd=spool_fd, node=node)
+
+    def linkname(self) -> str:
+        if self._node is not None:
+            return self._node.linkname
+        return os.readlink(self._name, dir_fd=self._dir_fd)
+
+    def write_to(self, out: int) -> None:
+        if not self.size:
+            return
+        if self._node is not None:
+            off, left = self._node.offset, self.size
+            while left:
+                n = os.copy_file_range(self._spool_fd, out, left, off) if left > _COPY_CHUNK else 0
+                if not n:
+                    data = os.pread(self._spool_fd, min(left, _COPY_CHUNK), off)
+                    if not data:
+                        raise OSError(5, "the spooled context ended early")
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(out, view):]
+                    n = len(data)
+                off += n
+                left -= n
+            return
+        src = os.open(self._name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._dir_fd)
+        try:
+            _copy_data(src, out, self.size)
+        finally:
+            os.close(src)
+
+    def reader(self) -> tuple[Callable[[int], bytes], Callable[[], None]]:
+        """(read(n), close) over the content, for ADD's archive sniffing and unpacking."""
+        if self._node is not None:
+            pos = [self._node.offset]
+            end = self._node.offset + self.size
+            spool = self._spool_fd
+
+            def read(n: int) -> bytes:
+                n = min(n, end - pos[0])
+                if n <= 0:
+                    return b""
+                data = os.pread(spool, n, pos[0])
+                pos[0] += len(data)
+                return data
+
+            return read, lambda: None
+        fd = os.open(self._name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._dir_fd)
+        return (lambda n: os.read(fd, n)), (lambda: os.close(fd))
+
+
 class _Writer:
     def __init__(self, root_fd: int, owner: tuple[int, int], chmod: int | None) -> None:
         self.root_fd = root_fd
         self.uid, self.gid = owner
         self.chmod = chmod
-        self.dir_times: list[tuple[int, str, int]] = []  # (base fd, rel, mtime ns), set last
-        self._bases: list[int] = []
-
-    def close(self) -> None:
-        for fd in self._bases:
-            os.close(fd)
-        self._bases.clear()
 
     def mkdirs(self, path: str, owner: tuple[int, int]) -> int:
         """An fd of the rootfs directory `path` (resolved in the root), made with its missing
@@ -422,94 +544,80 @@ class _Writer:
             os.unlink(base, dir_fd=pfd)
         return False
 
-    def _mode(self, st: os.stat_result) -> int:
-        return self.chmod if self.chmod is not None else stat.S_IMODE(st.st_mode)
+    def _mode(self, src: _Source) -> int:
+        return self.chmod if self.chmod is not None else src.perm
 
-    def file(self, src_dir_fd: int, src_name: str, st: os.stat_result, pfd: int, base: str) -> None:
-        kind = stat.S_IFMT(st.st_mode)
-        if kind == stat.S_IFDIR:
-            raise AssertionError("file() takes no directory")
+    def file(self, src: _Source, pfd: int, base: str) -> None:
         try:
-            self._create(src_dir_fd, src_name, st, pfd, base, kind)
+            self._create(src, pfd, base)
         except FileExistsError:
             self._clear(pfd, base, keep_dir=False)
-            self._create(src_dir_fd, src_name, st, pfd, base, kind)
+            self._create(src, pfd, base)
 
-    def _create(self, src_dir_fd: int, src_name: str, st: os.stat_result, pfd: int, base: str, kind: int) -> None:
-        mt = st.st_mtime_ns
+    def _create(self, src: _Source, pfd: int, base: str) -> None:
+        mt = src.mtime_ns
+        kind = src.kind
         if kind == stat.S_IFREG:
             out = os.open(base, _FILE_FLAGS, 0o600, dir_fd=pfd)
             try:
-                if st.st_size:
-                    src = os.open(src_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir_fd)
-                    try:
-                        _copy_data(src, out, st.st_size)
-                    finally:
-                        os.close(src)
+                src.write_to(out)
                 os.fchown(out, self.uid, self.gid)
-                os.fchmod(out, self._mode(st))  # after chown, which clears set-id bits
+                os.fchmod(out, self._mode(src))  # after chown, which clears set-id bits
                 os.utime(out, ns=(mt, mt))
             finally:
                 os.close(out)
         elif kind == stat.S_IFLNK:
-            os.symlink(os.readlink(src_name, dir_fd=src_dir_fd), base, dir_fd=pfd)
+            os.symlink(src.linkname(), base, dir_fd=pfd)
             os.chown(base, self.uid, self.gid, dir_fd=pfd, follow_symlinks=False)
             os.utime(base, ns=(mt, mt), dir_fd=pfd, follow_symlinks=False)
         elif kind in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO):
             if kind == stat.S_IFIFO:
                 os.mkfifo(base, 0o600, dir_fd=pfd)
             else:
-                os.mknod(base, kind | 0o600, st.st_rdev, dir_fd=pfd)
+                os.mknod(base, kind | 0o600, src.rdev, dir_fd=pfd)
             fd = os.open(base, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
             try:
                 os.chown(f"/proc/self/fd/{fd}", self.uid, self.gid)
-                os.chmod(f"/proc/self/fd/{fd}", self._mode(st))
+                os.chmod(f"/proc/self/fd/{fd}", self._mode(src))
                 os.utime(f"/proc/self/fd/{fd}", ns=(mt, mt))
             finally:
                 os.close(fd)
         # sockets are not copied (tar has no way to carry them either)
 
-    def directory(self, st: os.stat_result, pfd: int, base: str) -> None:
+    def directory(self, src: _Source, pfd: int, base: str) -> None:
         kept = self._clear(pfd, base, keep_dir=True)
         if not kept:
             os.mkdir(base, 0o700, dir_fd=pfd)
         fd = os.open(base, _DIR_FLAGS, dir_fd=pfd)
         try:
             os.fchown(fd, self.uid, self.gid)
-            os.fchmod(fd, self._mode(st))
+            os.fchmod(fd, self._mode(src))
         finally:
             os.close(fd)
 
-    def tree(self, info: _Info, dest_fd: int) -> None:
-        """A directory's contents into the directory `dest_fd`."""
-        assert info.entries is not None
+    def tree(self, entries: Iterator[tuple[str, _Source]], dest_fd: int) -> None:
+        """A directory's entries (paths relative to it, a directory before what it holds)
+        into the directory `dest_fd`."""
         cur_parent: str | None = None
-        sfd = dfd = -1
-        top = info.rel
-        cut = len(top) + 1 if top else 0
+        dfd = -1
         times: list[tuple[str, int]] = []
         try:
-            for rel, st in info.entries:
-                sub = rel[cut:]
+            for sub, src in entries:
                 parent, base = posixpath.split(sub)
                 if parent != cur_parent:
-                    for fd in (sfd, dfd):
-                        if fd >= 0:
-                            os.close(fd)
-                    sfd = dfd = -1
-                    src_parent = posixpath.join(top, parent) if top else parent
-                    sfd = openat2(info.root_fd, src_parent or ".", os.O_RDONLY | os.O_DIRECTORY, resolve=BENEATH)
+                    if dfd >= 0:
+                        os.close(dfd)
+                        dfd = -1
                     dfd = self._below(dest_fd, parent)
                     cur_parent = parent
-                if stat.S_ISDIR(st.st_mode):
-                    self.directory(st, dfd, base)
-                    times.append((sub, st.st_mtime_ns))
+                if src.kind == stat.S_IFDIR:
+                    self.directory(src, dfd, base)
+                    times.append((sub, src.mtime_ns))
                 else:
-                    self.file(sfd, base, st, dfd, base)
+                    self.file(src, dfd, base)
         finally:
-            for fd in (sfd, dfd):
-                if fd >= 0:
-                    os.close(fd)
+            if dfd >= 0:
+                os.close(dfd)
         for sub, mt in reversed(times):  # deepest last-made first
             with contextlib.suppress(OSError):
                 fd = openat2(dest_fd, sub, os.O_RDONLY | os.O_DIRECTORY, resolve=BENEATH)
@@ -545,25 +653,22 @@ def _copy_data(src: int, out: int, size: int) -> None:
             view = view[os.write(out, view):]
         if len(data) == size:
             return
-    left = size
     while True:
         try:
-            n = os.copy_file_range(src, out, max(left, _COPY_CHUNK))
+            n = os.copy_file_range(src, out, _COPY_CHUNK)
         except OSError:
             n = os.sendfile(out, src, None, _COPY_CHUNK)
         if not n:
             return
-        left -= n
 
 
-def _is_archive(dir_fd: int, name: str) -> bool:
+def _is_archive(src: _Source) -> bool:
     """moby's isArchivePath: decompresses and reads a first tar header."""
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-    except OSError:
+    if src.kind != stat.S_IFREG:
         return False
+    read, close = src.reader()
     try:
-        _, chunks = decompressed(lambda n: os.read(fd, n))
+        _, chunks = decompressed(read)
         head = b""
         for c in chunks:
             head += c
@@ -573,51 +678,97 @@ def _is_archive(dir_fd: int, name: str) -> bool:
     except ValueError:
         return False
     finally:
-        os.close(fd)
+        close()
 
 
-def _untar(src_dir_fd: int, name: str, root_fd: int, dest: str) -> None:
-    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir_fd)
+def _untar(src: _Source, root_fd: int, dest: str) -> None:
+    read, close = src.reader()
     try:
-        _, chunks = decompressed(lambda n: os.read(fd, n))
+        _, chunks = decompressed(read)
         tarextract.extract(root_fd, dest, chunks)
-    except tarextract.BadArchive as e:
+    except (tarextract.BadArchive, ContextError) as e:
         raise CopyError(f"ADD failed: {e}") from None
     finally:
-        os.close(fd)
+        close()
+
+
+def _disk_entries(info: _Info) -> Iterator[tuple[str, _Source]]:
+    assert info.entries is not None
+    top = info.rel
+    cut = len(top) + 1 if top else 0
+    cur: str | None = None
+    sfd = -1
+    try:
+        for rel, st in info.entries:
+            sub = rel[cut:]
+            parent, base = posixpath.split(sub)
+            if parent != cur:
+                if sfd >= 0:
+                    os.close(sfd)
+                    sfd = -1
+                sfd = openat2(info.root_fd, posixpath.join(top, parent).strip("/") or ".",
+                              os.O_RDONLY | os.O_DIRECTORY, resolve=BENEATH)
+                cur = parent
+            yield sub, _Source.on_disk(sfd, base, st)
+    finally:
+        if sfd >= 0:
+            os.close(sfd)
+
+
+def _spool_entries(info: _Info, spool_fd: int) -> Iterator[tuple[str, _Source]]:
+    assert info.entries is not None
+    cut = len(info.rel) + 1 if info.rel else 0
+    for rel, node in info.entries:
+        yield rel[cut:], _Source.in_spool(spool_fd, node)
 
 
 def _copy(ctx: BuildContext, sources: list[str], dest: str, root_fd: int, workdir: str,
           owner: tuple[int, int], chmod: int | None, add: bool, src_fd: int | None) -> None:
-    infos = _resolve(ctx, sources, normalize_dest(workdir, dest), src_fd, add)
     dest_path = normalize_dest(workdir, dest)
+    spool_fd = -1
+    with ctx.held_index() as (index, spool):
+        if src_fd is None and index is not None and spool is not None:
+            spool_fd = os.open(spool, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            infos = _resolve(ctx, sources, dest_path, src_fd, add, index=index if src_fd is None else None)
+            _copy_infos(infos, dest_path, root_fd, owner, chmod, add, spool_fd, dest)
+        finally:
+            if spool_fd >= 0:
+                os.close(spool_fd)
+
+
+def _copy_infos(infos: list[_Info], dest_path: str, root_fd: int, owner: tuple[int, int], chmod: int | None,
+                add: bool, spool_fd: int, dest: str) -> None:
     ends_in_slash = dest_path.endswith("/")
     w = _Writer(root_fd, owner, chmod)
     try:
         for info in infos:
-            if info.root_fd < 0:  # a download: its own directory
-                sdir = os.open(posixpath.dirname(info.rel), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-                sname = posixpath.basename(info.rel)
-            elif info.entries is None:
-                parent, sname = posixpath.split(info.rel)
-                sdir = openat2(info.root_fd, parent or ".", os.O_RDONLY | os.O_DIRECTORY, resolve=BENEATH)
+            if info.entries is not None:
+                # moby: the parents of a directory's destination are root's, the destination
+                # itself (when made) the copy's owner
+                os.close(w.mkdirs(posixpath.dirname(dest_path.rstrip("/")) or "/", (0, 0)))
+                dfd = w.mkdirs(dest_path, owner)
+                try:
+                    w.tree(_spool_entries(info, spool_fd) if spool_fd >= 0 else _disk_entries(info), dfd)
+                finally:
+                    os.close(dfd)
+                continue
+            sdir = -1
+            if info.node is not None:
+                src = _Source.in_spool(spool_fd, info.node)
             else:
-                sdir = -1
-                sname = ""
+                assert info.st is not None
+                if info.root_fd < 0:  # a download: in its own directory
+                    sdir = os.open(posixpath.dirname(info.rel), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                else:
+                    parent = posixpath.dirname(info.rel)
+                    sdir = openat2(info.root_fd, parent or ".", os.O_RDONLY | os.O_DIRECTORY, resolve=BENEATH)
+                # info.rel is the source with its symlinks resolved: its target is copied
+                src = _Source.on_disk(sdir, posixpath.basename(info.rel), info.st)
             try:
-                if info.entries is not None:
-                    # moby: the parents of a directory's destination are root's, the
-                    # destination itself (when made) the copy's owner
-                    os.close(w.mkdirs(posixpath.dirname(dest_path.rstrip("/")) or "/", (0, 0)))
-                    dfd = w.mkdirs(dest_path, owner)
-                    try:
-                        w.tree(info, dfd)
-                    finally:
-                        os.close(dfd)
-                    continue
-                if add and not info.no_decompress and _is_archive(sdir, sname):
+                if add and not info.no_decompress and _is_archive(src):
                     os.close(w.mkdirs(dest_path, (0, 0)))
-                    _untar(sdir, sname, root_fd, dest_path)
+                    _untar(src, root_fd, dest_path)
                     continue
                 target = dest_path
                 if ends_in_slash or _is_dir(root_fd, dest_path):
@@ -629,8 +780,7 @@ def _copy(ctx: BuildContext, sources: list[str], dest: str, root_fd: int, workdi
                     raise CopyError("failed to copy files: the destination of a file cannot be /")
                 pfd = w.mkdirs(parent or "/", owner)
                 try:
-                    # info.rel is the source with its symlinks resolved: its target is copied
-                    w.file(sdir, sname, info.st, pfd, base)
+                    w.file(src, pfd, base)
                 finally:
                     os.close(pfd)
             finally:
@@ -638,8 +788,6 @@ def _copy(ctx: BuildContext, sources: list[str], dest: str, root_fd: int, workdi
                     os.close(sdir)
     except OSError as e:
         raise CopyError(f"failed to copy files: {e.strerror or e}: {e.filename or dest}") from None
-    finally:
-        w.close()
 
 
 def _is_dir(root_fd: int, path: str) -> bool:
@@ -657,6 +805,8 @@ async def copy_into(ctx: BuildContext, sources: list[str], dest: str, root_fd: i
                     chown: tuple[int, int] | None = None, chmod: int | None = None, add: bool = False,
                     session: HTTPSession | None = None, src_fd: int | None = None) -> None:
     """COPY/ADD `sources` (from the context, or from the directory fd `src_fd` of another
-    stage or image for --from) to `dest` in the rootfs open as `root_fd`."""
+    stage or image for --from) to `dest` in the rootfs open as `root_fd`. Resolving, hashing
+    and copying in one worker-thread hop; a context still held as its index is copied
+    straight from its spooled tar (never unpacked to disk first)."""
     await _downloads(ctx, sources, add, session)
     await asyncio.to_thread(_copy, ctx, sources, dest, root_fd, workdir, chown or (0, 0), chmod, add, src_fd)

@@ -67,10 +67,24 @@ async def one(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
+UNPACK_FIRST = False  # set per test by the `held` fixture
+
+
+@pytest.fixture(autouse=True, params=["indexed", "unpacked"])
+def held(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test twice: with the context still held as its index (COPY reads the spooled
+    tar) and with it unpacked to disk first (COPY reads the files)."""
+    monkeypatch.setattr(f"{__name__}.UNPACK_FIRST", request.param == "unpacked")
+    return str(request.param)
+
+
 async def context(tmp: Path, files: dict[str, bytes | str | None], **kw: object) -> BuildContext:
     n = len(list(tmp.glob("work*")))
     with anyio.fail_after(DEADLINE):
-        return await BuildContext.from_tar(one(make_tar(files, **kw)), tmp / f"work{n}")  # type: ignore[arg-type]
+        ctx = await BuildContext.from_tar(one(make_tar(files, **kw)), tmp / f"work{n}")  # type: ignore[arg-type]
+        if UNPACK_FIRST:
+            await ctx.amaterialize()
+        return ctx
 
 
 @pytest.fixture
@@ -113,11 +127,22 @@ async def test_checksum_ignores_mtime_but_not_content_mode_or_name(tmp_path: Pat
 
 
 async def test_sums_taken_while_unpacking_equal_sums_read_from_disk(tmp_path: Path) -> None:
-    ctx = await context(tmp_path, FILES)
+    files: dict[str, bytes | str | None] = {
+        **FILES, "implicit/parent/f": b"no dir members", "hard": None,
+        # a member below a symlinked directory lands in its target, on disk as in the index
+        "real": None, "via": "real", "via/f": b"through the link", "abs": "/real", "abs/g": b"absolute",
+    }
+    ctx = await context(tmp_path, files)
     try:
-        unpacked = await source_checksum(ctx, ["."])
-        ctx.sums.clear()
-        assert await source_checksum(ctx, ["."]) == unpacked
+        sources = [["."], ["src"], ["src/link"], ["*.txt", "src/pkg"], ["implicit"], ["real"], ["via/f"], ["abs"]]
+        from_index = [await source_checksum(ctx, s, dest="/d/") for s in sources]
+        assert (ctx.index is None) is UNPACK_FIRST and bool(os.listdir(ctx.root)) is UNPACK_FIRST
+        await ctx.amaterialize()
+        assert ctx.index is None and (ctx.root / "src/main.py").exists()
+        assert sorted(os.listdir(ctx.root / "real")) == ["f", "g"]
+        assert [await source_checksum(ctx, s, dest="/d/") for s in sources] == from_index
+        ctx.sums.clear()  # every sum taken again from the files on disk
+        assert [await source_checksum(ctx, s, dest="/d/") for s in sources] == from_index
         assert ctx.stat_sums  # and those are kept for the next instruction
     finally:
         await ctx.close()
