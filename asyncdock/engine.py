@@ -24,6 +24,7 @@ from .base.ids import new_id
 from .util.tasks import TaskSet
 
 if TYPE_CHECKING:
+    from .build.builder import Builder
     from .containers.manager import ContainerManager
     from .content.store import ContentStore
     from .images.archive import ImageArchive
@@ -76,6 +77,7 @@ class Engine:
         self.exits: ExitWatcher | None = None
         self.networks: NetworkManager | None = None
         self.volumes: VolumeManager | None = None
+        self.builder: Builder | None = None
         self._started = False
         self._init_version: str | None = None
         self._tasks = TaskSet("engine", clock=self.clock)  # the housekeeping loop
@@ -159,6 +161,11 @@ class Engine:
         self.networks.set_container_lookup(self.containers.get)
         self.images.set_in_use(self.containers.image_users, self.containers.reclaimed)
         await self.containers.recover()
+        from .build.builder import Builder
+
+        self.builder = Builder(images=self.images, content=self.content, snapshotter=self.snapshotter,
+                               containers=self.containers, puller=self.puller, work_root=self.data_root / "build")
+        await self.leftovers.run("scratch snapshots of interrupted builds", _done(self.builder.recover))
         self._tasks.spawn(self._housekeeping(self.snapshotter, self.exits, self.puller), name="housekeeping")
         self._started = True
         self.bus.event("daemon", "start", self.engine_id, {"name": os.uname().nodename})
@@ -168,6 +175,8 @@ class Engine:
             return
         self._started = False
         await self._tasks.close()  # no housekeeping pass under the shutdown's feet
+        if self.builder is not None:
+            await self.builder.close()  # its snapshot removals, before the snapshotter closes
         if self.containers is not None:
             await self.containers.shutdown()
         for rt in self.runtimes.values():
@@ -287,6 +296,10 @@ class Engine:
         if self.containers is None:
             return {"total": 0, "running": 0, "paused": 0, "stopped": 0}
         return self.containers.counts()
+
+    def build_cache_records(self) -> list[dict[str, object]]:
+        """`docker system df`'s build cache: the classic builder's cached intermediate images."""
+        return self.builder.cache_records() if self.builder is not None else []
 
     def image_count(self) -> int:
         return len(self.images.list()) if self.images is not None else 0

@@ -548,9 +548,14 @@ class HttpConnection(asyncio.Protocol):
             self._raw._feed_eof()
             return True
         self._eof = True
-        if self._current is not None:
+        cur = self._current
+        if cur is not None:
             # a body still owed is cut short: the handler must not take it as whole
-            self._current._fail_body(errors.InvalidParameter("request body ended before its declared length"))
+            cur._fail_body(errors.InvalidParameter("request body ended before its declared length"))
+            if cur._body_done and cur._stream is not None and not cur._stream.finished:
+                # EOF while a streamed answer is under way: the client is gone (Go's server
+                # cancels the request's context on it: a build, a pull, `logs -f` stop)
+                return False
             return True
         return False
 

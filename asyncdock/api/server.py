@@ -27,7 +27,7 @@ API_VERSION_STR = apiversion.text(API_VERSION)
 _VERSION_PREFIX = re.compile(r"^/v(\d+)\.(\d+)(/.*)$")
 
 # One module per resource; each has register(router).
-ROUTE_MODULES = ("system", "images", "image_archive", "containers", "exec", "container_io", "events", "networks", "volumes", "swarm", "commit", "unimplemented")
+ROUTE_MODULES = ("system", "images", "image_archive", "containers", "exec", "container_io", "events", "networks", "volumes", "swarm", "commit", "build", "unimplemented")
 
 
 

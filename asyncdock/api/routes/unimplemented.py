@@ -7,7 +7,6 @@ from ...base.errors import NotFound, NotImplementedYet
 from ..http import Request, Response, Router, json_response
 
 _LATER: tuple[tuple[str, str, str], ...] = (
-    ("POST", "/build", "image build"),
     ("POST", "/images/{name:.+}/push", "image push"),
     ("GET", "/images/search", "image search"),
     ("POST", "/session", "build sessions"),
@@ -22,10 +21,6 @@ def _later(feature: str):  # type: ignore[no-untyped-def]
     return handler
 
 
-async def build_prune(req: Request) -> Response:
-    return json_response({"CachesDeleted": None, "SpaceReclaimed": 0})
-
-
 async def plugin_get(req: Request) -> Response:
     raise NotFound(f'plugin "{req.match["name"]}" not found')
 
@@ -35,7 +30,6 @@ async def plugins_list(req: Request) -> Response:
 
 
 def register(router: Router) -> None:
-    router.add("POST", "/build/prune", build_prune)
     router.add("GET", "/plugins", plugins_list)
     router.add("GET", "/plugins/{name:.+}/json", plugin_get)
     for method, pattern, feature in _LATER:
