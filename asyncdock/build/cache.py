@@ -84,6 +84,9 @@ class BuildCache:
         from ..base.timefmt import rfc3339nano
 
         out: list[dict[str, Any]] = []
+        # An intermediate under another image is that image's layers too: shared, so
+        # `docker system df` does not count it reclaimable (prune() would not remove it).
+        parents = {r.parent for r in self.images.list() if r.parent}
         for rec in self._intermediates():
             cfg = self.images.config(rec)
             cc = cfg.container_config
@@ -92,7 +95,7 @@ class BuildCache:
             size = max(0, rec.size - (parent.size if parent is not None else 0))  # the step's own layer
             created = rfc3339nano(rec.created_ns) if rec.created_ns else cfg.created
             out.append({"ID": rec.id.partition(":")[2][:25], "Parents": [rec.parent.partition(":")[2][:25]],
-                        "Type": "regular", "Description": desc, "InUse": False, "Shared": False,
+                        "Type": "regular", "Description": desc, "InUse": False, "Shared": rec.id in parents,
                         "Size": size, "CreatedAt": created, "LastUsedAt": created, "UsageCount": 0})
         return out
 

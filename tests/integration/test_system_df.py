@@ -1,7 +1,7 @@
 """`docker system df` and `docker system df -v` through the docker CLI 28, and `GET /system/df`
 as dockerd's classic image store counts it: images as `docker images` lists them (intermediates
 hidden) with SharedSize over all images, container counts, the layers' size, volumes with
-UsageData, the build cache (empty: nothing built). The image with a parent is seeded into the
+UsageData, the build cache (the builder's: untagged intermediates, shared when an image sits on them). The image with a parent is seeded into the
 stopped daemon's store (tests/support/imagetree.py)."""
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ def test_system_df_and_verbose(daemon_factory: DaemonFactory) -> None:
         assert rows[1] == ["Images", "2", "1", "1.988MB", "1.988MB", "(100%)"]
         assert rows[2] == ["Containers", "1", "0", "0B", "0B"]
         assert rows[3][:4] == ["Local", "Volumes", "2", "1"] and rows[3][5] == rows[3][4] != "0B"
-        assert rows[4] == ["Build", "Cache", "0", "0", "0B", "0B"]
+        # the intermediate is the build cache, shared: app is built on it
+        assert rows[4] == ["Build", "Cache", "1", "0", "0B", "0B"]  # the CLI sums only unshared records
 
         out = d.docker("system", "df", "-v").stdout.splitlines()
         sections = [line for line in out if line.endswith(":") or line.startswith("Build cache usage")]
@@ -55,8 +56,10 @@ def test_system_df_and_verbose(daemon_factory: DaemonFactory) -> None:
         volumes = out[out.index("Local Volumes space usage:") + 2:]
         assert volumes[0].split() == ["VOLUME", "NAME", "LINKS", "SIZE"]
         assert sorted(v.split()[:2] for v in volumes[1:3]) == [["idle", "0"], ["used", "1"]]
-        assert out[-1].split() == ["CACHE", "ID", "CACHE", "TYPE", "SIZE", "CREATED", "LAST", "USED", "USAGE",
+        assert out[-2].split() == ["CACHE", "ID", "CACHE", "TYPE", "SIZE", "CREATED", "LAST", "USED", "USAGE",
                                    "SHARED"]
+        row = out[-1].split()
+        assert row[:3] == [mid.id[7:19], "regular", "3kB"] and row[-1] == "true"
 
         status, body = d.request("GET", "/v1.47/system/df")
         assert status == 200
@@ -64,7 +67,8 @@ def test_system_df_and_verbose(daemon_factory: DaemonFactory) -> None:
         assert df["LayersSize"] == base.size + 3000 == app.size
         assert {i["Id"]: (i["ParentId"], i["Containers"], i["SharedSize"], i["Size"]) for i in df["Images"]} == {
             app.id: (mid.id, 1, app.size, app.size), base.id: ("", 0, base.size, base.size)}
-        assert df["BuildCache"] == []
+        assert [(c["ID"], c["Parents"], c["Size"], c["Shared"], c["InUse"]) for c in df["BuildCache"]] == [
+            (mid.id[7:32], [base.id[7:32]], 3000, True, False)]
         usage = {v["Name"]: v["UsageData"] for v in df["Volumes"]}
         assert usage["used"] == {"Size": 0, "RefCount": 1}
         assert usage["idle"]["RefCount"] == 0 and usage["idle"]["Size"] >= 20000
@@ -74,7 +78,7 @@ def test_system_df_and_verbose(daemon_factory: DaemonFactory) -> None:
         assert set(df) == {"ImageUsage", "ContainerUsage", "VolumeUsage", "BuildCacheUsage"}
         assert {k: v for k, v in df["ImageUsage"].items() if k != "Items"} == {
             "ActiveCount": 1, "TotalCount": 2, "TotalSize": app.size}
-        assert df["VolumeUsage"]["Reclaimable"] == usage["idle"]["Size"] and df["BuildCacheUsage"] == {}
+        assert df["VolumeUsage"]["Reclaimable"] == usage["idle"]["Size"] and df["BuildCacheUsage"]["TotalCount"] == 1
     finally:
         d.docker("rm", "dfc")
         d.docker("volume", "rm", "used", "idle")
