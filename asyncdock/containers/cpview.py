@@ -149,6 +149,7 @@ def covering_mount(mounts: Sequence[MountPoint], path: str) -> MountPoint | None
 async def _view(mgr: Supervisor, rec: ContainerRecord, base: list[Mount], target: Path) -> AsyncIterator[Path]:
     """`base` (the rootfs) mounted at `target`, the container's mounts attached onto it."""
     from ..snapshots.mount import mount, unmount
+    from ..util.tasks import uncancellable
 
     ref = target.name
     user = [mp for mp in rec.mounts if mp.type in ("volume", "bind")]
@@ -164,11 +165,14 @@ async def _view(mgr: Supervisor, rec: ContainerRecord, base: list[Mount], target
                 try:
                     yield target
                 finally:
-                    await asyncio.to_thread(detach, fds)
+                    # A request cancelled on its client's hang-up (api/http.py) may be cancelled
+                    # again while it cleans up: each step runs to its end regardless, or the
+                    # view's mounts stay behind.
+                    await uncancellable(asyncio.to_thread(detach, fds))
             finally:
-                await mgr.volumes.release_mounts(rec.id, user, ref=ref)
+                await uncancellable(mgr.volumes.release_mounts(rec.id, user, ref=ref))
         finally:
-            await asyncio.to_thread(unmount, target)
+            await uncancellable(asyncio.to_thread(unmount, target))
     finally:
         with contextlib.suppress(OSError):
             target.rmdir()
