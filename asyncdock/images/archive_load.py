@@ -705,22 +705,10 @@ class ImageLoader:
             if not plan.refs:
                 lines.append(f"Loaded image ID: {plan.image_id}\n")
                 names.append(plan.image_id)
-            self._event(rec)
+            self.images.event("load", rec.id, rec.id)
         for line in lines:
             await progress({"stream": line})
         return names
-
-    def _event(self, rec: ImageRecord) -> None:
-        if self.bus is None:
-            return
-        attrs: dict[str, str] = {}
-        try:
-            cfg = self.images.config(rec).config
-            attrs.update((cfg.labels if cfg is not None else None) or {})
-        except Exception:  # noqa: BLE001 - an event never fails the load
-            pass
-        attrs["name"] = rec.id
-        self.bus.event("image", "load", rec.id, attrs)
 
     async def _known_size(self, chain_id: str) -> int:
         for rec in self.images.list():

@@ -133,7 +133,7 @@ class ImageSaver:
         for img, (rec, _) in zip(images, selected):
             img.layers = [af.SavedLayer(d, layers[d].size) for d in rec.diff_ids]
         for rec, _ in selected:
-            self._event(rec)
+            self.images.event("save", rec.id, rec.id)
         return SavePlan(images, configs, layers)
 
     async def _sources(self, todo: list[tuple[str, LayerBlobInfo]]) -> dict[str, _LayerSource]:
@@ -183,18 +183,6 @@ class ImageSaver:
                     return {}
             self._sizes = await asyncio.to_thread(read)
         return self._sizes
-
-    def _event(self, rec: ImageRecord) -> None:
-        if self.bus is None:
-            return
-        attrs: dict[str, str] = {}
-        try:
-            cfg = self.images.config(rec).config
-            attrs.update((cfg.labels if cfg is not None else None) or {})
-        except Exception:  # noqa: BLE001 - an event never fails the save
-            pass
-        attrs["name"] = rec.id
-        self.bus.event("image", "save", rec.id, attrs)
 
     # ---- the stream
     def stream(self, plan: SavePlan) -> AsyncIterator[bytes]:

@@ -221,7 +221,7 @@ class Pusher:
                     if state.jobs:
                         await asyncio.wait(list(state.jobs.values()))
                     state.jobs.clear()
-                self._event(t, rec)
+                self.images.event("push", rec.id, t.familiar_name, actor=t.familiar)
             await out.flush()
         except Exception:
             # what was said before the error reaches the client first, as dockerd's stream
@@ -488,17 +488,6 @@ class Pusher:
                 await self.origins.add([(diff_id, BlobOrigin(layer.digest, DOCKER_GZIP, ""))])
         return Pushed(layer.digest, layer.size, DOCKER_GZIP)
 
-    def _event(self, ref: Reference, rec: ImageRecord) -> None:
-        if self.bus is None:
-            return
-        attrs: dict[str, str] = {}
-        try:
-            cfg = self.images.config(rec).config
-            attrs.update((cfg.labels if cfg is not None else None) or {})
-        except Exception:  # noqa: BLE001 - an event never fails the push
-            pass
-        attrs["name"] = ref.familiar_name
-        self.bus.event("image", "push", ref.familiar, attrs)
 
 
 def _short(diff_id: str) -> str:

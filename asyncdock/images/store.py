@@ -333,8 +333,9 @@ class ImageStore:
         return [_as_use(u) for u in self._in_use(image_id)]
 
     # ---- events
-    def _event(self, action: str, image_id: str, name: str) -> None:
-        """An image event as dockerd logs it: the image's labels (while it exists) and `name`."""
+    def event(self, action: str, image_id: str, name: str, *, actor: str = "") -> None:
+        """An image event as dockerd logs it: the image's labels (while it exists) and `name`;
+        the actor is the image ID unless given (push names the reference it pushed)."""
         if self.bus is None:
             return
         attrs: dict[str, str] = {}
@@ -346,7 +347,7 @@ class ImageStore:
                 pass
         if name:
             attrs["name"] = name
-        self.bus.event("image", action, image_id, attrs)  # type: ignore[attr-defined]
+        self.bus.event("image", action, actor or image_id, attrs)  # type: ignore[attr-defined]
 
     # ---- mutations
     async def add(self, record: ImageRecord) -> None:
@@ -390,7 +391,7 @@ class ImageStore:
             self._images[rec.id] = rec
             await self._save_refs()
             await self._save_record(rec)
-        self._event("tag", rec.id, new.familiar)
+        self.event("tag", rec.id, new.familiar)
         return new.familiar
 
     async def untag(self, name: str) -> str:
@@ -401,7 +402,7 @@ class ImageStore:
             if image_id is None:
                 raise NotFound(f"No such image: {ref.with_default_tag().familiar}")
             await self._remove_ref(ref)
-        self._event("untag", image_id, image_id)
+        self.event("untag", image_id, image_id)
         return (ref if ref.digest is not None else ref.with_default_tag()).familiar
 
     async def _remove_ref(self, ref: Reference) -> None:
@@ -433,7 +434,7 @@ class ImageStore:
             if parsed.digest is None:
                 parsed = parsed.with_default_tag()
             await self._remove_ref(parsed)
-            self._event("untag", image_id, image_id)
+            self.event("untag", image_id, image_id)
             records.append({"Untagged": parsed.familiar})
             refs = self.references(image_id)
             if parsed.digest is None and not any(r.digest is None and r.name == parsed.name for r in refs):
@@ -456,7 +457,7 @@ class ImageStore:
                 raise conflict
             for r in refs:
                 await self._remove_ref(r)
-                self._event("untag", image_id, image_id)
+                self.event("untag", image_id, image_id)
                 records.append({"Untagged": r.familiar})
         await self._delete_image(rec, records, force=force, noprune=noprune, quiet=quiet)
         return records
@@ -497,12 +498,12 @@ class ImageStore:
         parent = rec.parent if rec.parent in self._images else ""
         for r in self.references(rec.id):
             await self._remove_ref(r)
-            self._event("untag", rec.id, rec.id)
+            self.event("untag", rec.id, rec.id)
             records.append({"Untagged": r.familiar})
         users = self._users(rec.id)
         del self._images[rec.id]
         await asyncio.to_thread(self._record_path(rec.id).unlink, missing_ok=True)
-        self._event("delete", rec.id, rec.id)
+        self.event("delete", rec.id, rec.id)
         records.append({"Deleted": rec.id})
         if not users:
             # (else a container's rootfs still sits on these layers)
