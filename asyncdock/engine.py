@@ -131,6 +131,8 @@ class Engine:
                                  _done(self.puller.recover))
         await self.leftovers.run("layer snapshots no image uses",
                                  _done(self.images.remove_unreferenced_layers))
+        await self.leftovers.run("staging snapshots of interrupted layer unpacks",
+                                 _done(self.images.layers.recover))
         self.logdrivers = {name: reg.factory(plugins.InitContext(self.data_root / "containers"))
                            for name, reg in plugins.discover(plugins.LOGDRIVERS).items()}
         if self.config.log_driver not in self.logdrivers:
@@ -177,6 +179,8 @@ class Engine:
         await self._tasks.close()  # no housekeeping pass under the shutdown's feet
         if self.builder is not None:
             await self.builder.close()  # its snapshot removals, before the snapshotter closes
+        if self.images is not None:
+            await self.images.layers.close()  # a commit's layer still being unpacked
         if self.containers is not None:
             await self.containers.shutdown()
         for rt in self.runtimes.values():

@@ -332,13 +332,14 @@ class Build:
         numeric = copy_mod.numeric_chown(chown) if chown else None
         session = self.b.http_session() if add else None
         key = f"build-{new_id()}"
+        adopted = ""
         src_key = f"build-src-{new_id()}" if source_image is not None else ""
         workdir = state.run_config.working_dir or "/"
         try:
             async with contextlib.AsyncExitStack() as stack:
                 src_fd: int | None = None
                 if source_image is not None:
-                    top = self.b.images.top_chain_id(source_image)
+                    top = await self.b.images.ensure_layers(source_image)
                     if top:
                         await self.b.snapshotter.view(src_key, top)
                     else:
@@ -351,6 +352,8 @@ class Build:
                 if await self.probe(state, cc):
                     return
                 t0 = time.perf_counter()
+                if state.image is not None:
+                    await self.b.images.ensure_layers(state.image)
                 await self.b.snapshotter.prepare(key, self._top(state))
                 async with self.mounted(key) as root_fd:
                     ids = numeric
@@ -359,14 +362,17 @@ class Build:
                     await copy_mod.copy_into(self.context, sources, dest, root_fd, workdir=workdir, chown=ids,
                                              chmod=mode, add=add, session=session, src_fd=src_fd)
             t1 = time.perf_counter()
-            layer = await self.committer().commit(key, self._top(state))
+            # Nothing else writes the scratch snapshot: it becomes the layer's snapshot itself.
+            layer = await self.committer().commit(key, self._top(state), snapshot="adopt")
+            if layer is not None and not await self.b.snapshotter.exists(key):
+                adopted = key
             t2 = time.perf_counter()
             await self.new_image(state, cc, layer, "")
             log.debug("%s: copy %.1f ms, layer commit %.1f ms, image %.1f ms", cmd, 1000 * (t1 - t0),
                       1000 * (t2 - t1), 1000 * (time.perf_counter() - t2))
         finally:
             for k in (key, src_key):
-                if k:
+                if k and k != adopted:
                     self.b.remove_snapshot_later(k)
 
     def _chown_ids(self, key: str, chown: str) -> tuple[int, int]:

@@ -245,7 +245,7 @@ class ContainerManager:
         self.networks.validate_mode(hc.network_mode, endpoints)
         self.store.reserve_name(full, cid)
         try:
-            top = self.images.top_chain_id(image)
+            top = await self.images.ensure_layers(image)
             # The snapshot and the network record are independent writes (each fsynced): made
             # together. The container's own record comes last, so a crash never leaves a
             # record without its snapshot.

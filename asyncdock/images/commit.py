@@ -126,7 +126,10 @@ class Committer:
         new_cfg = merge_config(parse_changes(changes, override or src.config), src.config)
         parent = self.images.find(src.image_id) if src.image_id else None
         info = await self.snapshotter.stat(src.snapshot)
-        layer = await self.layers.commit(src.snapshot, info.parent)
+        # The new snapshot is unpacked from the blob after the answer (images/materialize):
+        # the commit does not write the layer twice while the caller (and a paused container)
+        # waits.
+        layer = await self.layers.commit(src.snapshot, info.parent, snapshot="none")
         created = rfc3339nano(time.time_ns())
         image_cfg = ImageConfig(
             created=created, author=author, config=new_cfg, container=src.id,
@@ -135,6 +138,9 @@ class Committer:
                        created_by=" ".join(src.config.cmd or []))
         rec = await make_image(self.images, self.content, parent=parent, config=image_cfg, layer=layer,
                                history=hist, parent_id_link=parent is not None)
+        if layer is not None:
+            self.images.layers.later(layer.chain_id, info.parent, layer.blob.digest, layer.blob.media_type,
+                                     layer.diff_id)
         if ref is not None:
             await self.images.tag(rec.id, str(ref))  # a `tag` event, as moby's TagImage
         return rec

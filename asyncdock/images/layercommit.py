@@ -6,17 +6,20 @@ One pass, in one worker thread: the layer tar (snapshots/diff.py) is read by the
 (snapshots/unpack.py, which hashes it: the diff ID) as it is made, and every chunk is also fed
 to a gzip compressor (ISA-L, in its own threads: igzip_threaded) writing into a content-store
 ingest, hashed on the way (the blob digest). The new snapshot is a fresh unpack of the diff, on
-its own inodes: nothing aliases the files of a container that goes on running.
+its own inodes: nothing aliases the files of a container that goes on running. `docker commit`
+skips that unpack (the snapshot is made from the blob afterwards, images/materialize.py) and a
+build's COPY step commits its scratch snapshot itself (`snapshot=` of `commit`).
 
     committer = LayerCommitter(content, snapshotter)
     layer = await committer.commit(container_id, image_top_chain_id)   # None: nothing changed
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import anyio.to_thread
 import msgspec
@@ -96,6 +99,20 @@ class _Result(msgspec.Struct):
     size: int
 
 
+def _blob_pass(source: DiffSource, ingest: IngestWriter) -> _Result:
+    """The diff into the gzip blob alone, its diff ID hashed on the way."""
+    diff = LayerDiff(source)
+    h = hashlib.sha256()
+    gz = gzip_writer(IngestFile(ingest))
+    try:
+        for chunk in diff:
+            h.update(chunk)
+            gz.write(chunk)
+    finally:
+        gz.close()
+    return _Result("sha256:" + h.hexdigest(), diff.entries, diff.size)
+
+
 def _one_pass(source: DiffSource, dest: str, whiteouts: Any, ingest: IngestWriter) -> _Result:
     diff = LayerDiff(source)
     gz = gzip_writer(IngestFile(ingest))
@@ -112,23 +129,33 @@ class LayerCommitter:
         self.content = content
         self.snapshotter = snapshotter
 
-    async def commit(self, key: str, parent_chain: str | None) -> NewLayer | None:
+    async def commit(self, key: str, parent_chain: str | None, *,
+                     snapshot: Literal["unpack", "adopt", "none"] = "unpack") -> NewLayer | None:
         """The layer of active snapshot `key` (whose parent is the committed `parent_chain`, an
         image's top chain ID, or None for a snapshot on nothing). None when nothing changed:
         moby then adds no layer (the history entry is an `empty_layer`). The caller keeps the
-        snapshot `key` from changing meanwhile (a running container is paused)."""
+        snapshot `key` from changing meanwhile (a running container is paused).
+
+        The snapshot named by the new chain ID: "unpack" makes it from the diff on its own
+        inodes, in the same pass; "adopt" commits `key` itself under that name (a build's scratch
+        snapshot nothing else will write: no second copy of its files; `key` is gone after);
+        "none" makes none: the caller has images/materialize unpack it from the blob later."""
         snap = self.snapshotter
         source = await diff_source(snap, key)
-        staging = f"commit-{uuid.uuid4().hex}"
+        staging = f"commit-{uuid.uuid4().hex}" if snapshot == "unpack" else ""
         ref = f"commit-{uuid.uuid4().hex}"
-        await snap.prepare(staging, None if snap.independent_layers else parent_chain)
+        if staging:
+            await snap.prepare(staging, None if snap.independent_layers else parent_chain)
         committed = False
         try:
             # The digest is known only at the end: a placeholder, set before the commit.
             ingest = self.content.ingest(ref, "sha256:" + "0" * 64, None)
             try:
-                res = await anyio.to_thread.run_sync(
-                    _one_pass, source, str(snap.upper_dir(staging)), snap.whiteouts, ingest)
+                if staging:
+                    res = await anyio.to_thread.run_sync(
+                        _one_pass, source, str(snap.upper_dir(staging)), snap.whiteouts, ingest)
+                else:
+                    res = await anyio.to_thread.run_sync(_blob_pass, source, ingest)
                 if res.entries == 0:
                     ingest.abort()
                     return None
@@ -139,13 +166,13 @@ class LayerCommitter:
                 ingest.abort()
                 raise
             chain = chain_ids([parent_chain, res.diff_id])[1] if parent_chain else res.diff_id
-            if not await snap.exists(chain):
+            if snapshot != "none" and not await snap.exists(chain):
                 try:
-                    await snap.commit(chain, staging, parent=parent_chain)
+                    await snap.commit(chain, staging or key, parent=parent_chain)
                     committed = True
                 except Conflict:
                     pass  # the same layer, committed by someone else meanwhile
             return NewLayer(res.diff_id, blob, res.size, chain)
         finally:
-            if not committed:
+            if staging and not committed:
                 await snap.remove(staging)

@@ -23,6 +23,7 @@ from ..content.store import ContentStore
 from ..base.errors import Conflict, InvalidParameter, NotFound
 from ..registry.reference import Reference, parse_any, parse_normalized
 from ..snapshots.base import Snapshotter
+from .materialize import LayerMaterializer
 from ..util.atomic import atomic_write_json
 from ..util.corrupt import move_aside
 from ..base.ids import short_id
@@ -165,6 +166,8 @@ class ImageStore:
         self._refs: dict[str, str] = {}
         self._configs: dict[str, ImageConfig] = {}
         self._pruning = False
+        # Layer snapshots unpacked from their blobs after registration (commit), or repaired.
+        self.layers = LayerMaterializer(content, snapshotter)
         self._load()
 
     def set_in_use(self, fn: InUse, settled: Settled | None = None) -> None:
@@ -328,6 +331,13 @@ class ImageStore:
     def top_chain_id(record: ImageRecord) -> str | None:
         ids = record.chain_ids
         return ids[-1] if ids else None
+
+    async def ensure_layers(self, record: ImageRecord) -> str | None:
+        """The image's top chain ID, once every layer snapshot of it exists (a background
+        unpack awaited, a missing one unpacked from its blob)."""
+        await self.layers.ensure(record.chain_ids, [(b.digest, b.media_type) for b in record.layers],
+                                 list(record.diff_ids))
+        return self.top_chain_id(record)
 
     def _users(self, image_id: str) -> list[ImageUse]:
         return [_as_use(u) for u in self._in_use(image_id)]
@@ -528,6 +538,7 @@ class ImageStore:
         for chain in reversed(rec.chain_ids):
             if chain in others_chains:
                 break  # its parents are shared too
+            await self.layers.settle(chain)
             try:
                 if await self.snapshotter.exists(chain):
                     await self.snapshotter.remove(chain)

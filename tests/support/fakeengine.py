@@ -52,6 +52,9 @@ class _Images:
     def top_chain_id(self, image: Any) -> str | None:
         return None
 
+    async def ensure_layers(self, image: Any) -> str | None:
+        return None
+
 
 class _Snapshots:
     def __init__(self, bundles: Path) -> None:

@@ -257,3 +257,84 @@ async def test_layer_committer(snap: Snapshotter, tmp_path: Path) -> None:
     assert content.list_ingests() == {}
     for k in ("v", "c1", "c2", "c3"):
         await snap.remove(k)
+
+
+async def test_commit_without_snapshot_then_materialize(snap: Snapshotter, tmp_path: Path) -> None:
+    """`docker commit`'s path: the blob only (snapshot="none"), the snapshot unpacked from it
+    later (images/materialize.py), or by `ensure` when it is missing (a crash before the
+    background unpack), and a blob that does not unpack to the diff ID is refused."""
+    from asyncdock.base.errors import NotFound
+    from asyncdock.content.store import ContentStore
+    from asyncdock.images.layercommit import LayerCommitter
+    from asyncdock.images.materialize import LayerMaterializer
+
+    content = ContentStore(tmp_path / "content")
+    base_id = "sha256:" + hashlib.sha256(BASE).hexdigest()
+    await unpack(snap, base_id, None, BASE)
+    await snap.prepare("c1", base_id)
+    with mounted(await snap.mounts("c1"), tmp_path / "m") as m:
+        (m / "keep" / "edit").write_bytes(b"v2")
+        (m / "rmme").unlink()
+    new = await LayerCommitter(content, snap).commit("c1", base_id, snapshot="none")
+    assert new is not None
+    assert not await snap.exists(new.chain_id)
+    mat = LayerMaterializer(content, snap)
+    mat.later(new.chain_id, base_id, new.blob.digest, new.blob.media_type, new.diff_id)
+    await mat.settle(new.chain_id)
+    assert (await snap.stat(new.chain_id)).parent == base_id
+
+    def check(view: str) -> None:
+        with mounted(snap_mounts[view], tmp_path / view) as v:
+            assert (v / "keep" / "edit").read_bytes() == b"v2"
+            assert not (v / "rmme").exists()
+
+    snap_mounts = {"v1": await snap.view("v1", new.chain_id)}
+    check("v1")
+    await snap.remove("v1")
+    # Lost (a crash before the unpack): ensure makes it again from the blob.
+    await snap.remove(new.chain_id)
+    chains = [base_id, new.chain_id]
+    layers = [("sha256:" + "0" * 64, "application/x-tar"), (new.blob.digest, new.blob.media_type)]
+    await mat.ensure(chains, layers, [base_id, new.diff_id])
+    snap_mounts["v2"] = await snap.view("v2", new.chain_id)
+    check("v2")
+    await snap.remove("v2")
+    # A blob that unpacks to another diff ID makes no snapshot; no blob at all is a clear error.
+    await snap.remove(new.chain_id)
+    with pytest.raises(ValueError, match="not the image's diff ID"):
+        await mat.ensure(chains, layers, [base_id, "sha256:" + "1" * 64])
+    assert not await snap.exists(new.chain_id)
+    content.delete(new.blob.digest)
+    with pytest.raises(NotFound, match="neither a snapshot nor a blob"):
+        await mat.ensure(chains, layers, [base_id, new.diff_id])
+    assert not [s.name for s in await snap.list() if s.name.startswith("materialize-")]
+    await mat.close()
+    await snap.remove("c1")
+
+
+async def test_commit_adopts_a_scratch_snapshot(snap: Snapshotter, tmp_path: Path) -> None:
+    """A build's COPY step (snapshot="adopt"): the scratch snapshot becomes the layer's, no copy."""
+    import gzip
+
+    from asyncdock.content.store import ContentStore
+    from asyncdock.images.layercommit import LayerCommitter
+
+    content = ContentStore(tmp_path / "content")
+    base_id = "sha256:" + hashlib.sha256(BASE).hexdigest()
+    await unpack(snap, base_id, None, BASE)
+    await snap.prepare("build-x", base_id)
+    with mounted(await snap.mounts("build-x"), tmp_path / "m") as m:
+        (m / "files").mkdir()
+        (m / "files" / "a").write_bytes(b"a")
+    new = await LayerCommitter(content, snap).commit("build-x", base_id, snapshot="adopt")
+    assert new is not None
+    assert not await snap.exists("build-x")
+    info = await snap.stat(new.chain_id)
+    assert info.kind == "committed" and info.parent == base_id
+    tar = gzip.decompress(content.read_bytes(new.blob.digest))
+    assert new.diff_id == "sha256:" + hashlib.sha256(tar).hexdigest()
+    assert "files/a" in entries(tar)
+    await snap.view("v", new.chain_id)
+    with mounted(await snap.mounts("v"), tmp_path / "v") as v:
+        assert (v / "files" / "a").read_bytes() == b"a" and (v / "bin" / "sh").read_bytes() == b"shell"
+    await snap.remove("v")
