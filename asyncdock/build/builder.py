@@ -23,7 +23,7 @@ from ..base.ids import new_id, short_id
 from ..base.oci import ContainerConfig, ImageConfig
 from .buildargs import BuildArgs
 from .state import BuildFailed, StageState, config_copy
-from .cache import BuildCache
+from .cache import BuildCache, CacheFromSources
 from .options import BuildOptions
 from .parse import Instruction, Parsed, parse
 from .shellwords import Lex
@@ -101,6 +101,8 @@ class Build:
         self.stage_images: dict[str, str] = {}  # stage name / index -> image ID
         self.tmp_containers: list[str] = []
         self.lex = Lex()
+        self.cache_from = (CacheFromSources(builder.images, builder.cache, opts.cachefrom, self._restore_cached)
+                           if opts.cachefrom else None)
 
     # ---- output
     async def out(self, text: str) -> None:
@@ -228,7 +230,10 @@ class Build:
     async def probe(self, state: StageState, cc: ContainerConfig) -> bool:
         if self.opts.nocache:
             return False
-        hit = self.b.cache.lookup(state.image_id, cc, os_=state.os)
+        if self.cache_from is not None:
+            hit = await self.cache_from.lookup(state.image_id, cc, os_=state.os)
+        else:
+            hit = self.b.cache.lookup(state.image_id, cc, os_=state.os)
         if hit is None:
             return False
         await self.out(" ---> Using cache\n")
@@ -430,6 +435,28 @@ class Build:
                                parent_id_link=True)
         self.b.cache.added(rec)
         state.image_id, state.image, state.image_config = rec.id, rec, self.b.images.config(rec)
+
+    async def _restore_cached(self, parent: ImageRecord | None, target: ImageRecord, index: int,
+                              cc: ContainerConfig) -> ImageRecord:
+        """moby restoreCachedImage: the step's image made from history entry `index` of the
+        --cache-from image `target` (its layer, if the entry has one) on `parent`."""
+        from ..images.layercommit import NewLayer
+        from ..images.newimage import make_image
+        from .cache import _layer_index
+
+        t_cfg = self.b.images.config(target)
+        entry = (t_cfg.history or [])[index]
+        li = _layer_index(list(t_cfg.history or []), index)
+        layer = None
+        if li is not None:
+            layer = NewLayer(target.diff_ids[li], target.layers[li],
+                             target.layer_sizes[li] if li < len(target.layer_sizes) else 0, target.chain_ids[li])
+        cfg = ImageConfig(config=cc, author=t_cfg.author, docker_version=DOCKER_VERSION, os=t_cfg.os,
+                          architecture=t_cfg.architecture, created=entry.created)
+        rec = await make_image(self.b.images, self.b.content, parent=parent, config=cfg, layer=layer,
+                               history=entry, parent_id_link=parent is not None)
+        self.b.cache.added(rec)
+        return rec
 
     # ---- temporary containers
     async def remove_container(self, cid: str) -> None:

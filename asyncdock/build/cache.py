@@ -4,12 +4,16 @@ cache, so it survives a restart with them; the children-by-parent index lives in
 rebuilt from the image records (no config read) when the store changed under it."""
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..base.oci import ContainerConfig
 
 if TYPE_CHECKING:
     from ..images.store import ImageRecord, ImageStore
+
+log = logging.getLogger(__name__)
 
 
 def compare(a: ContainerConfig | None, b: ContainerConfig | None) -> bool:
@@ -120,3 +124,71 @@ class BuildCache:
                 changed = True
         self._known = -1
         return deleted, reclaimed
+
+
+def _valid_parent(target: ImageRecord, t_hist: list[Any], parent: ImageRecord | None, p_hist: list[Any]) -> bool:
+    """moby image/cache isValidParent: the parent's history and layers are a prefix of the target's."""
+    if not t_hist:
+        return False
+    if parent is None or (not p_hist and not parent.diff_ids):
+        return True
+    if len(p_hist) >= len(t_hist) or len(parent.diff_ids) > len(target.diff_ids):
+        return False
+    return p_hist == t_hist[:len(p_hist)] and list(parent.diff_ids) == list(target.diff_ids[:len(parent.diff_ids)])
+
+
+def _layer_index(t_hist: list[Any], index: int) -> int | None:
+    """moby getLayerForHistoryIndex: the layer of history entry `index` (None: an empty one)."""
+    if t_hist[index].empty_layer:
+        return None
+    return sum(1 for h in t_hist[:index] if not h.empty_layer)
+
+
+class CacheFromSources:
+    """`--cache-from` (moby image/cache ImageCache): the cache is the history of the named
+    images, which need no local parent chain (a pulled or loaded image has none). A local hit
+    counts only if it is an ancestor of a source; otherwise a source whose history and layers
+    continue the current image's by this step's command (History.CreatedBy, the Cmd joined)
+    gives the step: the source itself when it is that step's last entry, else an image restored
+    from the source's layer and history entry, on the current image."""
+
+    def __init__(self, images: ImageStore, local: BuildCache, refs: list[str],
+                 make: Callable[[ImageRecord | None, ImageRecord, int, ContainerConfig], Awaitable[ImageRecord]]) -> None:
+        self.images = images
+        self.local = local
+        self._make = make
+        self.sources: list[ImageRecord] = []
+        for ref in refs:
+            try:
+                self.sources.append(images.resolve(ref))
+            except Exception as e:  # noqa: BLE001 - moby: "Could not look up ... skipping"
+                log.warning("Could not look up %s for cache resolution, skipping: %s", ref, e)
+
+    def _is_ancestor(self, image_id: str, ancestor: str) -> bool:
+        seen: set[str] = set()
+        cur = self.images.find(image_id)
+        while cur is not None and cur.parent and cur.parent not in seen:
+            if cur.parent == ancestor:
+                return True
+            seen.add(cur.parent)
+            cur = self.images.find(cur.parent)
+        return False
+
+    async def lookup(self, parent_id: str, config: ContainerConfig, *, os_: str = "linux") -> str | None:
+        hit = self.local.lookup(parent_id, config, os_=os_)
+        if hit is not None and any(s.id == hit or self._is_ancestor(s.id, hit) for s in self.sources):
+            return hit
+        parent = self.images.find(parent_id) if parent_id else None
+        p_hist = list(self.images.config(parent).history or []) if parent is not None else []
+        created_by = " ".join(config.cmd or [])
+        for target in self.sources:
+            t_hist = list(self.images.config(target).history or [])
+            if not _valid_parent(target, t_hist, parent, p_hist) or t_hist[len(p_hist)].created_by != created_by:
+                continue
+            if len(t_hist) - 1 == len(p_hist):
+                return target.id
+            rec = await self._make(parent, target, len(p_hist), config)
+            self.sources = [target]
+            return rec.id
+        self.sources = []
+        return None

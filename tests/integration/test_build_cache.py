@@ -86,3 +86,25 @@ def test_cache_survives_restart_and_prune(daemon: Daemon, ctx: Path) -> None:
     # (rmi may have taken the untagged parents already, as dockerd's does)
     assert len(json.loads(body)["CachesDeleted"] or []) <= 4
     assert d.docker("images", "-aq").stdout.split() == [d.docker("images", "-q", "busybox").stdout.strip()]
+
+
+def test_cache_from_a_loaded_image(d: Daemon, ctx: Path, image: str, tmp_path: Path) -> None:
+    """--cache-from (moby's ImageCache): an image with no local parent chain (loaded here, as
+    after a pull) is the cache by its history; the steps are restored from it and the build
+    gives the very image; a changed file misses from its COPY on."""
+    first = build(d, ctx, "-t", image)
+    full_id = d.docker("inspect", "-f", "{{.Id}}", image).stdout.strip()
+    archive = tmp_path / "img.tar"
+    d.docker("save", "-o", str(archive), image)
+    d.docker("rmi", image)  # its untagged step images go with it
+    d.docker("load", "-i", str(archive))
+    hit = build(d, ctx, "--cache-from", image, "-t", image)
+    assert hit.count(" ---> Using cache") == 4, hit
+    assert built_id(hit) == built_id(first)
+    assert d.docker("inspect", "-f", "{{.Id}}", image).stdout.strip() == full_id
+    # the restored step images run: the RUN step's layer came from the loaded image
+    assert d.docker("run", "--rm", image).stdout == "one\n"
+    (ctx / "a.txt").write_text("two\n")
+    miss = build(d, ctx, "--cache-from", image, "-t", image)
+    assert miss.count(" ---> Using cache") == 0, miss
+    assert d.docker("run", "--rm", image).stdout == "two\n"
