@@ -357,9 +357,9 @@ class Build:
                 if await self.probe(state, cc):
                     return
                 t0 = time.perf_counter()
-                if state.image is not None:
-                    await self.b.images.ensure_layers(state.image)
-                await self.b.snapshotter.prepare(key, self._top(state))
+                # The step's parent layers, present (a committed image's are unpacked later).
+                parent_top = await self.b.images.ensure_layers(state.image) if state.image is not None else None
+                await self.b.snapshotter.prepare(key, parent_top)
                 async with self.mounted(key) as root_fd:
                     ids = numeric
                     if chown and ids is None:
@@ -368,7 +368,7 @@ class Build:
                                              chmod=mode, add=add, session=session, src_fd=src_fd)
             t1 = time.perf_counter()
             # Nothing else writes the scratch snapshot: it becomes the layer's snapshot itself.
-            layer = await self.committer().commit(key, self._top(state), snapshot="adopt")
+            layer = await self.committer().commit(key, parent_top, snapshot="adopt")
             if layer is not None and not await self.b.snapshotter.exists(key):
                 adopted = key
             t2 = time.perf_counter()
@@ -442,11 +442,11 @@ class Build:
         --cache-from image `target` (its layer, if the entry has one) on `parent`."""
         from ..images.layercommit import NewLayer
         from ..images.newimage import make_image
-        from .cache import _layer_index
+        from .cache import history_layer_index
 
         t_cfg = self.b.images.config(target)
         entry = (t_cfg.history or [])[index]
-        li = _layer_index(list(t_cfg.history or []), index)
+        li = history_layer_index(list(t_cfg.history or []), index)
         layer = None
         if li is not None:
             layer = NewLayer(target.diff_ids[li], target.layers[li],

@@ -137,7 +137,7 @@ def _valid_parent(target: ImageRecord, t_hist: list[Any], parent: ImageRecord | 
     return p_hist == t_hist[:len(p_hist)] and list(parent.diff_ids) == list(target.diff_ids[:len(parent.diff_ids)])
 
 
-def _layer_index(t_hist: list[Any], index: int) -> int | None:
+def history_layer_index(t_hist: list[Any], index: int) -> int | None:
     """moby getLayerForHistoryIndex: the layer of history entry `index` (None: an empty one)."""
     if t_hist[index].empty_layer:
         return None

@@ -99,26 +99,21 @@ class _Result(msgspec.Struct):
     size: int
 
 
-def _blob_pass(source: DiffSource, ingest: IngestWriter) -> _Result:
-    """The diff into the gzip blob alone, its diff ID hashed on the way."""
-    diff = LayerDiff(source)
-    h = hashlib.sha256()
-    gz = gzip_writer(IngestFile(ingest))
-    try:
-        for chunk in diff:
-            h.update(chunk)
-            gz.write(chunk)
-    finally:
-        gz.close()
-    return _Result("sha256:" + h.hexdigest(), diff.entries, diff.size)
-
-
-def _one_pass(source: DiffSource, dest: str, whiteouts: Any, ingest: IngestWriter) -> _Result:
+def _one_pass(source: DiffSource, ingest: IngestWriter, dest: str | None, whiteouts: Any) -> _Result:
+    """The diff into the gzip blob and, with `dest`, unpacked there too (the unpacker hashes
+    it: the diff ID); without `dest` the diff ID is hashed here."""
     diff = LayerDiff(source)
     gz = gzip_writer(IngestFile(ingest))
     try:
-        diff_id = apply_layer(_Tee(iter(diff), gz), dest,  # type: ignore[arg-type]
-                              whiteouts=whiteouts, media_type="application/x-tar")
+        if dest is not None:
+            diff_id = apply_layer(_Tee(iter(diff), gz), dest,  # type: ignore[arg-type]
+                                  whiteouts=whiteouts, media_type="application/x-tar")
+        else:
+            h = hashlib.sha256()
+            for chunk in diff:
+                h.update(chunk)
+                gz.write(chunk)
+            diff_id = "sha256:" + h.hexdigest()
     finally:
         gz.close()
     return _Result(diff_id, diff.entries, diff.size)
@@ -151,11 +146,8 @@ class LayerCommitter:
             # The digest is known only at the end: a placeholder, set before the commit.
             ingest = self.content.ingest(ref, "sha256:" + "0" * 64, None)
             try:
-                if staging:
-                    res = await anyio.to_thread.run_sync(
-                        _one_pass, source, str(snap.upper_dir(staging)), snap.whiteouts, ingest)
-                else:
-                    res = await anyio.to_thread.run_sync(_blob_pass, source, ingest)
+                dest = str(snap.upper_dir(staging)) if staging else None
+                res = await anyio.to_thread.run_sync(_one_pass, source, ingest, dest, snap.whiteouts)
                 if res.entries == 0:
                     ingest.abort()
                     return None
