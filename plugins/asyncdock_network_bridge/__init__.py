@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from pathlib import Path
 from typing import Any
 
 from asyncdock.base.errors import SystemError_
@@ -16,6 +17,7 @@ from asyncdock.networks.base import Endpoint, Network
 from asyncdock.networks.netlink import Netlink, NetlinkError
 from asyncdock.networks.netns import NetnsError
 from asyncdock.plugins import InitContext, Registration
+from asyncdock.util.atomic import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -98,15 +100,23 @@ class BridgeDriver:
         plen = int(subnet.split("/")[1])
         with Netlink() as nl:
             old = nl.link(br)
+            if old is not None and not old.alias and self._is_intended(br):
+                nl.del_link(old.index)  # ours, made by a run killed before it marked it
+                old = None
             if old is not None:
                 if old.alias != f"{self.alias}net:{net.id[:12]}":
                     raise SystemError_(f"a network interface named {br} exists and is not ours: refusing to use it")
                 nl.del_link(old.index)
             index = 0
+            # The kernel ignores an ifalias given at creation, so there is a moment when the
+            # bridge exists without our mark: a kill there would leave a link no later run could
+            # tell from someone else's. The intent written first says whose it is.
+            self._intend(br)
             try:
                 nl.add_bridge(br)
                 index = nl.index(br)
                 nl.set_link(index, alias=f"{self.alias}net:{net.id[:12]}")
+                self._intended(br)
                 # set after creation, as `ip link set mtu` did: the bridge then keeps this MTU
                 # rather than following its ports'
                 nl.set_link(index, mtu=net.mtu)
@@ -115,6 +125,7 @@ class BridgeDriver:
             except NetlinkError as e:
                 if index:
                     nl.del_link(index)
+                self._intended(br)
                 raise SystemError_(f"creating bridge {br}: {e.strerror}") from None
             masq = net.options.get("com.docker.network.bridge.enable_ip_masquerade", "true") != "false"
             self._up[net.id] = firewall.BridgeRule(br, subnet, masquerade=masq, internal=net.internal)
@@ -190,10 +201,37 @@ class BridgeDriver:
             if lk is not None and (not ep.host_ifindex or lk.index == ep.host_ifindex):
                 nl.del_link(lk.index)
 
+    # ---- intents: a bridge being made, before it carries our alias
+    def _intent_path(self, name: str) -> Path:
+        return self.root / f"creating-{name}"
+
+    def _intend(self, name: str) -> None:
+        atomic_write_bytes(self._intent_path(name), b"", durable=False)  # the link does not outlive a host crash either
+
+    def _intended(self, name: str) -> None:
+        self._intent_path(name).unlink(missing_ok=True)
+
+    def _is_intended(self, name: str) -> bool:
+        return self._intent_path(name).exists()
+
+    def _clear_intents(self, nl: Netlink) -> None:
+        """Delete each alias-less link an intent names (made, never marked, by a killed run)."""
+        for p in self.root.glob("creating-*"):
+            name = p.name.removeprefix("creating-")
+            lk = nl.link(name)
+            if lk is not None and not lk.alias:
+                try:
+                    nl.del_link(lk.index)
+                except NetlinkError as e:
+                    log.warning("removing unmarked bridge %s: %s", name, e.strerror)
+                    continue
+            p.unlink(missing_ok=True)
+
     # ---- shutdown / crash leftovers
     def cleanup(self, known: list[Network]) -> None:
         with self._lock:
             with Netlink() as nl:
+                self._clear_intents(nl)
                 for index in our_links(self.alias, nl):
                     try:
                         nl.del_link(index)

@@ -117,3 +117,59 @@ def test_port_published_from_endpoint_and_released(scratch: Path) -> None:
             await m.shutdown()
 
     asyncio.run(asyncio.wait_for(main(), 120))
+
+
+_KILLED_WHILE_MARKING = """
+import asyncio, os, sys
+from asyncdock.events import EventBus
+from asyncdock.leftovers import Leftovers
+from asyncdock.networks import netlink
+from asyncdock.networks.manager import NetworkManager
+
+real_set_link = netlink.Netlink.set_link
+def set_link(self, index, **kw):
+    if ":net:" in (kw.get("alias") or ""):
+        os._exit(9)  # the daemon dies between making the bridge and marking it ours
+    return real_set_link(self, index, **kw)
+netlink.Netlink.set_link = set_link
+
+async def main():
+    root = sys.argv[1]
+    m = NetworkManager(bus=EventBus(), data_root=root + "/data", exec_root=root + "/exec", leftovers=Leftovers())
+    await m.start()
+    await m.create("kcrash", options={"com.docker.network.bridge.name": sys.argv[2]})
+asyncio.run(main())
+"""
+
+
+def test_bridge_made_by_a_run_killed_before_marking_it(scratch: Path) -> None:
+    """A kill between creating a bridge and setting its ifalias (the kernel ignores one given at
+    creation) left a link the next run refused as someone else's: `network create` of the same
+    name, and every start on a lazily re-made bridge, failed until a person deleted it."""
+    import os
+    import subprocess
+    import sys
+    br = "adtk" + os.urandom(4).hex()
+    p = subprocess.run([sys.executable, "-c", _KILLED_WHILE_MARKING, str(scratch), br], capture_output=True,
+                       text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert p.returncode == 9, p.stderr
+        assert netcheck.link_exists(br)  # the state the kill left: the bridge, with no alias
+
+        async def main() -> None:
+            m = _manager(scratch)
+            await m.start()  # the restart's cleanup knows it for ours and removes it
+            try:
+                assert not netcheck.link_exists(br)
+                await m.create("kcrash", options={"com.docker.network.bridge.name": br})
+                await m.attach("e" * 64, "kcrash", container_name="epsilon")
+                assert netcheck.our_link_aliases(m.tag)[br].endswith(":net:" + m.get("kcrash").id[:12])
+                await m.release("e" * 64)
+                await m.remove("kcrash")
+            finally:
+                await m.shutdown()
+            assert netcheck.our_links(m.tag) == []
+
+        asyncio.run(asyncio.wait_for(main(), 120))
+    finally:
+        subprocess.run(["ip", "link", "del", br], capture_output=True, timeout=30)
