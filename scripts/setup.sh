@@ -15,9 +15,9 @@ MIN_DOCKER_MAJOR=28
 # Runtimes, the registry and image tools the tests drive for real; apache2-utils for htpasswd
 # (bcrypt, the only hash distribution's htpasswd auth accepts); util-linux for mount/umount/flock.
 # gcc and libc6-dev build the crun plugin's small C helper (hide_cgroup2.c) and the seccomp
-# tests' static keyring probe.
+# tests' static keyring probe; libpython3-dev (Python.h) the json-file driver's escaper.
 APT_PACKAGES=(runc crun tini busybox-static docker-registry skopeo umoci iptables nftables iproute2
-              apache2-utils util-linux openssl curl make gcc libc6-dev)
+              apache2-utils util-linux openssl curl make gcc libc6-dev libpython3-dev)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -75,6 +75,17 @@ if [[ ! -x "$HELPER" || "$HELPER_SRC" -nt "$HELPER" ]]; then
     log "building $HELPER"
     cc -O2 -Wall -Wextra -o "$HELPER.tmp" "$HELPER_SRC"
     mv -f "$HELPER.tmp" "$HELPER"
+fi
+
+# json-file's escaping of binary output in C (codec.py falls back to Python without it); built
+# next to its source, where the editable install imports it from; rebuilt when the source is newer.
+ESC_SRC="$ROOT/plugins/asyncdock_logdriver_jsonfile/goescape.c"
+ESC="$ROOT/plugins/asyncdock_logdriver_jsonfile/_goescape$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')"
+if [[ ! -f "$ESC" || "$ESC_SRC" -nt "$ESC" ]]; then
+    log "building $ESC"
+    cc -O2 -Wall -Wextra -shared -fPIC -I"$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" \
+        -o "$ESC.tmp" "$ESC_SRC"
+    mv -f "$ESC.tmp" "$ESC"
 fi
 
 want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ..base import errors
-from ..logs.base import LogDriver, LogRecord
+from ..logs.base import DiscardingWriter, LogDriver, LogRecord
 from ..runtime.base import OCIRuntime, RuntimeError_
 from ..snapshots.base import Mount
 from ..util.fstree import remove_tree_quietly, walk
@@ -184,17 +184,20 @@ def _mount_rootfs(mounts: list[Mount], rootfs: Path, throwaway: bool) -> None:
 
 
 def _open_log_and_pid_file(lv: Live, rec: ContainerRecord, driver: LogDriver, files_dir: Path,
-                           bundle: Path) -> tuple[Callable[[str, bytes, int], None], Path]:
+                           bundle: Path) -> tuple[Callable[[str, bytes, int], None] | None, Path]:
     """Open the container's log writer (on `lv`, so teardown closes it) and clear the runtime's
-    pid file; returns the pumps' log sink and the pid file's path."""
+    pid file; returns the pumps' log sink (None when the driver keeps nothing) and the pid
+    file's path."""
     lv.log_writer = driver.open_writer(files_dir, rec.id, dict(rec.host_config.log_config.config or {}))
     writer = lv.log_writer
+    pid_file = bundle / "init.pid"
+    pid_file.unlink(missing_ok=True)
+    if isinstance(writer, DiscardingWriter):
+        return None, pid_file
 
     def emit(stream: str, data: bytes, ts: int) -> None:
         writer.write(LogRecord(stream, data, ts))  # type: ignore[arg-type]
 
-    pid_file = bundle / "init.pid"
-    pid_file.unlink(missing_ok=True)
     return emit, pid_file
 
 

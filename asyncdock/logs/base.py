@@ -37,6 +37,17 @@ class LogWriter(Protocol):
     def close(self) -> None: ...
 
 
+class DiscardingWriter:
+    """The writer of a driver that keeps nothing (none): the output pump, seeing it, does not
+    cut the output into records at all."""
+
+    def write(self, record: LogRecord) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 @runtime_checkable
 class LogDriver(Protocol):
     name: str

@@ -4,18 +4,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from asyncdock.logs.base import IsRunning, LogNotReadable, LogRecord, ReadOptions
+from asyncdock.logs.base import DiscardingWriter, IsRunning, LogNotReadable, LogRecord, ReadOptions
 from asyncdock.plugins import Registration
 
 NOT_READABLE = "configured logging driver does not support reading"
-
-
-class _Discard:
-    def write(self, record: LogRecord) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 class NoneDriver:
@@ -28,8 +20,8 @@ class NoneDriver:
         # Docker skips option validation for "none" entirely: anything is accepted.
         pass
 
-    def open_writer(self, log_dir: Path, container_id: str, opts: dict[str, str]) -> _Discard:
-        return _Discard()
+    def open_writer(self, log_dir: Path, container_id: str, opts: dict[str, str]) -> DiscardingWriter:
+        return DiscardingWriter()
 
     def read(self, log_dir: Path, container_id: str, options: ReadOptions,
              is_running: IsRunning) -> AsyncIterator[LogRecord]:

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import tomllib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import anyio
@@ -38,7 +38,8 @@ if importlib.util.find_spec("asyncdock_logdriver_jsonfile") is None:
 import asyncdock_logdriver_jsonfile as jsonfile_plugin  # noqa: E402
 import asyncdock_logdriver_local as local_plugin  # noqa: E402
 import asyncdock_logdriver_none as none_plugin  # noqa: E402
-from asyncdock_logdriver_jsonfile.codec import JSONLineCodec, go_json_string  # noqa: E402
+from asyncdock_logdriver_jsonfile import codec as jsonfile_codec  # noqa: E402
+from asyncdock_logdriver_jsonfile.codec import JSONLineCodec  # noqa: E402
 from asyncdock_logdriver_local.codec import LocalCodec  # noqa: E402
 from tests.support.logs import CID, DEADLINE, T0, read_all, stopped, write_all  # noqa: E402
 
@@ -303,8 +304,37 @@ def test_jsonfile_line_is_dockers_format_byte_for_byte(tmp_path: Path) -> None:
     (b"\xed\xa0\x80", b'"\\ufffd\\ufffd\\ufffd"'),  # an encoded surrogate is invalid too
     (b"", b'""'),
 ])
-def test_jsonfile_escaping_matches_moby(data: bytes, literal: bytes) -> None:
-    assert go_json_string(data) == literal
+@pytest.mark.parametrize("impl", ["c", "python"])
+def test_jsonfile_escaping_matches_moby(data: bytes, literal: bytes, impl: str) -> None:
+    assert _escaper(impl)(data) == literal
+
+
+def _escaper(impl: str) -> Callable[[bytes | memoryview], bytes]:
+    if impl == "python":
+        return jsonfile_codec.py_go_json_string
+    # set-up builds it (scripts/setup.sh): a missing build is a failure, not a skip
+    assert jsonfile_codec.c_go_json_string is not None, "the json-file escaper (goescape.c) is not built"
+    assert jsonfile_codec.go_json_string is jsonfile_codec.c_go_json_string
+    return jsonfile_codec.c_go_json_string
+
+
+def test_jsonfile_c_escaper_is_the_python_one() -> None:
+    """goescape.c against the Python reference over random mixes of every byte, valid and cut
+    multi-byte sequences, U+2028/9 and U+FFFD, and whole 16 KiB records of binary."""
+    import random
+    c, py = _escaper("c"), _escaper("python")
+    rng = random.Random(20261208)
+    pieces = [bytes([i]) for i in range(256)]
+    for ch in "é€😀\u2028\u2029\ufffd\U0010ffff":
+        enc = ch.encode()
+        pieces += [enc[:k] for k in range(1, len(enc) + 1)]
+    pieces += [b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xe0\x80\xaf", b"\xc0\xaf"]  # surrogate, >U+10FFFF, overlongs
+    for _ in range(5000):
+        data = b"".join(rng.choice(pieces) for _ in range(rng.randrange(0, 48)))
+        assert c(data) == py(data), data
+    for data in (os.urandom(16384), bytes(16384), b"\xff" * 16384, "✓".encode() * 5000):
+        assert c(data) == py(data)
+    assert c(memoryview(b"<x>")) == b'"\\u003cx\\u003e"'  # any buffer, as the reader hands them
 
 
 def test_jsonfile_empty_record_omits_log_key() -> None:
