@@ -50,14 +50,15 @@ class Rule(NamedTuple):
 # --------------------------------------------------------------------------- the walker
 
 def find_modules(root: Path, packages: Iterable[str]) -> dict[str, Path]:
-    """Module name -> file, for every .py file of the given top-level packages under `root`."""
+    """Module name -> file, for every .py file of the given top-level packages under `root`, and
+    every extension module by its committed stub (.pyi; the .so is built at set-up)."""
     modules: dict[str, Path] = {}
     for package in packages:
-        for path in sorted((root / package).rglob("*.py")):
+        for path in sorted((root / package).rglob("*.py")) + sorted((root / package).rglob("*.pyi")):
             parts = path.relative_to(root).with_suffix("").parts
             if parts[-1] == "__init__":
                 parts = parts[:-1]
-            modules[".".join(parts)] = path
+            modules.setdefault(".".join(parts), path)
     return modules
 
 
