@@ -686,7 +686,8 @@ class FileLogDriver:
         options = self.parse_options(opts)
         path = self.file_path(log_dir, container_id)
         path.parent.mkdir(mode=self.dir_mode, parents=True, exist_ok=True)
-        writer = RotatingFileWriter(path, self.codec.encode, options, self.file_mode)
+        # a codec of its own: an encoder may keep per-stream state (json-file's time cache)
+        writer = RotatingFileWriter(path, type(self.codec)().encode, options, self.file_mode)
         self._live[str(path)] = writer
         return writer
 

@@ -9,6 +9,7 @@ from ...containers.models import ContainerRecord
 from ...logs.framing import format_log_payload, frame_record
 from ...util.errtext import os_error_text
 from ..http import Request, StreamResponse
+from .coalesce import Coalescer
 
 
 async def serve_logs(req: Request, rec: ContainerRecord) -> StreamResponse:
@@ -20,14 +21,19 @@ async def serve_logs(req: Request, rec: ContainerRecord) -> StreamResponse:
     tty = rec.config.tty
     # API 1.41 sends logs with no Content-Type at all (see the transcripts).
     stream = await req.stream(content_type=None)
+    out = Coalescer(stream.write_nowait, stream.write)
     try:
         # aclosing: a client that hangs up releases the file handles and inotify watch at once
         async with contextlib.aclosing(records):
             async for record in records:
                 if tty:
-                    await stream.write(format_log_payload(record, timestamps))
+                    await out.add(format_log_payload(record, timestamps))
                 else:
-                    await stream.write(frame_record(record, timestamps))
+                    await out.add(frame_record(record, timestamps))
+        await out.flush()
     except (OSError, ValueError) as e:
+        await out.flush()
         await stream.write(frame(SYSTEMERR, f"Error grabbing logs: {os_error_text(e) if isinstance(e, OSError) else e}\n".encode()))
+    finally:
+        out.discard()  # cancelled (the client went away): nothing is left scheduled
     return stream
