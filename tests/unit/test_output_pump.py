@@ -1,0 +1,106 @@
+"""The output pump on real pipes: one wake-up's reads travel as one piece, a subscriber that does
+not take its share stops the reading (the writer blocks on its full pipe, the engine holds at
+most HIGH plus one read), and everything arrives once it reads again. And the logs endpoint's
+coalescing of many small frames into few writes."""
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+
+from asyncdock.api.streams.coalesce import Coalescer
+from asyncdock.containers.stdio import STDOUT, OutputHub, pump_output
+
+
+def test_one_wakeups_reads_are_one_piece() -> None:
+    async def main() -> None:
+        r, w = os.pipe2(os.O_CLOEXEC)
+        for _ in range(3):  # three writes, all in the pipe before the loop first looks
+            os.write(w, b"x" * 4096)
+        os.close(w)
+        hub = OutputHub()
+        q = hub.subscribe()
+        done = await pump_output({STDOUT: r}, hub, None)
+        assert await q.get() == (STDOUT, b"x" * 12288)
+        await asyncio.wait_for(done[0], 10)
+
+    asyncio.run(main())
+
+
+def test_a_subscriber_that_does_not_read_stops_the_reading() -> None:
+    total = 32 << 20
+
+    async def main() -> None:
+        r, w = os.pipe2(os.O_CLOEXEC)
+        writer = subprocess.Popen(["head", "-c", str(total), "/dev/zero"], stdout=w)
+        os.close(w)
+        try:
+            hub = OutputHub()
+            paused = asyncio.Event()
+            hub.on_pause(lambda p: paused.set() if p else None)
+            q = hub.subscribe()
+            done = await pump_output({STDOUT: r}, hub, None)
+            await asyncio.wait_for(paused.wait(), 30)
+            held = q.unread
+            assert OutputHub.HIGH < held <= OutputHub.HIGH + 256 * 1024
+            # blocked on its full pipe, not finished: the rest is still in the writer
+            assert writer.poll() is None
+            got = 0
+            while (item := await asyncio.wait_for(q.get(), 30)) is not None:
+                got += len(item[1])
+                if got == total:
+                    break
+            assert got == total
+            await asyncio.wait_for(done[0], 30)
+            assert not hub.paused
+        finally:
+            writer.kill()
+            writer.wait()
+
+    asyncio.run(main())
+
+
+def test_leaving_resumes_the_reading() -> None:
+    async def main() -> None:
+        r, w = os.pipe2(os.O_CLOEXEC)
+        writer = subprocess.Popen(["head", "-c", str(16 << 20), "/dev/zero"], stdout=w)
+        os.close(w)
+        try:
+            hub = OutputHub()
+            paused = asyncio.Event()
+            hub.on_pause(lambda p: paused.set() if p else None)
+            q = hub.subscribe()
+            done = await pump_output({STDOUT: r}, hub, None)
+            await asyncio.wait_for(paused.wait(), 30)
+            hub.unsubscribe(q)  # the client went away: its share no longer holds the process
+            await asyncio.wait_for(done[0], 30)
+            assert writer.wait(30) == 0
+        finally:
+            writer.kill()
+            writer.wait()
+
+    asyncio.run(main())
+
+
+def test_coalescer_sends_one_turns_pieces_together() -> None:
+    async def main() -> None:
+        sent: list[bytes] = []
+        awaited: list[bytes] = []
+
+        async def write(data: bytes) -> None:
+            awaited.append(data)
+
+        out = Coalescer(sent.append, write)
+        for i in range(1000):
+            await out.add(b"%04d" % i)
+        assert sent == [] and awaited == []  # nothing yet: the task has not yielded
+        await asyncio.sleep(0)
+        assert sent == [b"".join(b"%04d" % i for i in range(1000))]
+        big = b"y" * (Coalescer.LIMIT + 1)
+        await out.add(big)  # past the limit: written at once, under the client's flow control
+        assert awaited == [big]
+        await out.flush()
+        await asyncio.sleep(0)
+        assert len(sent) == 1
+
+    asyncio.run(main())
