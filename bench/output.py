@@ -7,7 +7,9 @@
 - attached output of N MB of zeros, random bytes and base64 text (`docker run --rm busybox sh -c
   'head -c N SRC' | wc -c`), with json-file, with `-t`, and with `--log-driver none`;
 - the floor for `none`: the same producer on the host, `busybox head -c N SRC | cat | wc -c`
-  (the `cat` standing where the engine and the CLI relay the bytes);
+  (the `cat` standing where the engine and the CLI relay the bytes); "net" figures take off each
+  side's fixed cost (a run of `true`, and `busybox sh -c true | cat | wc -c`), leaving the rate
+  at which the bytes move once the container runs;
 - `docker logs` of a container that wrote 300,000 short lines (`> /dev/null`);
 - with --pid (asyncdock's daemon), its RSS idle, after 200 MB of attached json-file output, and
   after a settle of a few seconds.
@@ -73,6 +75,16 @@ def main() -> None:
     if args.pid:
         rss["idle_mib"] = rss_mib(args.pid)
 
+    # The fixed cost of a run with no output (start, attach, wait, remove), per engine, and of
+    # the floor's pipeline: "net" throughput is the bytes over the time beyond it.
+    base: dict[str, list[float]] = {k: [] for k in engines}
+    base["floor"] = []
+    for _ in range(args.runs):
+        for label, sock in engines.items():
+            base[label].append(sh(f"{DOCKER} run --rm --log-driver none {args.image} true | wc -c", sock))
+        base["floor"].append(sh("busybox sh -c true | cat | wc -c"))
+    fixed = {k: v["median"] for k, v in report("output-fixed-cost", "s", base)["summary"].items()}
+
     cases = [(kind, mode) for kind in SOURCES for mode in ("json-file", "tty", "none")]
     summary: dict[str, dict[str, object]] = {}
     for kind, mode in cases:
@@ -93,6 +105,11 @@ def main() -> None:
             line["throughput_vs_other"] = med["other"] / med["asyncdock"]
         if "floor" in med:
             line["throughput_vs_floor"] = med["floor"] / med["asyncdock"]
+            net = {k: max(med[k] - fixed[k], 1e-6) for k in med}
+            line["net_MBps"] = args.mb / net["asyncdock"]
+            line["net_vs_floor"] = net["floor"] / net["asyncdock"]
+            if "other" in net:
+                line["net_vs_other"] = net["other"] / net["asyncdock"]
         summary[f"{kind}/{mode}"] = line
         print(f"  {kind}/{mode}: " + ", ".join(f"{k} {v:.2f}" for k, v in line.items()))
 

@@ -9,6 +9,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
+from ..util import heap
+
 STDIN, STDOUT, STDERR = 0, 1, 2
 _NAMES = {STDOUT: "stdout", STDERR: "stderr"}
 
@@ -45,12 +47,15 @@ class OutputHub:
 
     HIGH = 4 << 20
     LOW = 1 << 20
+    TRIM_AFTER = 8 << 20  # output moved before the hub's end gives freed buffers back
 
     def __init__(self) -> None:
         self._subs: set[OutputQueue] = set()
         self.closed = False
         self._pauses: list[Callable[[bool], None]] = []  # each pump's pause(True)/resume(False)
         self.paused = False
+        self._moved = 0
+        self._left: set[OutputQueue] = set()  # subscribers still taking their share after close
 
     def subscribe(self) -> OutputQueue:
         q = OutputQueue(self)
@@ -63,11 +68,22 @@ class OutputHub:
     def unsubscribe(self, q: asyncio.Queue[tuple[int, bytes] | None]) -> None:
         self._subs.discard(q)  # type: ignore[arg-type]
         self.taken()
+        if self.closed and self._left:
+            self._left.discard(q)  # type: ignore[arg-type]
+            if not self._left:
+                self._trim()
+
+    def _trim(self) -> None:
+        # once the last client has its share (the buffers are garbage by then)
+        if self._moved >= self.TRIM_AFTER:
+            self._moved = 0
+            heap.trim()
 
     def on_pause(self, pause: Callable[[bool], None]) -> None:
         self._pauses.append(pause)
 
     def publish(self, stream: int, data: bytes) -> None:
+        self._moved += len(data)
         high = False
         for q in self._subs:
             q.put_nowait((stream, data))
@@ -90,7 +106,10 @@ class OutputHub:
             self.closed = True
             for q in self._subs:
                 q.put_nowait(None)
+            self._left = set(self._subs)
             self._subs.clear()
+            if not self._left:
+                self._trim()
             if self.paused:  # a pump still open reads on to its EOF, now for nobody
                 self._set_paused(False)
             self._pauses.clear()
