@@ -92,15 +92,15 @@ def test_coalescer_sends_one_turns_pieces_together() -> None:
 
         out = Coalescer(sent.append, write)
         for i in range(1000):
-            await out.add(b"%04d" % i)
+            assert not out.add(b"%04d" % i)
         assert sent == [] and awaited == []  # nothing yet: the task has not yielded
         await asyncio.sleep(0)
         assert sent == [b"".join(b"%04d" % i for i in range(1000))]
         big = b"y" * (Coalescer.LIMIT + 1)
-        await out.add(big)  # past the limit: written at once, under the client's flow control
-        assert awaited == [big]
+        assert out.add(big)  # past the limit: the caller writes at once, under the client's flow control
         await out.flush()
+        assert awaited == [big]
         await asyncio.sleep(0)
-        assert len(sent) == 1
+        assert len(sent) == 1  # the flush took the scheduled send's share too
 
     asyncio.run(main())

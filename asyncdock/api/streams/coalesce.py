@@ -20,13 +20,14 @@ class Coalescer:
         self._size = 0
         self._handle: asyncio.Handle | None = None
 
-    async def add(self, data: bytes) -> None:
+    def add(self, data: bytes) -> bool:
+        """Hold `data`; True once LIMIT is held, when the caller must `await flush()` (a plain
+        call, not a coroutine: it runs once per log line)."""
         self._parts.append(data)
         self._size += len(data)
-        if self._size >= self.LIMIT:
-            await self.flush()
-        elif self._handle is None:
+        if self._handle is None:
             self._handle = asyncio.get_running_loop().call_soon(self._flush_now)
+        return self._size >= self.LIMIT
 
     def _take(self) -> bytes:
         if self._handle is not None:
