@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ..base import errors
-from ..logs.base import DiscardingWriter, LogDriver, LogRecord
+from ..logs.base import DiscardingWriter, LogDriver
 from ..runtime.base import OCIRuntime, RuntimeError_
 from ..snapshots.base import Mount
 from ..util.fstree import remove_tree_quietly, walk
@@ -184,7 +184,7 @@ def _mount_rootfs(mounts: list[Mount], rootfs: Path, throwaway: bool) -> None:
 
 
 def _open_log_and_pid_file(lv: Live, rec: ContainerRecord, driver: LogDriver, files_dir: Path,
-                           bundle: Path) -> tuple[Callable[[str, bytes, int], None] | None, Path]:
+                           bundle: Path) -> tuple[Callable[[str, list[bytes], int], None] | None, Path]:
     """Open the container's log writer (on `lv`, so teardown closes it) and clear the runtime's
     pid file; returns the pumps' log sink (None when the driver keeps nothing) and the pid
     file's path."""
@@ -195,8 +195,8 @@ def _open_log_and_pid_file(lv: Live, rec: ContainerRecord, driver: LogDriver, fi
     if isinstance(writer, DiscardingWriter):
         return None, pid_file
 
-    def emit(stream: str, data: bytes, ts: int) -> None:
-        writer.write(LogRecord(stream, data, ts))  # type: ignore[arg-type]
+    def emit(stream: str, lines: list[bytes], ts: int) -> None:
+        writer.write_lines(stream, lines, ts)
 
     return emit, pid_file
 

@@ -126,36 +126,41 @@ class StdinSide:
         self.close = close
 
 
+LogEmit = Callable[[str, list[bytes], int], None]  # (stream, records' bytes, arrival time)
+
+
 class LineSplitter:
     """Cuts a stream into lines for the log driver; a partial line waits for its end (or for
-    16 KiB, Docker's buffer size, or EOF)."""
+    16 KiB, Docker's buffer size, or EOF). The records of one piece of output go out together,
+    with the piece's arrival time."""
 
     MAX = 16 * 1024
 
-    def __init__(self, stream: str, emit: Callable[[str, bytes, int], None]) -> None:
+    def __init__(self, stream: str, emit: LogEmit) -> None:
         self._stream = stream
         self._emit = emit
         self._buf = b""
 
     def feed(self, data: bytes) -> None:
-        now = time.time_ns()
-        buf = self._buf + data
-        start = 0
-        while True:
-            nl = buf.find(b"\n", start)
-            if nl < 0:
-                break
-            self._emit(self._stream, buf[start:nl + 1], now)
-            start = nl + 1
-        rest = buf[start:]
-        while len(rest) >= self.MAX:
-            self._emit(self._stream, rest[: self.MAX], now)
-            rest = rest[self.MAX:]
+        parts = (self._buf + data if self._buf else data).split(b"\n")
+        rest = parts.pop()  # after the last newline: a line still being written
+        lines = [p + b"\n" for p in parts]
+        if lines and max(map(len, lines)) > self.MAX:
+            lines = [piece for line in lines for piece in self._cut(line)]
+        if len(rest) >= self.MAX:  # whole 16 KiB pieces of it go now, as Docker's partials
+            cut = len(rest) - len(rest) % self.MAX
+            lines += self._cut(rest[:cut])
+            rest = rest[cut:]
         self._buf = rest
+        if lines:
+            self._emit(self._stream, lines, time.time_ns())
+
+    def _cut(self, line: bytes) -> list[bytes]:
+        return [line[i:i + self.MAX] for i in range(0, len(line), self.MAX)]
 
     def flush(self) -> None:
         if self._buf:
-            self._emit(self._stream, self._buf, time.time_ns())
+            self._emit(self._stream, [self._buf], time.time_ns())
             self._buf = b""
 
 
@@ -225,7 +230,7 @@ class _FdPump:
 
 
 async def pump_output(fds: dict[int, int], hub: OutputHub,
-                      log_emit: Callable[[str, bytes, int], None] | None) -> list[asyncio.Future[None]]:
+                      log_emit: LogEmit | None) -> list[asyncio.Future[None]]:
     """Start reading each (stream -> fd); returns futures that resolve at each pipe's EOF.
     The fds are owned by the pump from now on (closed at EOF)."""
     loop = asyncio.get_running_loop()
@@ -284,7 +289,7 @@ def open_stdio_pipes(with_stdin: bool, opened: list[int]) -> StdioPipes:
 
 
 async def start_stdio_pipes(pipes: StdioPipes, opened: list[int], hub: OutputHub,
-                            log_emit: Callable[[str, bytes, int], None] | None,
+                            log_emit: LogEmit | None,
                             ) -> tuple[list[asyncio.Future[None]], asyncio.WriteTransport | None]:
     """Once the runtime holds the process's ends: close ours of those, start the output pumps and
     wrap stdin. Returns the pumps' EOF futures and the stdin transport (None without stdin); the

@@ -34,6 +34,9 @@ class LogNotReadable(NotImplementedYet):
 @runtime_checkable
 class LogWriter(Protocol):
     def write(self, record: LogRecord) -> None: ...
+    def write_lines(self, stream: Stream, lines: list[bytes], time_ns: int) -> None:
+        """The records of one piece of output (same stream and time), in order."""
+        ...
     def close(self) -> None: ...
 
 
@@ -42,6 +45,9 @@ class DiscardingWriter:
     cut the output into records at all."""
 
     def write(self, record: LogRecord) -> None:
+        pass
+
+    def write_lines(self, stream: Stream, lines: list[bytes], time_ns: int) -> None:
         pass
 
     def close(self) -> None:

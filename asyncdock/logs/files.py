@@ -24,7 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple, Protocol, TypeVar
 
-from asyncdock.logs.base import IsRunning, LogRecord, LogWriter, ReadOptions
+from asyncdock.logs.base import IsRunning, LogRecord, LogWriter, ReadOptions, Stream
 
 log = logging.getLogger(__name__)
 
@@ -159,9 +159,11 @@ class RotatingFileWriter:
     FLUSH_AT = 64 * 1024  # flush inline past this much, do not let one tick hoard memory
 
     def __init__(self, path: Path, encode: Callable[[LogRecord], bytes],
-                 options: FileOptions, mode: int = 0o640) -> None:
+                 options: FileOptions, mode: int = 0o640,
+                 encode_lines: Callable[[Stream, list[bytes], int], bytes] | None = None) -> None:
         self.path = path
         self._encode = encode
+        self._encode_lines = encode_lines
         self._max_size = options.max_size
         self._max_file = max(1, options.max_file)
         self._mode = mode
@@ -184,6 +186,28 @@ class RotatingFileWriter:
         data = self._encode(record)
         if 0 < self._max_size <= self._size:
             self._rotate()
+        self._buf += data
+        self._size += len(data)
+        if len(self._buf) >= self.FLUSH_AT:
+            self.flush()
+        elif not self._flush_scheduled:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # used outside an event loop: behave unbuffered
+                self.flush()
+                return
+            self._flush_scheduled = True
+            loop.call_soon(self._scheduled_flush)
+
+    def write_lines(self, stream: Stream, lines: list[bytes], time_ns: int) -> None:
+        if self._encode_lines is None or self._max_size > 0:
+            # record by record: rotation is decided before each one
+            for data in lines:
+                self.write(LogRecord(stream, data, time_ns))
+            return
+        if self._closed:
+            return
+        data = self._encode_lines(stream, lines, time_ns)
         self._buf += data
         self._size += len(data)
         if len(self._buf) >= self.FLUSH_AT:
@@ -687,7 +711,9 @@ class FileLogDriver:
         path = self.file_path(log_dir, container_id)
         path.parent.mkdir(mode=self.dir_mode, parents=True, exist_ok=True)
         # a codec of its own: an encoder may keep per-stream state (json-file's time cache)
-        writer = RotatingFileWriter(path, type(self.codec)().encode, options, self.file_mode)
+        codec = type(self.codec)()
+        writer = RotatingFileWriter(path, codec.encode, options, self.file_mode,
+                                    getattr(codec, "encode_lines", None))
         self._live[str(path)] = writer
         return writer
 

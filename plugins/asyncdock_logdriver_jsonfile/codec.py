@@ -94,6 +94,12 @@ class JSONLineCodec:
             return b"{" + tail[1:]
         return b'{"log":' + go_json_string(record.data) + tail
 
+    def encode_lines(self, stream: str, lines: list[bytes], time_ns: int) -> bytes:
+        """encode() of each line with this stream and time, joined."""
+        tail = _STREAM_FIELD[stream] + rfc3339nano(time_ns).encode("ascii") + b'"}\n'
+        esc = go_json_string
+        return b"".join([b'{"log":' + esc(line) + tail if line else b"{" + tail[1:] for line in lines])
+
     def decode(self, data: bytes) -> Decoded:
         end = data.rfind(b"\n") + 1
         if end == 0:

@@ -277,10 +277,9 @@ async def test_long_lines_split_at_16k_with_partial_records(rdriver: LogDriver, 
     w = rdriver.open_writer(log_dir, CID, {})
     emitted: list[LogRecord] = []
 
-    def emit(stream: str, data: bytes, t: int) -> None:
-        r = LogRecord(stream=cast(Stream, stream), data=data, time_ns=t)
-        emitted.append(r)
-        w.write(r)
+    def emit(stream: str, lines: list[bytes], t: int) -> None:
+        emitted.extend(LogRecord(stream=cast(Stream, stream), data=data, time_ns=t) for data in lines)
+        w.write_lines(cast(Stream, stream), lines, t)
 
     splitter = LineSplitter("stdout", emit)
     for i in range(0, len(line), 4096):  # as pipe reads deliver it

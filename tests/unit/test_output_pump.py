@@ -104,3 +104,30 @@ def test_coalescer_sends_one_turns_pieces_together() -> None:
         assert len(sent) == 1  # the flush took the scheduled send's share too
 
     asyncio.run(main())
+
+
+def test_line_splitter_hands_on_one_pieces_records_together() -> None:
+    from asyncdock.containers.stdio import LineSplitter
+
+    calls: list[tuple[str, list[bytes], int]] = []
+    s = LineSplitter("stderr", lambda stream, lines, t: calls.append((stream, lines, t)))
+    s.feed(b"a\r\nb\rc\n" + b"x" * 40000 + b"\ntail")  # one 256 KiB read may hold all of this
+    assert len(calls) == 1
+    stream, lines, _ = calls[0]
+    # only \n ends a record; a complete line over 16 KiB is cut as Docker cuts it
+    assert stream == "stderr" and lines == [b"a\r\n", b"b\rc\n", b"x" * 16384, b"x" * 16384, b"x" * 7232 + b"\n"]
+    s.feed(b"y" * 40000)  # the partial line: whole 16 KiB pieces now, the rest waits
+    assert calls[1][1] == [b"tail" + b"y" * 16380, b"y" * 16384]
+    s.flush()
+    assert calls[2][1] == [b"y" * (40004 - 32768)]
+
+
+def test_json_encode_lines_is_encode_of_each() -> None:
+    from asyncdock.logs.base import LogRecord
+    from asyncdock_logdriver_jsonfile.codec import JSONLineCodec
+
+    lines = [b"plain\n", b"<tab>\t\n", b"\x00\xff", "✓\n".encode()]
+    codec = JSONLineCodec()
+    t = 1_764_321_093_123_456_789
+    assert codec.encode_lines("stdout", lines, t) == b"".join(
+        JSONLineCodec().encode(LogRecord("stdout", line, t)) for line in lines)
