@@ -25,7 +25,11 @@ async def serve_attach(req: Request, rec: ContainerRecord) -> None:
     tty = rec.config.tty
     detach_keys = parse_detach_keys(req.query.get("detachKeys") or req.engine.config.detach_keys)
     att = Attachment(req.engine.containers, rec, stream=stream)
-    conn = await req.hijack(multiplexed=not tty)
+    try:
+        conn = await req.hijack(multiplexed=not tty)
+    except BaseException:
+        att.close()  # an untaken share would hold the container's output once it fills
+        raise
     att.attached()
     try:
         if replay:

@@ -18,7 +18,11 @@ async def serve_attach_ws(req: Request, rec: ContainerRecord) -> None:
     want = {1: req.arg_bool("stdout"), 2: req.arg_bool("stderr")}
     head = ws.handshake_response(req.headers)  # a bad handshake is a 400 before anything else
     att = Attachment(req.engine.containers, rec, stream=req.arg_bool("stream"))
-    conn = await req.hijack_with(head)
+    try:
+        conn = await req.hijack_with(head)
+    except BaseException:
+        att.close()  # an untaken share would hold the container's output once it fills
+        raise
     att.attached()
     opcode = ws.BINARY if req.api_version >= (1, 28) else ws.TEXT
     stdin = att.stdin() if want_stdin else None

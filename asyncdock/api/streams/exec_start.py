@@ -22,7 +22,11 @@ async def serve_exec_start(req: Request, ex: ExecInstance, body: ExecStartConfig
         return empty_response(200)
     tty = ex.config.tty
     queue = ex.hub.subscribe()
-    conn = await req.hijack(multiplexed=not tty)
+    try:
+        conn = await req.hijack(multiplexed=not tty)
+    except BaseException:
+        ex.hub.unsubscribe(queue)  # an untaken share would hold the process's output once it fills
+        raise
     try:
         try:
             await start_exec(mgr, ex)
