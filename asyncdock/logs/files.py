@@ -186,28 +186,17 @@ class RotatingFileWriter:
         data = self._encode(record)
         if 0 < self._max_size <= self._size:
             self._rotate()
-        self._buf += data
-        self._size += len(data)
-        if len(self._buf) >= self.FLUSH_AT:
-            self.flush()
-        elif not self._flush_scheduled:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # used outside an event loop: behave unbuffered
-                self.flush()
-                return
-            self._flush_scheduled = True
-            loop.call_soon(self._scheduled_flush)
+        self._append(data)
 
     def write_lines(self, stream: Stream, lines: list[bytes], time_ns: int) -> None:
         if self._encode_lines is None or self._max_size > 0:
             # record by record: rotation is decided before each one
             for data in lines:
                 self.write(LogRecord(stream, data, time_ns))
-            return
-        if self._closed:
-            return
-        data = self._encode_lines(stream, lines, time_ns)
+        elif not self._closed:
+            self._append(self._encode_lines(stream, lines, time_ns))
+
+    def _append(self, data: bytes) -> None:
         self._buf += data
         self._size += len(data)
         if len(self._buf) >= self.FLUSH_AT:

@@ -9,7 +9,7 @@ import os
 import subprocess
 
 from asyncdock.api.streams.coalesce import Coalescer
-from asyncdock.containers.stdio import STDOUT, OutputHub, pump_output
+from asyncdock.containers.stdio import STDOUT, OutputHub, OutputQueue, pump_output
 
 
 def test_one_wakeups_reads_are_one_piece() -> None:
@@ -27,20 +27,31 @@ def test_one_wakeups_reads_are_one_piece() -> None:
     asyncio.run(main())
 
 
+async def _paused_pump(total: int) -> tuple[subprocess.Popen[bytes], OutputHub, OutputQueue, asyncio.Future[None]]:
+    """A writer of `total` zeros into a pump whose one subscriber has not read: once it paused."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    writer = subprocess.Popen(["head", "-c", str(total), "/dev/zero"], stdout=w)
+    os.close(w)
+    hub = OutputHub()
+    paused = asyncio.Event()
+    hub.on_pause(lambda p: paused.set() if p else None)
+    q = hub.subscribe()
+    done = await pump_output({STDOUT: r}, hub, None)
+    try:
+        await asyncio.wait_for(paused.wait(), 30)
+    except BaseException:
+        writer.kill()
+        writer.wait()
+        raise
+    return writer, hub, q, done[0]
+
+
 def test_a_subscriber_that_does_not_read_stops_the_reading() -> None:
     total = 32 << 20
 
     async def main() -> None:
-        r, w = os.pipe2(os.O_CLOEXEC)
-        writer = subprocess.Popen(["head", "-c", str(total), "/dev/zero"], stdout=w)
-        os.close(w)
+        writer, hub, q, done = await _paused_pump(total)
         try:
-            hub = OutputHub()
-            paused = asyncio.Event()
-            hub.on_pause(lambda p: paused.set() if p else None)
-            q = hub.subscribe()
-            done = await pump_output({STDOUT: r}, hub, None)
-            await asyncio.wait_for(paused.wait(), 30)
             held = q.unread
             assert OutputHub.HIGH < held <= OutputHub.HIGH + 256 * 1024
             # blocked on its full pipe, not finished: the rest is still in the writer
@@ -51,7 +62,7 @@ def test_a_subscriber_that_does_not_read_stops_the_reading() -> None:
                 if got == total:
                     break
             assert got == total
-            await asyncio.wait_for(done[0], 30)
+            await asyncio.wait_for(done, 30)
             assert not hub.paused
         finally:
             writer.kill()
@@ -62,18 +73,10 @@ def test_a_subscriber_that_does_not_read_stops_the_reading() -> None:
 
 def test_leaving_resumes_the_reading() -> None:
     async def main() -> None:
-        r, w = os.pipe2(os.O_CLOEXEC)
-        writer = subprocess.Popen(["head", "-c", str(16 << 20), "/dev/zero"], stdout=w)
-        os.close(w)
+        writer, hub, q, done = await _paused_pump(16 << 20)
         try:
-            hub = OutputHub()
-            paused = asyncio.Event()
-            hub.on_pause(lambda p: paused.set() if p else None)
-            q = hub.subscribe()
-            done = await pump_output({STDOUT: r}, hub, None)
-            await asyncio.wait_for(paused.wait(), 30)
             hub.unsubscribe(q)  # the client went away: its share no longer holds the process
-            await asyncio.wait_for(done[0], 30)
+            await asyncio.wait_for(done, 30)
             assert writer.wait(30) == 0
         finally:
             writer.kill()
