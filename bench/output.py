@@ -11,8 +11,8 @@
   side's fixed cost (a run of `true`, and `busybox sh -c true | cat | wc -c`), leaving the rate
   at which the bytes move once the container runs;
 - `docker logs` of a container that wrote 300,000 short lines (`> /dev/null`);
-- with --pid (asyncdock's daemon), its RSS idle, after 200 MB of attached json-file output, and
-  after a settle of a few seconds.
+- with --pid (asyncdock's daemon), its RSS idle, after the attached runs and 200 MB more of
+  attached json-file output, after a settle of a few seconds, and after the logs reads.
 
 Each sample is one command's wall time; engines interleave A B A B. Prints medians, the ratio
 per pair and throughput ratios; writes bench/results/output-*.json.
@@ -113,6 +113,14 @@ def main() -> None:
         summary[f"{kind}/{mode}"] = line
         print(f"  {kind}/{mode}: " + ", ".join(f"{k} {v:.2f}" for k, v in line.items()))
 
+    if args.pid:
+        sock = engines["asyncdock"]
+        for _ in range(10):
+            sh(f"{DOCKER} run --rm {args.image} sh -c 'head -c 20000000 /dev/urandom' | wc -c", sock)
+        rss["after_200mb_mib"] = rss_mib(args.pid)
+        time.sleep(5)
+        rss["settled_mib"] = rss_mib(args.pid)
+        print("asyncdock RSS (output): " + ", ".join(f"{k} {v:.1f}" for k, v in rss.items()))
     # docker logs of 300k short lines: written once per engine, read back runs times
     name = f"bench-logs-{os.getpid()}"
     for sock in engines.values():
@@ -123,19 +131,14 @@ def main() -> None:
             for label, sock in engines.items():
                 results[label].append(sh(f"{DOCKER} logs {name} >/dev/null", sock))
         doc = report("output-logs-300k", "s", results)
+        if args.pid:
+            rss["after_logs_mib"] = rss_mib(args.pid)
+            print(f"asyncdock RSS after the logs reads: {rss['after_logs_mib']:.1f} MiB")
     finally:
         for sock in engines.values():
             subprocess.run([DOCKER, "rm", "-f", name], env={**os.environ, "DOCKER_HOST": f"unix://{sock}"},
                            capture_output=True)
 
-    if args.pid:
-        sock = engines["asyncdock"]
-        for _ in range(10):
-            sh(f"{DOCKER} run --rm {args.image} sh -c 'head -c 20000000 /dev/urandom' | wc -c", sock)
-        rss["after_200mb_mib"] = rss_mib(args.pid)
-        time.sleep(5)
-        rss["settled_mib"] = rss_mib(args.pid)
-        print("asyncdock RSS: " + ", ".join(f"{k} {v:.1f}" for k, v in rss.items()))
     print("summary:")
     for k, v in summary.items():
         print(f"  {k:18s} " + ", ".join(f"{a} {b:.2f}" for a, b in v.items()))

@@ -14,10 +14,27 @@ static const char HEX[] = "0123456789abcdef";
 
 /* 0: copy, 1: escape (ASCII specials), 2: a lead byte to decode */
 static unsigned char CLASS[256];
+/* each ASCII special's escape, padded to 8 bytes so that it is written with one fixed-size
+ * copy (the output buffer has 8 bytes of slack), and its real length */
+static char ESC[128][8];
+static unsigned char ESCLEN[128];
 
-static void init_class(void) {
+static void init_tables(void) {
     for (int b = 0; b < 256; b++)
         CLASS[b] = b >= 0x80 ? 2 : (b < 0x20 || b == '"' || b == '\\' || b == '<' || b == '>' || b == '&');
+    for (int b = 0; b < 128; b++) {
+        if (!CLASS[b]) continue;
+        char *e = ESC[b];
+        memset(e, 0, 8);
+        e[0] = '\\';
+        if (b == '"' || b == '\\') { e[1] = (char)b; ESCLEN[b] = 2; }
+        else if (b == '\n') { e[1] = 'n'; ESCLEN[b] = 2; }
+        else if (b == '\r') { e[1] = 'r'; ESCLEN[b] = 2; }
+        else {
+            e[1] = 'u'; e[2] = '0'; e[3] = '0'; e[4] = HEX[b >> 4]; e[5] = HEX[b & 0xF];
+            ESCLEN[b] = 6;
+        }
+    }
 }
 
 /* Length of the valid UTF-8 sequence at s (n bytes left), as Go's DecodeRune accepts it; 0 if
@@ -47,12 +64,12 @@ static PyObject *go_json_string(PyObject *self, PyObject *arg) {
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
     const unsigned char *s = view.buf;
     Py_ssize_t n = view.len;
-    if (n > (PY_SSIZE_T_MAX - 2) / 6) {
+    if (n > (PY_SSIZE_T_MAX - 10) / 6) {
         PyBuffer_Release(&view);
         return PyErr_NoMemory();
     }
-    /* worst case: every byte an escape of six */
-    PyObject *out = PyBytes_FromStringAndSize(NULL, n * 6 + 2);
+    /* worst case: every byte an escape of six; 8 bytes of slack for the padded copies */
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n * 6 + 2 + 8);
     if (!out) {
         PyBuffer_Release(&view);
         return NULL;
@@ -63,38 +80,31 @@ static PyObject *go_json_string(PyObject *self, PyObject *arg) {
     Py_BEGIN_ALLOW_THREADS
     Py_ssize_t i = 0;
     while (i < n) {
-        Py_ssize_t start = i;
-        while (i < n && CLASS[s[i]] == 0) i++;
-        if (i > start) {
-            memcpy(p, s + start, (size_t)(i - start));
-            p += i - start;
-        }
-        if (i >= n) break;
         unsigned char b = s[i];
-        if (b < 0x80) {
-            *p++ = '\\';
-            if (b == '"' || b == '\\') *p++ = (char)b;
-            else if (b == '\n') *p++ = 'n';
-            else if (b == '\r') *p++ = 'r';
-            else {
-                *p++ = 'u'; *p++ = '0'; *p++ = '0';
-                *p++ = HEX[b >> 4]; *p++ = HEX[b & 0xF];
-            }
+        unsigned char c = CLASS[b];
+        if (c == 0) {
+            *p++ = (char)b;
+            i++;
+            continue;
+        }
+        if (c == 1) {
+            memcpy(p, ESC[b], 8);
+            p += ESCLEN[b];
             i++;
             continue;
         }
         Py_ssize_t len = utf8_len(s + i, n - i);
         if (len == 0) {
-            memcpy(p, "\\ufffd", 6);
+            memcpy(p, "\\ufffd\0\0", 8);
             p += 6;
             i++;
         } else if (len == 3 && b == 0xE2 && s[i + 1] == 0x80 && (s[i + 2] == 0xA8 || s[i + 2] == 0xA9)) {
-            memcpy(p, "\\u202", 5);
-            p += 5;
-            *p++ = s[i + 2] == 0xA8 ? '8' : '9';
+            memcpy(p, s[i + 2] == 0xA8 ? "\\u2028\0\0" : "\\u2029\0\0", 8);
+            p += 6;
             i += 3;
         } else {
-            memcpy(p, s + i, (size_t)len);
+            if (n - i >= 4) memcpy(p, s + i, 4);  /* len <= 4: one fixed copy, within the slack */
+            else memcpy(p, s + i, (size_t)len);
             p += len;
             i += len;
         }
@@ -115,6 +125,6 @@ static PyMethodDef METHODS[] = {
 static struct PyModuleDef MODULE = {PyModuleDef_HEAD_INIT, "_goescape", NULL, -1, METHODS, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__goescape(void) {
-    init_class();
+    init_tables();
     return PyModule_Create(&MODULE);
 }
