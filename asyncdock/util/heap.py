@@ -7,14 +7,15 @@ output. malloc_trim(0) returns every free page of every arena."""
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 from collections.abc import Callable
+from functools import lru_cache
 
 
+@lru_cache(maxsize=1)
 def _malloc_trim() -> Callable[[int], int] | None:
+    # Looked up at the first trim, not at import: this module sits on the start path.
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        fn = libc.malloc_trim
+        fn = ctypes.CDLL(None).malloc_trim  # the process's own libc, as the rest of the engine opens it
     except (OSError, AttributeError):  # not glibc (musl has no malloc_trim): nothing to do
         return None
     fn.argtypes = [ctypes.c_size_t]
@@ -22,11 +23,9 @@ def _malloc_trim() -> Callable[[int], int] | None:
     return fn  # type: ignore[no-any-return]
 
 
-_TRIM = _malloc_trim()
-
-
 def trim() -> None:
     """Return free heap pages to the system (a few ms on a large heap: call it after bulk work,
     not per request)."""
-    if _TRIM is not None:
-        _TRIM(0)
+    fn = _malloc_trim()
+    if fn is not None:
+        fn(0)
