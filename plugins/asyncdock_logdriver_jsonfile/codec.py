@@ -84,19 +84,23 @@ class JSONLineCodec:
         # formatted once (it was a third of the encoding's cost for short lines).
         self._last: tuple[str, int, bytes] = ("", -1, b"")
 
+    def _tail(self, stream: str, time_ns: int) -> bytes:
+        """`,"stream":...,"time":"..."}` and the newline."""
+        last_stream, last_t, tail = self._last
+        if last_t != time_ns or last_stream != stream:
+            tail = _STREAM_FIELD[stream] + rfc3339nano(time_ns).encode("ascii") + b'"}\n'
+            self._last = (stream, time_ns, tail)
+        return tail
+
     def encode(self, record: LogRecord) -> bytes:
-        stream, t, tail = self._last
-        if t != record.time_ns or stream != record.stream:
-            tail = (_STREAM_FIELD[record.stream] + rfc3339nano(record.time_ns).encode("ascii")
-                    + b'"}\n')
-            self._last = (record.stream, record.time_ns, tail)
+        tail = self._tail(record.stream, record.time_ns)
         if not record.data:
             return b"{" + tail[1:]
         return b'{"log":' + go_json_string(record.data) + tail
 
     def encode_lines(self, stream: str, lines: list[bytes], time_ns: int) -> bytes:
         """encode() of each line with this stream and time, joined."""
-        tail = _STREAM_FIELD[stream] + rfc3339nano(time_ns).encode("ascii") + b'"}\n'
+        tail = self._tail(stream, time_ns)
         esc = go_json_string
         return b"".join([b'{"log":' + esc(line) + tail if line else b"{" + tail[1:] for line in lines])
 
