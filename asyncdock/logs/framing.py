@@ -2,7 +2,7 @@
 front when asked) in one stdcopy frame (asyncdock.base.stdcopy) for non-TTY containers."""
 from __future__ import annotations
 
-from asyncdock.base.stdcopy import frame, stream_id
+from asyncdock.base.stdcopy import HEADER, stream_id
 from asyncdock.base.timefmt import rfc3339nano_fixed
 from asyncdock.logs.base import LogRecord
 
@@ -20,5 +20,8 @@ def format_log_payload(record: LogRecord, timestamps: bool) -> bytes:
 
 
 def frame_record(record: LogRecord, timestamps: bool) -> bytes:
-    """One log record as one frame, as the logs endpoint writes it for non-TTY containers."""
-    return frame(stream_id(record.stream), format_log_payload(record, timestamps))
+    """One log record as one frame, as the logs endpoint writes it for non-TTY containers (a
+    record is a line of at most 16 KiB: one header, never frame()'s split of a 4 GiB payload;
+    packed here because the logs route calls this once per line)."""
+    payload = format_log_payload(record, timestamps)
+    return HEADER.pack(stream_id(record.stream), len(payload)) + payload

@@ -3,15 +3,13 @@ from __future__ import annotations
 
 import contextlib
 
-from ...base.stdcopy import HEADER, STDERR, STDOUT, SYSTEMERR, frame
+from ...base.stdcopy import SYSTEMERR, frame
 from ...containers.logread import container_logs
 from ...containers.models import ContainerRecord
-from ...logs.framing import format_log_payload
+from ...logs.framing import format_log_payload, frame_record
 from ...util.errtext import os_error_text
 from ..http import Request, StreamResponse
 from .coalesce import Coalescer
-
-_IDS = {"stdout": STDOUT, "stderr": STDERR}
 
 
 async def serve_logs(req: Request, rec: ContainerRecord) -> StreamResponse:
@@ -28,9 +26,7 @@ async def serve_logs(req: Request, rec: ContainerRecord) -> StreamResponse:
         # aclosing: a client that hangs up releases the file handles and inotify watch at once
         async with contextlib.aclosing(records):
             async for record in records:
-                payload = format_log_payload(record, timestamps)
-                # frame_record's frame, inline: a record is at most 16 KiB, one header each
-                if out.add(payload if tty else HEADER.pack(_IDS[record.stream], len(payload)) + payload):
+                if out.add(format_log_payload(record, timestamps) if tty else frame_record(record, timestamps)):
                     await out.flush()
         await out.flush()
     except (OSError, ValueError) as e:
