@@ -5,8 +5,11 @@ coalescing of many small frames into few writes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
+from collections.abc import AsyncIterator
+from typing import NamedTuple
 
 from asyncdock.api.streams.coalesce import Coalescer
 from asyncdock.containers.stdio import STDOUT, OutputHub, OutputQueue, pump_output
@@ -27,60 +30,60 @@ def test_one_wakeups_reads_are_one_piece() -> None:
     asyncio.run(main())
 
 
-async def _paused_pump(total: int) -> tuple[subprocess.Popen[bytes], OutputHub, OutputQueue, asyncio.Future[None]]:
-    """A writer of `total` zeros into a pump whose one subscriber has not read: once it paused."""
+class _Paused(NamedTuple):
+    writer: subprocess.Popen[bytes]
+    hub: OutputHub
+    queue: OutputQueue
+    done: asyncio.Future[None]
+
+
+@contextlib.asynccontextmanager
+async def _paused_pump(total: int) -> AsyncIterator[_Paused]:
+    """A writer of `total` zeros into a pump whose one subscriber has not read, once the pump
+    paused; the writer is killed at the end whatever happened."""
     r, w = os.pipe2(os.O_CLOEXEC)
     writer = subprocess.Popen(["head", "-c", str(total), "/dev/zero"], stdout=w)
     os.close(w)
-    hub = OutputHub()
-    paused = asyncio.Event()
-    hub.on_pause(lambda p: paused.set() if p else None)
-    q = hub.subscribe()
-    done = await pump_output({STDOUT: r}, hub, None)
     try:
+        hub = OutputHub()
+        paused = asyncio.Event()
+        hub.on_pause(lambda p: paused.set() if p else None)
+        q = hub.subscribe()
+        done = await pump_output({STDOUT: r}, hub, None)
         await asyncio.wait_for(paused.wait(), 30)
-    except BaseException:
+        yield _Paused(writer, hub, q, done[0])
+    finally:
         writer.kill()
         writer.wait()
-        raise
-    return writer, hub, q, done[0]
 
 
 def test_a_subscriber_that_does_not_read_stops_the_reading() -> None:
     total = 32 << 20
 
     async def main() -> None:
-        writer, hub, q, done = await _paused_pump(total)
-        try:
-            held = q.unread
+        async with _paused_pump(total) as p:
+            held = p.queue.unread
             assert OutputHub.HIGH < held <= OutputHub.HIGH + 256 * 1024
             # blocked on its full pipe, not finished: the rest is still in the writer
-            assert writer.poll() is None
+            assert p.writer.poll() is None
             got = 0
-            while (item := await asyncio.wait_for(q.get(), 30)) is not None:
+            while (item := await asyncio.wait_for(p.queue.get(), 30)) is not None:
                 got += len(item[1])
                 if got == total:
                     break
             assert got == total
-            await asyncio.wait_for(done, 30)
-            assert not hub.paused
-        finally:
-            writer.kill()
-            writer.wait()
+            await asyncio.wait_for(p.done, 30)
+            assert not p.hub.paused
 
     asyncio.run(main())
 
 
 def test_leaving_resumes_the_reading() -> None:
     async def main() -> None:
-        writer, hub, q, done = await _paused_pump(16 << 20)
-        try:
-            hub.unsubscribe(q)  # the client went away: its share no longer holds the process
-            await asyncio.wait_for(done, 30)
-            assert writer.wait(30) == 0
-        finally:
-            writer.kill()
-            writer.wait()
+        async with _paused_pump(16 << 20) as p:
+            p.hub.unsubscribe(p.queue)  # the client went away: its share no longer holds the process
+            await asyncio.wait_for(p.done, 30)
+            assert p.writer.wait(30) == 0
 
     asyncio.run(main())
 
